@@ -1,0 +1,89 @@
+//! `/_keyproxy/`: health, ready, status. Fingerprints only, never a key.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use http::{Request, Response, StatusCode};
+use serde_json::{json, Value};
+
+use crate::body::ResponseBody;
+use crate::config::Origin;
+use crate::error::{json_response, LocalError};
+use crate::state::{Snapshot, State};
+
+pub fn handle<B>(state: &State, req: &Request<B>) -> Response<ResponseBody> {
+    match req.uri().path() {
+        "/_keyproxy/health" => json_response(StatusCode::OK, &json!({"status": "ok"})),
+        "/_keyproxy/ready" => ready(&state.load()),
+        "/_keyproxy/status" => json_response(StatusCode::OK, &status(state)),
+        path => LocalError::UnknownAdminPath {
+            path: path.to_owned(),
+        }
+        .into_response(),
+    }
+}
+
+fn ready(snapshot: &Snapshot) -> Response<ResponseBody> {
+    let missing = snapshot.profiles_without_key();
+    if missing.is_empty() {
+        return json_response(StatusCode::OK, &json!({"ready": true}));
+    }
+    let message = format!(
+        "no key for profile{} {}",
+        if missing.len() == 1 { "" } else { "s" },
+        missing
+            .iter()
+            .map(|p| format!("'{p}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    json_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &json!({"ready": false, "profiles_without_key": missing, "message": message}),
+    )
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// The status document; `check --json` prints the same profiles and sources.
+pub fn status(state: &State) -> Value {
+    let snapshot = state.load();
+    let log = state.log();
+    let config = match &state.origin {
+        Origin::File(p) => Value::String(p.display().to_string()),
+        Origin::Embedded { .. } => Value::Null,
+    };
+    json!({
+        "config": config,
+        "sources": snapshot.keys.sources(),
+        "profiles": profiles(&snapshot),
+        "reload": {
+            "count": log.count,
+            "last_ok_at": log.last_ok_at.map(rfc3339),
+            "last_error": log.last_error.map(|(at, message)| json!({"at": rfc3339(at), "message": message})),
+        },
+    })
+}
+
+/// Every profile a source declared or a route uses, with its keys by fingerprint.
+pub fn profiles(snapshot: &Snapshot) -> BTreeMap<String, Value> {
+    let mut out: BTreeMap<String, Value> = snapshot
+        .keys
+        .profiles()
+        .map(|(name, p)| {
+            let keys: Vec<Value> = p
+                .keys()
+                .iter()
+                .map(|k| json!({"fingerprint": k.fingerprint(), "source": k.source(), "state": "active"}))
+                .collect();
+            (name.to_owned(), json!({ "keys": keys }))
+        })
+        .collect();
+    for route in snapshot.config.routes.iter() {
+        out.entry(route.profile.clone())
+            .or_insert_with(|| json!({"keys": []}));
+    }
+    out
+}

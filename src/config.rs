@@ -1,0 +1,424 @@
+//! The config file: serde types, defaults, discovery, and validation into types the request path
+//! can use without checking anything again.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::header::HeaderName;
+use http::uri::{Authority, Scheme, Uri};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
+
+use crate::error::ConfigError;
+use crate::text::{redact_quoted, LineIndex};
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
+pub const DEFAULT_PROFILE: &str = "openrouter:default";
+pub const DEFAULT_UPSTREAM: &str = "https://openrouter.ai";
+pub const OPENROUTER_ENV: &str = "OPENROUTER_API_KEY";
+pub const CONFIG_ENV: &str = "KEYPROXY_CONFIG";
+
+/// A validated configuration. Everything the request path reads is already parsed here.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it came from; `None` for the embedded default.
+    pub path: Option<PathBuf>,
+    pub listen: SocketAddr,
+    pub keys_files: Vec<PathBuf>,
+    pub allow_unauthenticated: bool,
+    pub shutdown_grace: Duration,
+    pub connect_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub poll_interval: Duration,
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteConfig {
+    pub prefix: String,
+    pub upstream: Upstream,
+    pub profile: String,
+    pub header: HeaderName,
+    pub format: KeyFormat,
+    pub strip_prefix: bool,
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Where a route forwards to: scheme and authority, plus a base path that is put in front of the
+/// forwarded path (`https://host/v1` + `/chat` = `https://host/v1/chat`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upstream {
+    pub scheme: Scheme,
+    pub authority: Authority,
+    /// Without a trailing slash; empty for the root.
+    pub base_path: String,
+}
+
+impl std::fmt::Display for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}://{}{}", self.scheme, self.authority, self.base_path)
+    }
+}
+
+/// How a key becomes a header value: the text around the single `{key}` placeholder.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KeyFormat {
+    pub before: String,
+    pub after: String,
+}
+
+impl KeyFormat {
+    pub const BEARER: &'static str = "Bearer {key}";
+
+    pub fn parse(template: &str) -> Result<Self, String> {
+        let Some((before, after)) = template.split_once("{key}") else {
+            return Err(format!("format {template:?} has no {{key}} placeholder"));
+        };
+        if after.contains("{key}") {
+            return Err(format!("format {template:?} has more than one {{key}}"));
+        }
+        if http::HeaderValue::from_str(&format!("{before}x{after}")).is_err() {
+            return Err(format!(
+                "format {template:?} has characters not allowed in a header value"
+            ));
+        }
+        Ok(Self {
+            before: before.to_owned(),
+            after: after.to_owned(),
+        })
+    }
+
+    pub fn render(&self, key: &str) -> String {
+        let mut out = String::with_capacity(self.before.len() + key.len() + self.after.len());
+        out.push_str(&self.before);
+        out.push_str(key);
+        out.push_str(&self.after);
+        out
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default, deserialize_with = "socket_addr")]
+    listen: Option<SocketAddr>,
+    keys_files: Option<Vec<String>>,
+    #[serde(default)]
+    allow_unauthenticated: bool,
+    #[serde(default, deserialize_with = "duration")]
+    shutdown_grace: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    connect_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    header_read_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    idle_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    poll_interval: Option<Duration>,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    #[serde(deserialize_with = "prefix")]
+    prefix: String,
+    #[serde(deserialize_with = "upstream")]
+    upstream: Upstream,
+    profile: String,
+    #[serde(default, deserialize_with = "header_name")]
+    header: Option<HeaderName>,
+    #[serde(default, deserialize_with = "key_format")]
+    format: Option<KeyFormat>,
+    #[serde(default)]
+    strip_prefix: bool,
+    ca_file: Option<String>,
+}
+
+fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map(Some).map_err(|_| {
+        D::Error::custom(format!(
+            "listen {s:?} is not an address like \"127.0.0.1:8787\""
+        ))
+    })
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s).map(Some).map_err(|e| {
+        D::Error::custom(format!(
+            "{s:?} is not a duration like \"250ms\", \"10s\" or \"5m\": {e}"
+        ))
+    })
+}
+
+fn prefix<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    if !s.starts_with('/') {
+        return Err(D::Error::custom(format!(
+            "prefix {s:?} must start with '/'"
+        )));
+    }
+    if s.starts_with("/_keyproxy") {
+        return Err(D::Error::custom("prefix /_keyproxy is keyproxy's own"));
+    }
+    Ok(s)
+}
+
+fn upstream<'de, D: Deserializer<'de>>(d: D) -> Result<Upstream, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_upstream(&s).map_err(D::Error::custom)
+}
+
+pub fn parse_upstream(s: &str) -> Result<Upstream, String> {
+    let uri: Uri = s
+        .parse()
+        .map_err(|e| format!("upstream {s:?} is not a URL: {e}"))?;
+    let scheme = match uri.scheme_str() {
+        Some("http") => Scheme::HTTP,
+        Some("https") => Scheme::HTTPS,
+        _ => {
+            return Err(format!(
+                "upstream {s:?} must start with http:// or https://"
+            ))
+        }
+    };
+    let authority = uri
+        .authority()
+        .cloned()
+        .ok_or_else(|| format!("upstream {s:?} has no host"))?;
+    if uri.query().is_some() {
+        return Err(format!("upstream {s:?} must not have a query"));
+    }
+    Ok(Upstream {
+        scheme,
+        authority,
+        base_path: uri.path().trim_end_matches('/').to_owned(),
+    })
+}
+
+fn header_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<HeaderName>, D::Error> {
+    let s = String::deserialize(d)?;
+    HeaderName::from_bytes(s.as_bytes())
+        .map(Some)
+        .map_err(|_| D::Error::custom(format!("header {s:?} is not a valid header name")))
+}
+
+fn key_format<'de, D: Deserializer<'de>>(d: D) -> Result<Option<KeyFormat>, D::Error> {
+    let s = String::deserialize(d)?;
+    KeyFormat::parse(&s).map(Some).map_err(D::Error::custom)
+}
+
+/// Where the config came from, for `check`, `status` and the log line at start.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Origin {
+    File(PathBuf),
+    Embedded { looked: Vec<PathBuf> },
+}
+
+/// Finds the config file: `--config` / `KEYPROXY_CONFIG` (passed in as `explicit`), then
+/// `./keyproxy.toml`, then `$XDG_CONFIG_HOME/keyproxy/keyproxy.toml`.
+pub fn discover(explicit: Option<&Path>) -> Origin {
+    if let Some(path) = explicit {
+        return Origin::File(path.to_path_buf());
+    }
+    let mut looked = vec![PathBuf::from("keyproxy.toml")];
+    if let Some(dir) = config_home() {
+        looked.push(dir.join("keyproxy").join("keyproxy.toml"));
+    }
+    match looked.iter().find(|p| p.is_file()) {
+        Some(found) => Origin::File(found.clone()),
+        None => Origin::Embedded { looked },
+    }
+}
+
+/// `$XDG_CONFIG_HOME`, else `~/.config`.
+pub fn config_home() -> Option<PathBuf> {
+    match std::env::var_os("XDG_CONFIG_HOME") {
+        Some(dir) if !dir.is_empty() => Some(PathBuf::from(dir)),
+        _ => std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .map(|home| PathBuf::from(home).join(".config")),
+    }
+}
+
+pub fn default_keys_file() -> Option<PathBuf> {
+    config_home().map(|dir| dir.join("keyproxy").join("keys.toml"))
+}
+
+pub fn load(origin: &Origin) -> Result<Config, ConfigError> {
+    match origin {
+        Origin::File(path) => load_file(path),
+        Origin::Embedded { .. } => Ok(Config::embedded()),
+    }
+}
+
+pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text, path)
+}
+
+/// Parses config text; `path` names the file in errors and anchors relative paths.
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        line: e.span().map(|s| LineIndex::new(text).line_of(s.start)),
+        message: redact_quoted(e.message()),
+    })?;
+    let dir = path.parent().unwrap_or(Path::new(""));
+    Config::from_raw(raw, Some(path.to_path_buf()), dir)
+}
+
+impl Config {
+    /// The no-config default: loopback, one route to OpenRouter, `openrouter:default`.
+    pub fn embedded() -> Self {
+        let upstream = parse_upstream(DEFAULT_UPSTREAM).unwrap_or_else(|_| unreachable!());
+        Self {
+            path: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
+            keys_files: default_keys_file().into_iter().collect(),
+            allow_unauthenticated: false,
+            shutdown_grace: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(300),
+            poll_interval: Duration::from_secs(2),
+            routes: vec![RouteConfig {
+                prefix: "/".into(),
+                upstream,
+                profile: DEFAULT_PROFILE.into(),
+                header: http::header::AUTHORIZATION,
+                format: KeyFormat::parse(KeyFormat::BEARER).unwrap_or_else(|_| unreachable!()),
+                strip_prefix: false,
+                ca_file: None,
+            }],
+        }
+    }
+
+    fn from_raw(raw: RawConfig, path: Option<PathBuf>, dir: &Path) -> Result<Self, ConfigError> {
+        let base = Self::embedded();
+        let name = path.clone().unwrap_or_default();
+        let keys_files = match raw.keys_files {
+            Some(files) => files.iter().map(|f| resolve(dir, f)).collect(),
+            None => base.keys_files,
+        };
+        if raw.routes.is_empty() {
+            return Err(ConfigError::Validation {
+                path: name,
+                message: "no [[routes]]: add at least one route".into(),
+            });
+        }
+        let mut routes = Vec::with_capacity(raw.routes.len());
+        for r in raw.routes {
+            if routes.iter().any(|x: &RouteConfig| x.prefix == r.prefix) {
+                return Err(ConfigError::Validation {
+                    path: name,
+                    message: format!("two routes have prefix {:?}", r.prefix),
+                });
+            }
+            routes.push(RouteConfig {
+                prefix: r.prefix,
+                upstream: r.upstream,
+                profile: r.profile,
+                header: r.header.unwrap_or(http::header::AUTHORIZATION),
+                format: match r.format {
+                    Some(f) => f,
+                    None => KeyFormat::parse(KeyFormat::BEARER).map_err(|message| {
+                        ConfigError::Validation {
+                            path: name.clone(),
+                            message,
+                        }
+                    })?,
+                },
+                strip_prefix: r.strip_prefix,
+                ca_file: r.ca_file.map(|f| resolve(dir, &f)),
+            });
+        }
+        Ok(Self {
+            path,
+            listen: raw.listen.unwrap_or(base.listen),
+            keys_files,
+            allow_unauthenticated: raw.allow_unauthenticated,
+            shutdown_grace: raw.shutdown_grace.unwrap_or(base.shutdown_grace),
+            connect_timeout: raw.connect_timeout.unwrap_or(base.connect_timeout),
+            header_read_timeout: raw.header_read_timeout.unwrap_or(base.header_read_timeout),
+            idle_timeout: raw.idle_timeout.unwrap_or(base.idle_timeout),
+            poll_interval: raw.poll_interval.unwrap_or(base.poll_interval),
+            routes,
+        })
+    }
+}
+
+/// Paths in a config file are relative to the file's folder; `~/` means the home folder.
+pub fn resolve(dir: &Path, path: &str) -> PathBuf {
+    if let Some(rest) = path.strip_prefix("~/") {
+        if let Some(home) = std::env::var_os("HOME") {
+            return PathBuf::from(home).join(rest);
+        }
+    }
+    dir.join(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<Config, ConfigError> {
+        parse(text, Path::new("conf/keyproxy.toml"))
+    }
+
+    #[test]
+    fn unknown_field_names_the_field_and_line() {
+        let err =
+            parse_str("listen = \"127.0.0.1:1\"\n\n[[routes]]\nprefix = \"/\"\nupstrem = \"x\"\n")
+                .unwrap_err()
+                .to_string();
+        assert!(err.starts_with("conf/keyproxy.toml:5:"), "{err}");
+        assert!(err.contains("unknown field `upstrem`"), "{err}");
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_folder() {
+        let c = parse_str(
+            "keys_files = [\"keys.toml\"]\n[[routes]]\nprefix = \"/\"\nupstream = \"http://127.0.0.1:9/v1/\"\nprofile = \"p\"\nca_file = \"ca.pem\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.keys_files, vec![PathBuf::from("conf/keys.toml")]);
+        assert_eq!(c.routes[0].ca_file, Some(PathBuf::from("conf/ca.pem")));
+        assert_eq!(c.routes[0].upstream.base_path, "/v1");
+        assert_eq!(c.routes[0].header, http::header::AUTHORIZATION);
+        assert_eq!(c.routes[0].format.render("k"), "Bearer k");
+    }
+
+    #[test]
+    fn bad_values_name_the_line() {
+        let err =
+            parse_str("[[routes]]\nprefix = \"/\"\nupstream = \"ftp://x\"\nprofile = \"p\"\n")
+                .unwrap_err()
+                .to_string();
+        assert!(err.starts_with("conf/keyproxy.toml:3:"), "{err}");
+        assert!(err.contains("http:// or https://"), "{err}");
+        let err = parse_str("connect_timeout = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(":1:"), "{err}");
+        let err = parse_str("[[routes]]\nprefix = \"/\"\nupstream = \"http://a\"\nprofile = \"p\"\nformat = \"Bearer\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("{key}"), "{err}");
+    }
+
+    #[test]
+    fn format_renders_around_the_placeholder() {
+        let f = KeyFormat::parse("Token {key}; v=1").unwrap();
+        assert_eq!(f.render("abc"), "Token abc; v=1");
+        assert!(KeyFormat::parse("{key}{key}").is_err());
+    }
+}

@@ -1,0 +1,320 @@
+//! The key store: profiles of keys, built once per reload into an immutable snapshot.
+//!
+//! A key's text is held only by [`Secret`], whose Debug and Display print the fingerprint; the
+//! request path sees ready-made header values marked sensitive, never the text.
+
+pub mod reload;
+pub mod sources;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use http::HeaderValue;
+
+use crate::config::KeyFormat;
+
+/// The fingerprint of a key: first 8 characters, `...`, last 8. Keys shorter than 20 characters
+/// show `...` and the last 4; keys of 8 characters or fewer show only `...`, because their last 4
+/// would be half the key.
+pub fn fingerprint(key: &str) -> String {
+    let n = key.len();
+    if !key.is_ascii() {
+        return "...".into();
+    }
+    if n >= 20 {
+        format!("{}...{}", &key[..8], &key[n - 8..])
+    } else if n > 8 {
+        format!("...{}", &key[n - 4..])
+    } else {
+        "...".into()
+    }
+}
+
+/// A key's text. Debug and Display show the fingerprint only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Arc<str>);
+
+impl Secret {
+    /// Accepts visible ASCII only: a space, CR, LF, NUL or any other control or non-ASCII byte
+    /// cannot be sent in a header and would otherwise fail on every request instead of at load.
+    pub fn new(text: &str) -> Result<Self, &'static str> {
+        if text.is_empty() {
+            return Err("is empty");
+        }
+        if !text.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+            return Err("contains a space, a control character (CR, LF, NUL) or a non-ASCII byte, which cannot be sent in an HTTP header");
+        }
+        Ok(Self(Arc::from(text)))
+    }
+
+    pub fn fingerprint(&self) -> String {
+        fingerprint(&self.0)
+    }
+
+    fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret({})", self.fingerprint())
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.fingerprint())
+    }
+}
+
+/// Index of a format in the snapshot's format table; each route holds one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FormatId(pub usize);
+
+/// One usable key: its header value rendered once for every format a route uses.
+pub struct Key {
+    fingerprint: Box<str>,
+    source: Arc<str>,
+    headers: Box<[HeaderValue]>,
+}
+
+impl Key {
+    fn new(secret: &Secret, source: Arc<str>, formats: &[KeyFormat]) -> Self {
+        let headers = formats
+            .iter()
+            .filter_map(|f| {
+                // Cannot fail: the secret and the format were both checked at load.
+                let mut v = HeaderValue::from_str(&f.render(secret.expose())).ok()?;
+                v.set_sensitive(true);
+                Some(v)
+            })
+            .collect();
+        Self {
+            fingerprint: secret.fingerprint().into(),
+            source,
+            headers,
+        }
+    }
+
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    pub fn header(&self, format: FormatId) -> Option<&HeaderValue> {
+        self.headers.get(format.0)
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Key")
+            .field("fingerprint", &self.fingerprint)
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A named credential slot holding one key or a pool.
+#[derive(Debug)]
+pub struct Profile {
+    keys: Vec<Key>,
+    next: AtomicUsize,
+}
+
+impl Profile {
+    /// The next key of the pool, round-robin. Lock-free: one relaxed atomic add.
+    pub fn pick(&self) -> Option<&Key> {
+        match self.keys.len() {
+            0 => None,
+            1 => self.keys.first(),
+            n => self.keys.get(self.next.fetch_add(1, Ordering::Relaxed) % n),
+        }
+    }
+
+    pub fn keys(&self) -> &[Key] {
+        &self.keys
+    }
+}
+
+/// What one source said about profiles, for the local 401's "where keyproxy looked".
+#[derive(Debug, Clone)]
+pub struct Looked {
+    /// e.g. `keys file /etc/keyproxy/keys.toml` or `env OPENROUTER_API_KEY`.
+    pub label: String,
+    /// What it says of a profile it does not mention: `no such profile`, `not found`, an error.
+    pub absent: String,
+    /// Only this profile is looked for here (the env var fills one profile).
+    pub only_for: Option<String>,
+    /// What it says of profiles it mentions but could not fill (`key_env FOO: not set`).
+    pub specific: HashMap<String, String>,
+}
+
+/// The health of one key source, as `status` and `check` show it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SourceStatus {
+    pub kind: &'static str,
+    pub path: String,
+    pub ok: bool,
+    pub error: Option<String>,
+}
+
+/// The immutable snapshot of all profiles. A reload builds a new one.
+#[derive(Debug, Default)]
+pub struct KeyStore {
+    profiles: HashMap<String, Profile>,
+    looked: Vec<Looked>,
+    sources: Vec<SourceStatus>,
+}
+
+impl KeyStore {
+    /// The profile if it has at least one key.
+    pub fn profile(&self, name: &str) -> Option<&Profile> {
+        self.profiles.get(name).filter(|p| !p.keys.is_empty())
+    }
+
+    pub fn profiles(&self) -> impl Iterator<Item = (&str, &Profile)> {
+        self.profiles.iter().map(|(n, p)| (n.as_str(), p))
+    }
+
+    pub fn sources(&self) -> &[SourceStatus] {
+        &self.sources
+    }
+
+    /// Every place looked for `profile` and what each said, `; `-separated.
+    pub fn looked_for(&self, profile: &str) -> String {
+        let parts: Vec<String> = self
+            .looked
+            .iter()
+            .filter(|l| l.only_for.as_deref().is_none_or(|p| p == profile))
+            .map(|l| {
+                let said = l.specific.get(profile).unwrap_or(&l.absent);
+                format!("{}: {}", l.label, said)
+            })
+            .collect();
+        if parts.is_empty() {
+            "no key source is configured".into()
+        } else {
+            parts.join("; ")
+        }
+    }
+}
+
+/// Collects keys from the sources in order, then freezes them into a [`KeyStore`].
+pub struct StoreBuilder<'a> {
+    formats: &'a [KeyFormat],
+    profiles: HashMap<String, Vec<Key>>,
+    looked: Vec<Looked>,
+    sources: Vec<SourceStatus>,
+}
+
+impl<'a> StoreBuilder<'a> {
+    pub fn new(formats: &'a [KeyFormat]) -> Self {
+        Self {
+            formats,
+            profiles: HashMap::new(),
+            looked: Vec::new(),
+            sources: Vec::new(),
+        }
+    }
+
+    pub fn add_key(&mut self, profile: &str, secret: &Secret, source: &Arc<str>) {
+        let key = Key::new(secret, source.clone(), self.formats);
+        self.profiles
+            .entry(profile.to_owned())
+            .or_default()
+            .push(key);
+    }
+
+    /// Declares a profile so that it is listed even while it has no key.
+    pub fn declare(&mut self, profile: &str) {
+        self.profiles.entry(profile.to_owned()).or_default();
+    }
+
+    pub fn has_keys(&self, profile: &str) -> bool {
+        self.profiles.get(profile).is_some_and(|k| !k.is_empty())
+    }
+
+    pub fn looked(&mut self, looked: Looked) {
+        self.looked.push(looked);
+    }
+
+    pub fn source(&mut self, status: SourceStatus) {
+        self.sources.push(status);
+    }
+
+    pub fn build(self) -> KeyStore {
+        KeyStore {
+            profiles: self
+                .profiles
+                .into_iter()
+                .map(|(name, keys)| {
+                    (
+                        name,
+                        Profile {
+                            keys,
+                            next: AtomicUsize::new(0),
+                        },
+                    )
+                })
+                .collect(),
+            looked: self.looked,
+            sources: self.sources,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_hide_the_middle() {
+        assert_eq!(
+            fingerprint("sk-or-v1-0123456789abcdef968304f4"),
+            "sk-or-v1...968304f4"
+        );
+        assert_eq!(fingerprint("short-key-1234"), "...1234");
+        assert_eq!(fingerprint("tiny"), "...");
+    }
+
+    #[test]
+    fn secrets_never_print_their_text() {
+        let s = Secret::new("sk-or-v1-0123456789abcdef968304f4").unwrap();
+        assert_eq!(format!("{s}"), "sk-or-v1...968304f4");
+        assert!(!format!("{s:?}").contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn header_breaking_bytes_are_refused() {
+        for bad in ["a\r\nb", "a\nb", "a\0b", "a b", "", "ключ"] {
+            assert!(Secret::new(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn pools_rotate_round_robin() {
+        let formats = [KeyFormat::parse("{key}").unwrap()];
+        let src: Arc<str> = Arc::from("test");
+        let mut b = StoreBuilder::new(&formats);
+        for k in ["key-one-aaaaaaaaaaaaaaa", "key-two-bbbbbbbbbbbbbbb"] {
+            b.add_key("p", &Secret::new(k).unwrap(), &src);
+        }
+        let store = b.build();
+        let p = store.profile("p").unwrap();
+        let picked: Vec<_> = (0..4)
+            .map(|_| p.pick().unwrap().fingerprint().to_owned())
+            .collect();
+        assert_eq!(picked[0], picked[2]);
+        assert_ne!(picked[0], picked[1]);
+        let h = p.pick().unwrap().header(FormatId(0)).unwrap();
+        assert!(h.is_sensitive());
+        assert!(!format!("{h:?}").contains("key-"));
+    }
+}

@@ -1,0 +1,20 @@
+//! keyproxy: a local reverse proxy that holds LLM provider API keys so that agents do not.
+//!
+//! The binary is a thin shell over this library; tests and benches use it directly.
+
+pub mod admin;
+pub mod body;
+pub mod check;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod keys;
+pub mod proxy;
+pub mod routes;
+pub mod server;
+pub mod state;
+pub mod text;
+pub mod upstream;
+
+pub use config::{Config, Origin};
+pub use server::{start, Running};

@@ -1,0 +1,111 @@
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser;
+use keyproxy::cli::{Cli, Command, LogFormat};
+use keyproxy::config::{self, Origin};
+use keyproxy::keys::reload::ReloadRequest;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let origin = config::discover(cli.config.as_deref());
+    match cli.command {
+        Some(Command::Check { json }) => {
+            let report = keyproxy::check::run(origin);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report.json).unwrap_or_default()
+                );
+            } else {
+                print!("{}", report.text);
+            }
+            if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Some(Command::Serve { listen }) => serve(origin, listen.or(cli.listen)),
+        None => serve(origin, cli.listen),
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn serve(origin: Origin, listen: Option<std::net::SocketAddr>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("keyproxy: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(origin, listen)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("keyproxy: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(origin: Origin, listen: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
+    match &origin {
+        Origin::File(p) => tracing::info!(config = %p.display(), "loading config"),
+        Origin::Embedded { .. } => {
+            tracing::info!("no config file found; using the embedded default")
+        }
+    }
+    let running = keyproxy::start(origin, listen)
+        .await
+        .context("cannot start")?;
+    let snapshot = running.state.load();
+    for route in snapshot.routes.iter() {
+        tracing::info!(prefix = %route.prefix, upstream = %route.upstream_label, profile = %route.profile, "route");
+    }
+    for profile in snapshot.profiles_without_key() {
+        tracing::warn!(
+            profile,
+            "no key yet: {}; requests for it get a local 401 until one is added",
+            snapshot.keys.looked_for(profile)
+        );
+    }
+    tracing::info!(listen = %running.local_addr, "keyproxy is listening; point agents at http://{}/api/v1", running.local_addr);
+
+    let reload = running.reloader();
+    let mut hup = signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = signal(tokio::signal::unix::SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading config and keys");
+                let _ = reload.send(ReloadRequest { reason: "SIGHUP", done: None }).await;
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    running.shutdown().await;
+    Ok(())
+}
+
+fn signal(kind: tokio::signal::unix::SignalKind) -> anyhow::Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(kind).context("cannot install a signal handler")
+}

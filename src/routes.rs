@@ -1,0 +1,169 @@
+//! Routes: path prefixes mapped to an upstream, the header to inject and a default profile.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use http::header::HeaderName;
+use http::uri::{PathAndQuery, Uri};
+
+use crate::config::{Config, KeyFormat, Upstream};
+use crate::keys::FormatId;
+use crate::upstream::{self, UpstreamClient, UpstreamError};
+
+pub struct Route {
+    pub prefix: String,
+    pub upstream: Upstream,
+    /// `upstream` as text, made once for logs and errors.
+    pub upstream_label: String,
+    pub profile: String,
+    pub header: HeaderName,
+    pub format: FormatId,
+    pub strip_prefix: bool,
+    pub client: UpstreamClient,
+}
+
+impl Route {
+    /// Does `prefix` cover `path`? Whole segments only: `/anthropic` covers `/anthropic` and
+    /// `/anthropic/v1`, not `/anthropicx`.
+    fn covers(&self, path: &str) -> bool {
+        match path.strip_prefix(self.prefix.as_str()) {
+            Some(rest) => rest.is_empty() || self.prefix.ends_with('/') || rest.starts_with('/'),
+            None => false,
+        }
+    }
+
+    /// The upstream URI for a request URI: base path, then the (possibly stripped) path and query.
+    pub fn upstream_uri(&self, uri: &Uri) -> Result<Uri, http::Error> {
+        let pq = uri.path_and_query().map_or("/", PathAndQuery::as_str);
+        let pq = if self.upstream.base_path.is_empty() && !self.strip_prefix {
+            match uri.path_and_query() {
+                // The common case reuses the parsed path: no copy.
+                Some(pq) => pq.clone(),
+                None => PathAndQuery::from_static("/"),
+            }
+        } else {
+            let rest = if self.strip_prefix {
+                pq.strip_prefix(self.prefix.trim_end_matches('/'))
+                    .unwrap_or(pq)
+            } else {
+                pq
+            };
+            let sep = if rest.starts_with('/') { "" } else { "/" };
+            format!("{}{sep}{rest}", self.upstream.base_path).parse()?
+        };
+        Uri::builder()
+            .scheme(self.upstream.scheme.clone())
+            .authority(self.upstream.authority.clone())
+            .path_and_query(pq)
+            .build()
+    }
+}
+
+/// All routes of a config, longest prefix first, and the formats their keys are rendered in.
+pub struct Routes {
+    routes: Vec<Route>,
+    formats: Vec<KeyFormat>,
+}
+
+impl Routes {
+    pub fn build(config: &Config) -> Result<Self, UpstreamError> {
+        let mut formats: Vec<KeyFormat> = Vec::new();
+        let mut clients: HashMap<Option<PathBuf>, UpstreamClient> = HashMap::new();
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for r in &config.routes {
+            let format = match formats.iter().position(|f| *f == r.format) {
+                Some(i) => FormatId(i),
+                None => {
+                    formats.push(r.format.clone());
+                    FormatId(formats.len() - 1)
+                }
+            };
+            let client = match clients.get(&r.ca_file) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = upstream::client(r.ca_file.as_deref(), config.connect_timeout)?;
+                    clients.insert(r.ca_file.clone(), c.clone());
+                    c
+                }
+            };
+            routes.push(Route {
+                prefix: r.prefix.clone(),
+                upstream_label: r.upstream.to_string(),
+                upstream: r.upstream.clone(),
+                profile: r.profile.clone(),
+                header: r.header.clone(),
+                format,
+                strip_prefix: r.strip_prefix,
+                client,
+            });
+        }
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+        Ok(Self { routes, formats })
+    }
+
+    /// The route with the longest prefix covering `path`.
+    pub fn find(&self, path: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.covers(path))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Route> {
+        self.routes.iter()
+    }
+
+    pub fn formats(&self) -> &[KeyFormat] {
+        &self.formats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+    use std::path::Path;
+
+    fn routes(toml: &str) -> Routes {
+        Routes::build(&parse(toml, Path::new("k.toml")).unwrap()).unwrap()
+    }
+
+    const TWO: &str = r#"
+[[routes]]
+prefix = "/"
+upstream = "https://openrouter.ai"
+profile = "openrouter:default"
+[[routes]]
+prefix = "/anthropic"
+upstream = "https://api.anthropic.com/base"
+profile = "anthropic:default"
+strip_prefix = true
+format = "{key}"
+"#;
+
+    #[test]
+    fn longest_whole_segment_prefix_wins() {
+        let r = routes(TWO);
+        assert_eq!(
+            r.find("/anthropic/v1/messages").unwrap().prefix,
+            "/anthropic"
+        );
+        assert_eq!(r.find("/anthropic").unwrap().prefix, "/anthropic");
+        assert_eq!(r.find("/anthropicx").unwrap().prefix, "/");
+        assert_eq!(r.formats().len(), 2);
+    }
+
+    #[test]
+    fn upstream_uri_joins_base_path_and_strips_prefix() {
+        let r = routes(TWO);
+        let a = r.find("/anthropic/v1/messages").unwrap();
+        let uri = a
+            .upstream_uri(&"/anthropic/v1/messages?x=1".parse().unwrap())
+            .unwrap();
+        assert_eq!(uri, "https://api.anthropic.com/base/v1/messages?x=1");
+        let uri = a.upstream_uri(&"/anthropic?x=1".parse().unwrap()).unwrap();
+        assert_eq!(uri, "https://api.anthropic.com/base/?x=1");
+        let o = r.find("/api/v1/chat/completions").unwrap();
+        let uri = o
+            .upstream_uri(&"/api/v1/chat/completions".parse().unwrap())
+            .unwrap();
+        assert_eq!(uri, "https://openrouter.ai/api/v1/chat/completions");
+    }
+}

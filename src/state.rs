@@ -1,0 +1,78 @@
+//! The shared state: one `ArcSwap` holding the current snapshot (config, routes, keys), and the
+//! reload log that `status` reports.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+
+use crate::config::{Config, Origin};
+use crate::keys::KeyStore;
+use crate::routes::Routes;
+
+/// Everything a request needs, immutable once built. A request loads it once.
+pub struct Snapshot {
+    pub config: Arc<Config>,
+    pub routes: Arc<Routes>,
+    pub keys: KeyStore,
+}
+
+impl Snapshot {
+    /// Default profiles of routes that have no key, each named once, in route order.
+    pub fn profiles_without_key(&self) -> Vec<&str> {
+        let mut missing: Vec<&str> = Vec::new();
+        for route in self.config.routes.iter() {
+            if self.keys.profile(&route.profile).is_none()
+                && !missing.contains(&route.profile.as_str())
+            {
+                missing.push(&route.profile);
+            }
+        }
+        missing
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ReloadLog {
+    /// Start-up is reload 0.
+    pub count: u64,
+    pub last_ok_at: Option<SystemTime>,
+    pub last_error: Option<(SystemTime, String)>,
+}
+
+pub struct State {
+    snapshot: ArcSwap<Snapshot>,
+    log: Mutex<ReloadLog>,
+    pub origin: Origin,
+}
+
+impl State {
+    pub fn new(origin: Origin, snapshot: Snapshot, log: ReloadLog) -> Self {
+        Self {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            log: Mutex::new(log),
+            origin,
+        }
+    }
+
+    /// The current snapshot; the request path calls this once per request.
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    pub fn store(&self, snapshot: Snapshot) {
+        self.snapshot.store(Arc::new(snapshot));
+    }
+
+    /// The reload log is touched by reloads and the status page only, never by proxied requests.
+    pub fn log(&self) -> ReloadLog {
+        self.log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn record(&self, f: impl FnOnce(&mut ReloadLog)) {
+        f(&mut self.log.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+}
