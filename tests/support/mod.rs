@@ -1,0 +1,369 @@
+//! Test harness: an in-process mock upstream that records what it received (plain or TLS with an
+//! rcgen certificate), keyproxy started in-process on 127.0.0.1:0, an HTTP client, and the real
+//! binary as a subprocess.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, Either, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+/// Every test's upper bound: a hung proxy fails the test instead of hanging CI.
+pub const LIMIT: Duration = Duration::from_secs(30);
+
+pub async fn bounded<F: Future>(fut: F) -> F::Output {
+    tokio::time::timeout(LIMIT, fut)
+        .await
+        .expect("test exceeded its time limit")
+}
+
+/// A key that looks real, long enough to have a middle that must never be printed.
+pub const KEY_A: &str = "sk-or-v1-aaaaaaaaaaaaaaaaSECRETMIDDLEaaaaaaaaaa11111111";
+pub const KEY_B: &str = "sk-or-v1-bbbbbbbbbbbbbbbbSECRETMIDDLEbbbbbbbbbb22222222";
+pub const FP_A: &str = "sk-or-v1...11111111";
+pub const FP_B: &str = "sk-or-v1...22222222";
+
+/// What the mock upstream received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: Method,
+    pub uri: http::Uri,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// A response body fed by a channel, so a test decides when each chunk leaves the upstream.
+pub struct ChannelBody(pub mpsc::Receiver<Bytes>);
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|c| c.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+pub type MockBody = Either<Full<Bytes>, ChannelBody>;
+pub type Handler = Arc<dyn Fn(&Received) -> Response<MockBody> + Send + Sync>;
+
+pub fn reply(status: u16, body: &str) -> Response<MockBody> {
+    let mut r = Response::new(Either::Left(Full::new(Bytes::from(body.to_owned()))));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap();
+    r.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    r
+}
+
+pub fn ok_handler() -> Handler {
+    Arc::new(|_| reply(200, r#"{"ok":true}"#))
+}
+
+pub struct Mock {
+    pub addr: SocketAddr,
+    pub url: String,
+    received: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Mock {
+    pub async fn start(handler: Handler) -> Self {
+        Self::serve(handler, None).await
+    }
+
+    /// A TLS upstream with a certificate for 127.0.0.1 signed by a fresh CA; the CA's PEM is
+    /// written to `ca_path`.
+    pub async fn start_tls(handler: Handler, ca_path: &Path) -> Self {
+        let acceptor = tls_acceptor(ca_path);
+        Self::serve(handler, Some(acceptor)).await
+    }
+
+    async fn serve(handler: Handler, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let rec = received.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                let handler = handler.clone();
+                let rec = rec.clone();
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let handler = handler.clone();
+                        let rec = rec.clone();
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            let r = Received {
+                                method: parts.method,
+                                uri: parts.uri,
+                                version: parts.version,
+                                headers: parts.headers,
+                                body,
+                            };
+                            let resp = handler(&r);
+                            rec.lock().unwrap().push(r);
+                            Ok::<_, Infallible>(resp)
+                        }
+                    });
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    match tls {
+                        Some(acceptor) => {
+                            if let Ok(s) = acceptor.accept(stream).await {
+                                let _ = builder.serve_connection(TokioIo::new(s), svc).await;
+                            }
+                        }
+                        None => {
+                            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            url: format!("{scheme}://{addr}"),
+            received,
+        }
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.received.lock().unwrap().len()
+    }
+}
+
+fn tls_acceptor(ca_path: &Path) -> tokio_rustls::TlsAcceptor {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    std::fs::write(ca_path, ca.pem()).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap();
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![leaf.der().clone()], key)
+    .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// keyproxy running in-process from a config written into a temporary folder.
+pub struct Proxy {
+    pub running: keyproxy::Running,
+    pub dir: tempfile::TempDir,
+    pub url: String,
+}
+
+impl Proxy {
+    /// `config` is the TOML of keyproxy.toml; `files` are written beside it first.
+    pub async fn start(config: &str, files: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            write_private(&dir.path().join(name), text);
+        }
+        let path = dir.path().join("keyproxy.toml");
+        std::fs::write(&path, config).unwrap();
+        let running = keyproxy::start(
+            keyproxy::Origin::File(path),
+            Some("127.0.0.1:0".parse().unwrap()),
+        )
+        .await
+        .unwrap();
+        let url = format!("http://{}", running.local_addr);
+        Self { running, dir, url }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+pub fn write_private(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+}
+
+/// A config with one route `/` to `upstream` and `keys.toml` beside it.
+pub fn simple_config(upstream: &str, profile: &str) -> String {
+    format!(
+        "keys_files = [\"keys.toml\"]\n\n[[routes]]\nprefix = \"/\"\nupstream = \"{upstream}\"\nprofile = \"{profile}\"\n"
+    )
+}
+
+pub fn keys_toml(profile: &str, key: &str) -> String {
+    format!("[profiles.\"{profile}\"]\nkey = \"{key}\"\n")
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body))
+        })
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+pub type TestClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn client() -> TestClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub fn h2c_client() -> TestClient {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
+}
+
+pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Request<Full<Bytes>> {
+    let mut b = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(Full::new(body.into())).unwrap()
+}
+
+pub async fn send(client: &TestClient, req: Request<Full<Bytes>>) -> Reply {
+    let resp = client.request(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    Reply {
+        status: parts.status,
+        version: parts.version,
+        headers: parts.headers,
+        body,
+    }
+}
+
+pub async fn get(url: &str, headers: &[(&str, &str)]) -> Reply {
+    send(&client(), request("GET", url, headers, Bytes::new())).await
+}
+
+/// The real binary, with a private HOME and XDG_CONFIG_HOME so no user config leaks in.
+pub struct Bin {
+    pub home: tempfile::TempDir,
+}
+
+impl Bin {
+    pub fn new() -> Self {
+        Self {
+            home: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn command(&self) -> std::process::Command {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_keyproxy"));
+        c.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.home.path())
+            .env("XDG_CONFIG_HOME", self.home.path().join(".config"))
+            .env("RUST_LOG", "info")
+            .current_dir(self.home.path());
+        c
+    }
+
+    pub fn config_dir(&self) -> PathBuf {
+        let d = self.home.path().join(".config").join("keyproxy");
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+}
+
+/// Output of a finished subprocess, with both streams as text.
+pub struct Output {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn run(mut cmd: std::process::Command) -> Output {
+    use std::process::Stdio;
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    let out = match rx.recv_timeout(LIMIT) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            kill(pid, "KILL");
+            panic!("subprocess exceeded its time limit");
+        }
+    };
+    Output {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Sends a signal by name (`HUP`, `TERM`, `KILL`) with the system's kill(1).
+pub fn kill(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal} {pid} failed");
+}
+
+/// Asserts that no full key appears in `text`.
+pub fn assert_no_key(text: &str) {
+    for key in [KEY_A, KEY_B] {
+        assert!(!text.contains(key), "a full key leaked: {text}");
+    }
+    assert!(!text.contains("SECRETMIDDLE"), "part of a key leaked: {text}");
+}
