@@ -81,6 +81,12 @@ async fn run(origin: Origin, listen: Option<std::net::SocketAddr>) -> anyhow::Re
     for route in snapshot.routes.iter() {
         tracing::info!(prefix = %route.prefix, upstream = %route.upstream_label, profile = %route.profile, "route");
     }
+    for (profile, _) in snapshot.keys.profiles() {
+        let keys = snapshot.keys.fingerprints(profile);
+        if !keys.is_empty() {
+            tracing::info!(profile, keys = %keys.join(", "), "profile");
+        }
+    }
     for profile in snapshot.profiles_without_key() {
         tracing::warn!(
             profile,

@@ -33,7 +33,10 @@ async fn injects_the_key_and_replaces_the_clients_own_credential() {
         assert_eq!(got.uri.path(), "/api/v1/chat/completions");
         assert_eq!(got.uri.query(), Some("stream=false"));
         assert_eq!(got.headers.get_all("authorization").iter().count(), 1);
-        assert_eq!(got.headers["authorization"], format!("Bearer {KEY_A}").as_str());
+        assert_eq!(
+            got.headers["authorization"],
+            format!("Bearer {KEY_A}").as_str()
+        );
         assert_eq!(got.headers["host"], up.addr.to_string().as_str());
         assert_eq!(got.headers["x-custom"], "kept");
         assert_eq!(got.body.as_ref(), br#"{"model":"x"}"#);
@@ -69,15 +72,39 @@ async fn custom_header_and_format_are_used_and_client_copies_removed() {
 async fn profile_header_selects_another_profile_and_is_not_forwarded() {
     bounded(async {
         let up = Mock::start(ok_handler()).await;
-        let keys = format!("{}{}", keys_toml("a:default", KEY_A), keys_toml("b:work", KEY_B));
-        let proxy = Proxy::start(&simple_config(&up.url, "a:default"), &[("keys.toml", &keys)]).await;
-        get(&format!("{}/x", proxy.url), &[("x-keyproxy-profile", "b:work"), ("x-keyproxy-debug", "1")]).await;
+        let keys = format!(
+            "{}{}",
+            keys_toml("a:default", KEY_A),
+            keys_toml("b:work", KEY_B)
+        );
+        let proxy = Proxy::start(
+            &simple_config(&up.url, "a:default"),
+            &[("keys.toml", &keys)],
+        )
+        .await;
+        get(
+            &format!("{}/x", proxy.url),
+            &[("x-keyproxy-profile", "b:work"), ("x-keyproxy-debug", "1")],
+        )
+        .await;
         get(&format!("{}/x", proxy.url), &[]).await;
         let got = up.received();
-        assert_eq!(got[0].headers["authorization"], format!("Bearer {KEY_B}").as_str());
-        assert_eq!(got[1].headers["authorization"], format!("Bearer {KEY_A}").as_str());
+        assert_eq!(
+            got[0].headers["authorization"],
+            format!("Bearer {KEY_B}").as_str()
+        );
+        assert_eq!(
+            got[1].headers["authorization"],
+            format!("Bearer {KEY_A}").as_str()
+        );
         for r in &got {
-            assert!(r.headers.keys().all(|k| !k.as_str().starts_with("x-keyproxy-")), "{:?}", r.headers);
+            assert!(
+                r.headers
+                    .keys()
+                    .all(|k| !k.as_str().starts_with("x-keyproxy-")),
+                "{:?}",
+                r.headers
+            );
         }
     })
     .await;
@@ -123,7 +150,11 @@ async fn http2_cleartext_clients_are_served_on_the_same_port() {
             &[("keys.toml", &keys_toml("p", KEY_A))],
         )
         .await;
-        let reply = send(&h2c_client(), request("POST", &format!("{}/api/v1/x", proxy.url), &[], "hello")).await;
+        let reply = send(
+            &h2c_client(),
+            request("POST", &format!("{}/api/v1/x", proxy.url), &[], "hello"),
+        )
+        .await;
         assert_eq!(reply.status, 200);
         assert_eq!(reply.version, http::Version::HTTP_2);
         let h1 = get(&format!("{}/api/v1/x", proxy.url), &[]).await;
@@ -131,7 +162,10 @@ async fn http2_cleartext_clients_are_served_on_the_same_port() {
         let got = up.received();
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].body.as_ref(), b"hello");
-        assert_eq!(got[0].headers["authorization"], format!("Bearer {KEY_A}").as_str());
+        assert_eq!(
+            got[0].headers["authorization"],
+            format!("Bearer {KEY_A}").as_str()
+        );
         assert_eq!(got[0].headers["host"], up.addr.to_string().as_str());
     })
     .await;

@@ -86,8 +86,11 @@ async fn a_key_with_header_breaking_bytes_is_refused_at_load_naming_the_profile(
         let proxy = Proxy::start(&simple_config(&up.url, "p"), &[("keys.toml", keys)]).await;
         let reply = get(&format!("{}/x", proxy.url), &[]).await;
         assert_eq!(reply.status, 401);
-        let msg = reply.json()["error"]["message"].as_str().unwrap().to_owned();
-        assert!(msg.contains("keys.toml:2:"), "{msg}");
+        let msg = reply.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(msg.contains("keys.toml: line 2:"), "{msg}");
         assert!(msg.contains("profile 'p'"), "{msg}");
         assert!(!msg.contains("X-Injected"), "{msg}");
         assert_eq!(up.count(), 0);

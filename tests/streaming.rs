@@ -17,15 +17,28 @@ async fn first_sse_event_reaches_the_client_before_the_upstream_sends_the_last()
         let handler: Handler = Arc::new(move |_| {
             let rx = slot.lock().unwrap().take().expect("one stream only");
             let mut r = http::Response::new(Either::Right(ChannelBody(rx)));
-            r.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
+            r.headers_mut()
+                .insert("content-type", "text/event-stream".parse().unwrap());
             r
         });
         let up = Mock::start(handler).await;
-        let proxy = Proxy::start(&simple_config(&up.url, "p"), &[("keys.toml", &keys_toml("p", KEY_A))]).await;
+        let proxy = Proxy::start(
+            &simple_config(&up.url, "p"),
+            &[("keys.toml", &keys_toml("p", KEY_A))],
+        )
+        .await;
 
-        events_tx.send(Bytes::from_static(b"data: {\"n\":1}\n\n")).await.unwrap();
+        events_tx
+            .send(Bytes::from_static(b"data: {\"n\":1}\n\n"))
+            .await
+            .unwrap();
         let resp = client()
-            .request(request("POST", &format!("{}/api/v1/chat/completions", proxy.url), &[], "{}"))
+            .request(request(
+                "POST",
+                &format!("{}/api/v1/chat/completions", proxy.url),
+                &[],
+                "{}",
+            ))
             .await
             .unwrap();
         assert_eq!(resp.status(), 200);
@@ -36,10 +49,16 @@ async fn first_sse_event_reaches_the_client_before_the_upstream_sends_the_last()
         // The upstream holds back every later event until the client has seen the first one.
         let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
         assert_eq!(first.as_ref(), b"data: {\"n\":1}\n\n");
-        events_tx.send(Bytes::from_static(b"data: {\"n\":2}\n\n")).await.unwrap();
+        events_tx
+            .send(Bytes::from_static(b"data: {\"n\":2}\n\n"))
+            .await
+            .unwrap();
         let second = body.frame().await.unwrap().unwrap().into_data().unwrap();
         assert_eq!(second.as_ref(), b"data: {\"n\":2}\n\n");
-        events_tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await.unwrap();
+        events_tx
+            .send(Bytes::from_static(b"data: [DONE]\n\n"))
+            .await
+            .unwrap();
         drop(events_tx);
         let rest = body.collect().await.unwrap().to_bytes();
         assert_eq!(rest.as_ref(), b"data: [DONE]\n\n");
@@ -50,12 +69,19 @@ async fn first_sse_event_reaches_the_client_before_the_upstream_sends_the_last()
 #[tokio::test]
 async fn ten_megabyte_bodies_pass_intact_both_ways() {
     bounded(async {
-        let big: Bytes = (0..10 * 1024 * 1024).map(|i: u32| (i % 251) as u8).collect::<Vec<u8>>().into();
+        let big: Bytes = (0..10 * 1024 * 1024)
+            .map(|i: u32| (i % 251) as u8)
+            .collect::<Vec<u8>>()
+            .into();
         let echo: Handler = Arc::new(|r: &Received| {
             http::Response::new(Either::Left(http_body_util::Full::new(r.body.clone())))
         });
         let up = Mock::start(echo).await;
-        let proxy = Proxy::start(&simple_config(&up.url, "p"), &[("keys.toml", &keys_toml("p", KEY_A))]).await;
+        let proxy = Proxy::start(
+            &simple_config(&up.url, "p"),
+            &[("keys.toml", &keys_toml("p", KEY_A))],
+        )
+        .await;
 
         // Streamed in 64 KiB chunks with no content-length, so the proxy cannot rely on a size.
         let (tx, rx) = mpsc::channel::<Bytes>(4);
@@ -67,13 +93,19 @@ async fn ten_megabyte_bodies_pass_intact_both_ways() {
                 }
             }
         });
-        let req = http::Request::post(format!("{}/upload", proxy.url)).body(ChannelBody(rx)).unwrap();
-        let c = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+        let req = http::Request::post(format!("{}/upload", proxy.url))
+            .body(ChannelBody(rx))
+            .unwrap();
+        let c = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
         let resp = c.request(req).await.unwrap();
         assert_eq!(resp.status(), 200);
         let back = resp.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(up.received()[0].body.len(), big.len());
-        assert!(up.received()[0].body == big, "the upstream got a different body");
+        assert!(
+            up.received()[0].body == big,
+            "the upstream got a different body"
+        );
         assert_eq!(back.len(), big.len());
         assert!(back == big, "the client got a different body");
     })

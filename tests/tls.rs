@@ -30,10 +30,17 @@ async fn untrusted_tls_upstream_is_a_502_naming_the_certificate_problem() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
         let up = Mock::start_tls(ok_handler(), &dir.path().join("ca.pem")).await;
-        let proxy = Proxy::start(&simple_config(&up.url, "p"), &[("keys.toml", &keys_toml("p", KEY_A))]).await;
+        let proxy = Proxy::start(
+            &simple_config(&up.url, "p"),
+            &[("keys.toml", &keys_toml("p", KEY_A))],
+        )
+        .await;
         let reply = get(&format!("{}/x", proxy.url), &[]).await;
         assert_eq!(reply.status, 502);
-        let msg = reply.json()["error"]["message"].as_str().unwrap().to_owned();
+        let msg = reply.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         assert!(msg.contains("certificate"), "{msg}");
         assert_eq!(up.count(), 0);
     })

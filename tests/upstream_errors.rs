@@ -11,9 +11,17 @@ use support::*;
 async fn closed_port_is_a_502_naming_the_upstream() {
     bounded(async {
         // Bind then drop: a port on loopback that nothing listens on.
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let upstream = format!("http://127.0.0.1:{port}");
-        let proxy = Proxy::start(&simple_config(&upstream, "p"), &[("keys.toml", &keys_toml("p", KEY_A))]).await;
+        let proxy = Proxy::start(
+            &simple_config(&upstream, "p"),
+            &[("keys.toml", &keys_toml("p", KEY_A))],
+        )
+        .await;
         let reply = get(&format!("{}/api/v1/models", proxy.url), &[]).await;
         assert_eq!(reply.status, 502);
         assert_eq!(reply.headers["x-keyproxy-error"], "upstream-unreachable");
@@ -39,19 +47,30 @@ async fn connect_timeout_is_a_504() {
         let addr = listener.local_addr().unwrap();
         let mut held = Vec::new();
         for _ in 0..16 {
-            match tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(addr)).await {
+            match tokio::time::timeout(
+                Duration::from_millis(200),
+                tokio::net::TcpStream::connect(addr),
+            )
+            .await
+            {
                 Ok(Ok(s)) => held.push(s),
                 _ => break,
             }
         }
         let upstream = format!("http://{addr}");
-        let config = format!("connect_timeout = \"300ms\"\n{}", simple_config(&upstream, "p"));
+        let config = format!(
+            "connect_timeout = \"300ms\"\n{}",
+            simple_config(&upstream, "p")
+        );
         let proxy = Proxy::start(&config, &[("keys.toml", &keys_toml("p", KEY_A))]).await;
         let reply = get(&format!("{}/x", proxy.url), &[]).await;
         assert_eq!(reply.status, 504, "{}", reply.text());
         let body = reply.json();
         assert_eq!(body["error"]["type"], "upstream_timeout");
-        assert!(body["error"]["message"].as_str().unwrap().contains(&upstream));
+        assert!(body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&upstream));
         drop(held);
     })
     .await;
@@ -60,7 +79,8 @@ async fn connect_timeout_is_a_504() {
 #[tokio::test]
 async fn upstream_401_passes_through_annotated_with_profile_and_fingerprint() {
     bounded(async {
-        let handler: Handler = Arc::new(|_| reply(401, r#"{"error":{"message":"User not found.","code":401}}"#));
+        let handler: Handler =
+            Arc::new(|_| reply(401, r#"{"error":{"message":"User not found.","code":401}}"#));
         let up = Mock::start(handler).await;
         let proxy = Proxy::start(
             &simple_config(&up.url, "openrouter:default"),
@@ -72,7 +92,10 @@ async fn upstream_401_passes_through_annotated_with_profile_and_fingerprint() {
         assert_eq!(reply.json()["error"]["message"], "User not found.");
         assert_eq!(reply.headers["x-keyproxy-profile"], "openrouter:default");
         assert_eq!(reply.headers["x-keyproxy-key"], FP_A);
-        assert!(reply.headers.get("x-keyproxy-error").is_none(), "the answer is the upstream's");
+        assert!(
+            reply.headers.get("x-keyproxy-error").is_none(),
+            "the answer is the upstream's"
+        );
         assert_eq!(up.count(), 1);
     })
     .await;
@@ -82,10 +105,18 @@ async fn upstream_401_passes_through_annotated_with_profile_and_fingerprint() {
 async fn upstream_403_is_annotated_but_a_200_is_not() {
     bounded(async {
         let handler: Handler = Arc::new(|r: &Received| {
-            if r.uri.path() == "/forbidden" { reply(403, "{}") } else { reply(200, "{}") }
+            if r.uri.path() == "/forbidden" {
+                reply(403, "{}")
+            } else {
+                reply(200, "{}")
+            }
         });
         let up = Mock::start(handler).await;
-        let proxy = Proxy::start(&simple_config(&up.url, "p"), &[("keys.toml", &keys_toml("p", KEY_B))]).await;
+        let proxy = Proxy::start(
+            &simple_config(&up.url, "p"),
+            &[("keys.toml", &keys_toml("p", KEY_B))],
+        )
+        .await;
         let denied = get(&format!("{}/forbidden", proxy.url), &[]).await;
         assert_eq!(denied.status, 403);
         assert_eq!(denied.headers["x-keyproxy-key"], FP_B);

@@ -183,6 +183,29 @@ impl KeyStore {
         self.profiles.iter().map(|(n, p)| (n.as_str(), p))
     }
 
+    /// Fingerprints of a profile's keys, in pool order; empty when it has none.
+    pub fn fingerprints(&self, profile: &str) -> Vec<&str> {
+        self.profile(profile)
+            .map(|p| p.keys().iter().map(Key::fingerprint).collect())
+            .unwrap_or_default()
+    }
+
+    /// Logs which profiles gained, lost or changed keys since `old`, by fingerprint, so an
+    /// operator can see a rotation land.
+    pub fn log_changes_since(&self, old: &KeyStore) {
+        for (name, _) in self.profiles() {
+            let (now, before) = (self.fingerprints(name), old.fingerprints(name));
+            if now != before {
+                tracing::info!(profile = name, keys = %now.join(", "), was = %before.join(", "), "keys changed");
+            }
+        }
+        for (name, p) in old.profiles() {
+            if self.profile(name).is_none() && !p.keys().is_empty() {
+                tracing::info!(profile = name, "profile removed");
+            }
+        }
+    }
+
     pub fn sources(&self) -> &[SourceStatus] {
         &self.sources
     }

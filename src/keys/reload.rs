@@ -95,6 +95,7 @@ impl Reloader {
         };
         let built = self.loader.build(&config, routes.formats());
         errors.extend(built.errors);
+        built.store.log_changes_since(&current.keys);
         self.state.store(Snapshot {
             config,
             routes,

@@ -117,6 +117,16 @@ fn read_secret_file(path: &Path) -> Result<Secret, SourceError> {
         .map_err(|why| SourceError::Failed(format!("{}: key {why}", path.display())))
 }
 
+/// The 401 message already says which file; its errors start with the path again.
+fn without_path(message: &str, path: &Path) -> String {
+    let shown = path.display().to_string();
+    match message.strip_prefix(shown.as_str()) {
+        Some(rest) if rest.starts_with(": ") => rest[2..].to_owned(),
+        Some(rest) if rest.starts_with(':') => format!("line {}", &rest[1..]),
+        _ => message.to_owned(),
+    }
+}
+
 fn trim_one_newline(s: &str) -> &str {
     s.strip_suffix("\r\n")
         .or_else(|| s.strip_suffix('\n'))
@@ -204,7 +214,9 @@ impl Loader {
         let Some(file) = file else {
             b.looked(Looked {
                 label,
-                absent: error.map(|e| e.to_string()).unwrap_or_default(),
+                absent: error
+                    .map(|e| without_path(&e.to_string(), path))
+                    .unwrap_or_default(),
                 only_for: None,
                 specific: HashMap::new(),
             });
@@ -348,6 +360,20 @@ mod tests {
 
         let err = parse_keys_file("[profiles.x]\nkee = \"v\"\n", Path::new("k.toml")).unwrap_err();
         assert!(err.contains("unknown field `kee`"), "{err}");
+    }
+
+    #[test]
+    fn the_401_does_not_repeat_the_file_path() {
+        let p = Path::new("/etc/k.toml");
+        assert_eq!(
+            without_path("/etc/k.toml:2:7: invalid string", p),
+            "line 2:7: invalid string"
+        );
+        assert_eq!(
+            without_path("/etc/k.toml: permission denied", p),
+            "permission denied"
+        );
+        assert_eq!(without_path("not found", p), "not found");
     }
 
     #[test]

@@ -104,7 +104,9 @@ impl Mock {
         let rec = received.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 let handler = handler.clone();
                 let rec = rec.clone();
                 let tls = tls.clone();
@@ -114,7 +116,11 @@ impl Mock {
                         let rec = rec.clone();
                         async move {
                             let (parts, body) = req.into_parts();
-                            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
                             let r = Received {
                                 method: parts.method,
                                 uri: parts.uri,
@@ -242,9 +248,8 @@ pub struct Reply {
 
 impl Reply {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body))
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 
     pub fn text(&self) -> String {
@@ -264,7 +269,12 @@ pub fn h2c_client() -> TestClient {
         .build_http()
 }
 
-pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Request<Full<Bytes>> {
+pub fn request(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Request<Full<Bytes>> {
     let mut b = Request::builder().method(method).uri(url);
     for (k, v) in headers {
         b = b.header(*k, *v);
@@ -365,5 +375,99 @@ pub fn assert_no_key(text: &str) {
     for key in [KEY_A, KEY_B] {
         assert!(!text.contains(key), "a full key leaked: {text}");
     }
-    assert!(!text.contains("SECRETMIDDLE"), "part of a key leaked: {text}");
+    assert!(
+        !text.contains("SECRETMIDDLE"),
+        "part of a key leaked: {text}"
+    );
+}
+
+/// `keyproxy serve` running as a subprocess with JSON logs, so a test can wait for a log line
+/// instead of sleeping.
+pub struct Served {
+    pub child: tokio::process::Child,
+    pub url: String,
+    lines: mpsc::UnboundedReceiver<String>,
+    /// Every stderr line so far, for leak checks.
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Served {
+    /// Starts the binary with `--listen 127.0.0.1:0 --log-format json` and waits for the line
+    /// that says where it listens.
+    pub async fn start(mut cmd: std::process::Command) -> Self {
+        use std::process::Stdio;
+        use tokio::io::AsyncBufReadExt;
+        cmd.args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut cmd = tokio::process::Command::from(cmd);
+        cmd.kill_on_drop(true);
+        let mut child = cmd.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::unbounded_channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        tokio::spawn(async move {
+            let mut reader = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                sink.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+        let mut served = Self {
+            child,
+            url: String::new(),
+            lines,
+            log,
+        };
+        let line = served.wait_for_log("keyproxy is listening").await;
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        served.url = format!("http://{}", v["fields"]["listen"].as_str().unwrap());
+        served
+    }
+
+    /// Waits for the next stderr line containing `needle` and returns it.
+    pub async fn wait_for_log(&mut self, needle: &str) -> String {
+        let found = tokio::time::timeout(LIMIT, async {
+            while let Some(line) = self.lines.recv().await {
+                if line.contains(needle) {
+                    return Some(line);
+                }
+            }
+            None
+        })
+        .await;
+        match found {
+            Ok(Some(line)) => line,
+            _ => panic!(
+                "no log line with {needle:?}; stderr so far:\n{}",
+                self.log.lock().unwrap().join("\n")
+            ),
+        }
+    }
+
+    pub fn signal(&self, signal: &str) {
+        kill(self.child.id().unwrap(), signal);
+    }
+
+    /// Sends SIGTERM and returns the exit code and stdout.
+    pub async fn stop(mut self) -> (Option<i32>, String, Vec<String>) {
+        use tokio::io::AsyncReadExt;
+        self.signal("TERM");
+        let status = tokio::time::timeout(LIMIT, self.child.wait())
+            .await
+            .expect("keyproxy did not exit after SIGTERM")
+            .unwrap();
+        let mut stdout = String::new();
+        if let Some(mut out) = self.child.stdout.take() {
+            let _ = out.read_to_string(&mut stdout).await;
+        }
+        // Drain what the reader has not yet passed on.
+        while let Ok(Some(_)) =
+            tokio::time::timeout(Duration::from_secs(5), self.lines.recv()).await
+        {}
+        let log = self.log.lock().unwrap().clone();
+        (status.code(), stdout, log)
+    }
 }

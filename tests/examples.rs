@@ -1,0 +1,60 @@
+//! The files under config/ are what users copy: they must load as they are, and so must the
+//! commented-out blocks once uncommented.
+
+use std::path::Path;
+
+use keyproxy::keys::sources::parse_keys_file;
+
+fn example(name: &str) -> (std::path::PathBuf, String) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("config")
+        .join(name);
+    let text = std::fs::read_to_string(&path).unwrap();
+    (path, text)
+}
+
+/// Uncomments lines that are commented-out TOML (`# key = ...`, `# [[routes]]`), leaving prose.
+fn uncommented(text: &str) -> String {
+    text.lines()
+        .map(|l| match l.strip_prefix("# ") {
+            Some(rest)
+                if rest.starts_with('[')
+                    || rest
+                        .split_once(" = ")
+                        .is_some_and(|(k, _)| !k.contains(' ')) =>
+            {
+                rest
+            }
+            _ => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_example_config_loads() {
+    let (path, text) = example("keyproxy.toml");
+    let config = keyproxy::config::parse(&text, &path).unwrap();
+    assert_eq!(config.listen.to_string(), "127.0.0.1:8787");
+    assert_eq!(config.routes.len(), 1);
+    assert_eq!(config.keys_files, vec![path.with_file_name("keys.toml")]);
+
+    let all = keyproxy::config::parse(&uncommented(&text), &path).unwrap();
+    assert_eq!(
+        all.routes.len(),
+        2,
+        "the commented route must be valid once uncommented"
+    );
+    assert_eq!(all.routes[1].header.as_str(), "x-api-key");
+}
+
+#[test]
+fn the_example_keys_file_parses() {
+    let (path, text) = example("keys.example.toml");
+    let keys = parse_keys_file(&text, &path).unwrap();
+    assert_eq!(keys.profiles["openrouter:default"].keys.len(), 1);
+
+    let all = parse_keys_file(&uncommented(&text), &path).unwrap();
+    assert_eq!(all.profiles.len(), 4);
+    assert_eq!(all.profiles["openrouter:work"].keys.len(), 2);
+}
