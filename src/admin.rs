@@ -63,6 +63,7 @@ pub fn status(state: &State) -> Value {
             "count": log.count,
             "last_ok_at": log.last_ok_at.map(rfc3339),
             "last_error": log.last_error.map(|(at, message)| json!({"at": rfc3339(at), "message": message})),
+            "last_trigger": log.last_trigger,
         },
     })
 }

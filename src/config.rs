@@ -26,6 +26,10 @@ pub struct Config {
     pub path: Option<PathBuf>,
     pub listen: SocketAddr,
     pub keys_files: Vec<PathBuf>,
+    /// dotenv files whose variables count as environment for `OPENROUTER_API_KEY` and `key_env`.
+    pub env_files: Vec<PathBuf>,
+    /// OpenClaw auth stores (`auth-profiles.json`) whose key profiles are served as they are named.
+    pub openclaw_auth_profiles: Vec<PathBuf>,
     pub allow_unauthenticated: bool,
     pub shutdown_grace: Duration,
     pub connect_timeout: Duration,
@@ -105,6 +109,10 @@ struct RawConfig {
     #[serde(default, deserialize_with = "socket_addr")]
     listen: Option<SocketAddr>,
     keys_files: Option<Vec<String>>,
+    #[serde(default)]
+    env_files: Vec<String>,
+    #[serde(default)]
+    openclaw_auth_profiles: Vec<String>,
     #[serde(default)]
     allow_unauthenticated: bool,
     #[serde(default, deserialize_with = "duration")]
@@ -284,6 +292,8 @@ impl Config {
             path: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
             keys_files: default_keys_file().into_iter().collect(),
+            env_files: Vec::new(),
+            openclaw_auth_profiles: Vec::new(),
             allow_unauthenticated: false,
             shutdown_grace: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
@@ -345,6 +355,12 @@ impl Config {
             path,
             listen: raw.listen.unwrap_or(base.listen),
             keys_files,
+            env_files: raw.env_files.iter().map(|f| resolve(dir, f)).collect(),
+            openclaw_auth_profiles: raw
+                .openclaw_auth_profiles
+                .iter()
+                .map(|f| resolve(dir, f))
+                .collect(),
             allow_unauthenticated: raw.allow_unauthenticated,
             shutdown_grace: raw.shutdown_grace.unwrap_or(base.shutdown_grace),
             connect_timeout: raw.connect_timeout.unwrap_or(base.connect_timeout),

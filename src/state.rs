@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
+use tokio::sync::watch;
 
 use crate::config::{Config, Origin};
 use crate::keys::KeyStore;
@@ -38,11 +39,15 @@ pub struct ReloadLog {
     pub count: u64,
     pub last_ok_at: Option<SystemTime>,
     pub last_error: Option<(SystemTime, String)>,
+    /// What caused the last reload: `start`, `SIGHUP`, `file change`, `poll`.
+    pub last_trigger: &'static str,
 }
 
 pub struct State {
     snapshot: ArcSwap<Snapshot>,
     log: Mutex<ReloadLog>,
+    /// The reload count, for whoever must wait for a reload (tests, benches, `status`).
+    reloads: watch::Sender<u64>,
     pub origin: Origin,
 }
 
@@ -50,6 +55,7 @@ impl State {
     pub fn new(origin: Origin, snapshot: Snapshot, log: ReloadLog) -> Self {
         Self {
             snapshot: ArcSwap::from_pointee(snapshot),
+            reloads: watch::Sender::new(log.count),
             log: Mutex::new(log),
             origin,
         }
@@ -73,6 +79,16 @@ impl State {
     }
 
     pub fn record(&self, f: impl FnOnce(&mut ReloadLog)) {
-        f(&mut self.log.lock().unwrap_or_else(PoisonError::into_inner));
+        let count = {
+            let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&mut log);
+            log.count
+        };
+        self.reloads.send_replace(count);
+    }
+
+    /// Sees the reload count change; `wait_for(|n| *n > seen)` waits for the next reload.
+    pub fn reloads(&self) -> watch::Receiver<u64> {
+        self.reloads.subscribe()
     }
 }

@@ -84,7 +84,8 @@ async fn status_shows_sources_profiles_and_reloads_by_fingerprint() {
         let reply = get(&url, &[]).await;
         assert_no_key(&reply.text());
         let s = reply.json();
-        assert_eq!(s["reload"]["count"], 1);
+        // The file watch may have reloaded too; the explicit reload read the same bad file.
+        assert!(s["reload"]["count"].as_u64().unwrap() >= 1);
         let message = s["reload"]["last_error"]["message"].as_str().unwrap();
         assert!(message.contains(&format!("{keys_path}:2:")), "{message}");
         assert!(s["reload"]["last_error"]["at"].is_string());
@@ -93,7 +94,7 @@ async fn status_shows_sources_profiles_and_reloads_by_fingerprint() {
         write_private(&proxy.path("keys.toml"), &keys_toml("p", KEY_B));
         proxy.running.reload("test").await;
         let s = get(&url, &[]).await.json();
-        assert_eq!(s["reload"]["count"], 2);
+        assert!(s["reload"]["count"].as_u64().unwrap() >= 2);
         assert!(s["reload"]["last_error"].is_null());
         assert_eq!(s["profiles"]["p"]["keys"][0]["fingerprint"], FP_B);
     })

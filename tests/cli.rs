@@ -230,7 +230,20 @@ async fn serve_injects_reloads_on_sighup_and_exits_cleanly_on_sigterm() {
     bounded(async {
         let up = Mock::start(ok_handler()).await;
         let bin = Bin::new();
-        let config = write_config(&bin, &up.url, "p", Some(&keys_toml("p", KEY_A)));
+        // The key lives behind a symlink in a folder keyproxy does not watch, and polling is
+        // off, so only SIGHUP can make keyproxy see the new key.
+        let vault = bin.home.path().join("vault");
+        std::fs::create_dir_all(&vault).unwrap();
+        write_private(&vault.join("secret"), KEY_A);
+        let config = write_config(
+            &bin,
+            &up.url,
+            "p",
+            Some("[profiles.p]\nkey_file = \"secret\"\n"),
+        );
+        std::os::unix::fs::symlink(vault.join("secret"), config.with_file_name("secret")).unwrap();
+        let text = std::fs::read_to_string(&config).unwrap();
+        std::fs::write(&config, format!("poll_interval = \"1h\"\n{text}")).unwrap();
         let mut cmd = bin.command();
         cmd.arg("--config").arg(&config);
         let mut served = Served::start(cmd).await;
@@ -243,7 +256,7 @@ async fn serve_injects_reloads_on_sighup_and_exits_cleanly_on_sigterm() {
             format!("Bearer {KEY_A}")
         );
 
-        write_private(&config.with_file_name("keys.toml"), &keys_toml("p", KEY_B));
+        write_private(&vault.join("secret"), &format!("{KEY_B}\n"));
         served.signal("HUP");
         served.wait_for_log("reloaded").await;
         let reply = get(&url, &[]).await;
@@ -256,6 +269,7 @@ async fn serve_injects_reloads_on_sighup_and_exits_cleanly_on_sigterm() {
         let status = get(&format!("{}/_keyproxy/status", served.url), &[]).await;
         assert_no_key(&status.text());
         assert_eq!(status.json()["reload"]["count"], 1);
+        assert_eq!(status.json()["reload"]["last_trigger"], "SIGHUP");
 
         let (code, stdout, log) = served.stop().await;
         assert_eq!(code, Some(0), "{}", log.join("\n"));

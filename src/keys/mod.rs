@@ -3,8 +3,11 @@
 //! A key's text is held only by [`Secret`], whose Debug and Display print the fingerprint; the
 //! request path sees ready-made header values marked sensitive, never the text.
 
+pub mod env;
+pub mod openclaw;
 pub mod reload;
 pub mod sources;
+pub mod watch;
 
 use std::collections::HashMap;
 use std::fmt;

@@ -3,12 +3,13 @@
 //! keys, and the failure is logged with file and line and shown in `status`.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
 
 use super::sources::Loader;
-use crate::config::{self, Origin};
+use super::watch::{FileSet, Watcher};
+use crate::config::{self, Config, Origin};
 use crate::error::ConfigError;
 use crate::routes::Routes;
 use crate::state::{ReloadLog, Snapshot, State};
@@ -27,20 +28,32 @@ pub enum StartError {
 pub struct Reloader {
     state: Arc<State>,
     loader: Loader,
+    /// The files the current snapshot was built from, as they were read.
+    files: FileSet,
 }
+
+/// After the first event of a burst (an editor's write, rename and chmod; a Kubernetes swap's
+/// three renames), wait this long for the burst to end before reading.
+const SETTLE: Duration = Duration::from_millis(30);
+/// ... but never longer than this, so a file rewritten continuously is still read.
+const SETTLE_MAX: Duration = Duration::from_millis(500);
 
 impl Reloader {
     /// The first load. A bad config is fatal here; a missing or broken key source is not.
     pub fn start(origin: Origin) -> Result<Self, StartError> {
-        let config = config::load(&origin)?;
+        let mut files = FileSet::default();
+        let config = read_config(&origin, &mut files)?;
         let routes = Routes::build(&config).map_err(|source| StartError::Upstream {
             path: config.path.clone(),
             source,
         })?;
         let mut loader = Loader::default();
-        let built = loader.build(&config, routes.formats());
+        let built = loader.build(&config, routes.formats(), &mut files);
         let now = SystemTime::now();
-        let mut log = ReloadLog::default();
+        let mut log = ReloadLog {
+            last_trigger: "start",
+            ..ReloadLog::default()
+        };
         if built.errors.is_empty() {
             log.last_ok_at = Some(now);
         } else {
@@ -57,6 +70,7 @@ impl Reloader {
         Ok(Self {
             state: Arc::new(State::new(origin, snapshot, log)),
             loader,
+            files,
         })
     }
 
@@ -64,36 +78,35 @@ impl Reloader {
         &self.state
     }
 
-    /// Reads everything again and swaps in the result.
-    pub fn reload(&mut self) {
+    /// Reads everything again and swaps in the result; `trigger` says why, for logs and status.
+    pub fn reload(&mut self, trigger: &'static str) {
         let current = self.state.load();
         let mut errors = Vec::new();
-        let (config, routes) = match &self.state.origin {
-            Origin::Embedded { .. } => (current.config.clone(), current.routes.clone()),
-            Origin::File(path) => match config::load_file(path) {
-                Ok(c) if c == *current.config => (current.config.clone(), current.routes.clone()),
-                Ok(c) => match Routes::build(&c) {
-                    Ok(r) => {
-                        if c.listen != current.config.listen {
-                            tracing::warn!(
-                                old = %current.config.listen, new = %c.listen,
-                                "the listen address changed; it takes effect at the next restart"
-                            );
-                        }
-                        (Arc::new(c), Arc::new(r))
+        let mut files = FileSet::default();
+        let (config, routes) = match read_config(&self.state.origin, &mut files) {
+            Ok(c) if c == *current.config => (current.config.clone(), current.routes.clone()),
+            Ok(c) => match Routes::build(&c) {
+                Ok(r) => {
+                    if c.listen != current.config.listen {
+                        tracing::warn!(
+                            old = %current.config.listen, new = %c.listen,
+                            "the listen address changed; it takes effect at the next restart"
+                        );
                     }
-                    Err(e) => {
-                        errors.push(format!("{}: {e}", path.display()));
-                        (current.config.clone(), current.routes.clone())
-                    }
-                },
+                    (Arc::new(c), Arc::new(r))
+                }
                 Err(e) => {
-                    errors.push(e.to_string());
+                    let at = c.path.as_deref().map(|p| p.display().to_string());
+                    errors.push(format!("{}: {e}", at.unwrap_or_default()));
                     (current.config.clone(), current.routes.clone())
                 }
             },
+            Err(e) => {
+                errors.push(e.to_string());
+                (current.config.clone(), current.routes.clone())
+            }
         };
-        let built = self.loader.build(&config, routes.formats());
+        let built = self.loader.build(&config, routes.formats(), &mut files);
         errors.extend(built.errors);
         built.store.log_changes_since(&current.keys);
         self.state.store(Snapshot {
@@ -101,9 +114,11 @@ impl Reloader {
             routes,
             keys: built.store,
         });
+        self.files = files;
         let now = SystemTime::now();
         self.state.record(|log| {
             log.count += 1;
+            log.last_trigger = trigger;
             if errors.is_empty() {
                 log.last_ok_at = Some(now);
                 log.last_error = None;
@@ -112,28 +127,87 @@ impl Reloader {
             }
         });
         if errors.is_empty() {
-            tracing::info!(reload = self.state.log().count, "reloaded config and keys");
+            tracing::info!(
+                reload = self.state.log().count,
+                trigger,
+                "reloaded config and keys"
+            );
         } else {
             for e in &errors {
-                tracing::error!("reload kept the last good keys: {e}");
+                tracing::error!(trigger, "reload kept the last good keys: {e}");
             }
         }
     }
 
-    /// Runs reloads as they are asked for, until every sender is gone.
+    /// Reloads when a file the snapshot was built from holds something else now.
+    fn reload_if_changed(&mut self, trigger: &'static str) {
+        if let Some(path) = self.files.changed() {
+            tracing::debug!(file = %path.display(), trigger, "changed");
+            self.reload(trigger);
+        }
+    }
+
+    /// Runs reloads until every sender of `requests` is gone: each request (SIGHUP, a test)
+    /// reloads at once; a file event or a poll tick reloads when a file's contents changed.
     pub async fn run(mut self, mut requests: mpsc::Receiver<ReloadRequest>) {
-        while let Some(req) = requests.recv().await {
-            // Requests that queued up behind this one are answered by the same reload.
-            let mut done = vec![req];
-            while let Ok(more) = requests.try_recv() {
-                done.push(more);
-            }
-            self.reload();
-            for req in done {
-                if let Some(tx) = req.done {
-                    let _ = tx.send(());
+        let mut watcher = Watcher::new();
+        watcher.arm(self.files.paths());
+        let mut every = self.state.load().config.poll_interval;
+        let mut poll = poll_timer(every);
+        loop {
+            tokio::select! {
+                req = requests.recv() => {
+                    let Some(req) = req else { return };
+                    // Requests that queued up behind this one are answered by the same reload.
+                    let mut done = vec![req];
+                    while let Ok(more) = requests.try_recv() {
+                        done.push(more);
+                    }
+                    self.reload(done[0].reason);
+                    for req in done {
+                        if let Some(tx) = req.done {
+                            let _ = tx.send(());
+                        }
+                    }
                 }
+                () = watcher.changed() => {
+                    let deadline = tokio::time::Instant::now() + SETTLE_MAX;
+                    while tokio::time::timeout_at(deadline.min(tokio::time::Instant::now() + SETTLE), watcher.changed()).await.is_ok() {}
+                    self.reload_if_changed("file change");
+                }
+                _ = poll.tick() => self.reload_if_changed("poll"),
             }
+            // The set of files may have changed, and a watched folder may have been replaced.
+            watcher.arm(self.files.paths());
+            let now = self.state.load().config.poll_interval;
+            if now != every {
+                every = now;
+                poll = poll_timer(every);
+            }
+        }
+    }
+}
+
+fn poll_timer(every: Duration) -> tokio::time::Interval {
+    let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    t
+}
+
+/// Reads the config through `files`, so that editing it is noticed like editing a keys file.
+fn read_config(origin: &Origin, files: &mut FileSet) -> Result<Config, ConfigError> {
+    match origin {
+        Origin::Embedded { .. } => Ok(Config::embedded()),
+        Origin::File(path) => {
+            let bytes = files.read(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let text = String::from_utf8(bytes).map_err(|_| ConfigError::Validation {
+                path: path.clone(),
+                message: "not UTF-8 text".into(),
+            })?;
+            config::parse(&text, path)
         }
     }
 }

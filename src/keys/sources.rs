@@ -10,6 +10,9 @@ use std::sync::Arc;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::env::{parse_env_file, Env, EnvFile};
+use super::openclaw;
+use super::watch::FileSet;
 use super::{KeyStore, Looked, Secret, SourceStatus, StoreBuilder};
 use crate::config::{resolve, Config, KeyFormat, DEFAULT_PROFILE, OPENROUTER_ENV};
 use crate::text::{redact_quoted, LineIndex};
@@ -103,18 +106,71 @@ pub fn parse_keys_file(text: &str, path: &Path) -> Result<KeysFile, String> {
     Ok(KeysFile { profiles })
 }
 
-fn read_keys_file(path: &Path) -> Result<KeysFile, SourceError> {
-    let text = std::fs::read_to_string(path).map_err(|e| read_error(path, &e))?;
-    warn_if_shared(path);
-    parse_keys_file(&text, path).map_err(SourceError::Failed)
-}
-
 /// A secret file holds one key; one trailing newline (as `echo` and editors leave) is not part
 /// of it.
-fn read_secret_file(path: &Path) -> Result<Secret, SourceError> {
-    let text = std::fs::read_to_string(path).map_err(|e| read_error(path, &e))?;
-    Secret::new(trim_one_newline(&text))
-        .map_err(|why| SourceError::Failed(format!("{}: key {why}", path.display())))
+fn parse_secret_file(text: &str, path: &Path) -> Result<Secret, String> {
+    Secret::new(trim_one_newline(text)).map_err(|why| format!("{}: key {why}", path.display()))
+}
+
+/// Reads a file through `files` (so that a change to it is noticed) and parses it. A file that
+/// does not read or parse gives the last good value from `cache`, with the reason.
+fn read_cached<T>(
+    cache: &mut HashMap<PathBuf, Arc<T>>,
+    files: &mut FileSet,
+    path: &Path,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> (Option<Arc<T>>, Option<SourceError>) {
+    let fresh = files
+        .read(path)
+        .map_err(|e| read_error(path, &e))
+        .and_then(|bytes| {
+            String::from_utf8(bytes)
+                .map_err(|_| SourceError::Failed(format!("{}: not UTF-8 text", path.display())))
+        })
+        .and_then(|text| parse(&text).map_err(SourceError::Failed));
+    match fresh {
+        Ok(value) => {
+            let value = Arc::new(value);
+            cache.insert(path.to_path_buf(), value.clone());
+            (Some(value), None)
+        }
+        Err(e) => (cache.get(path).cloned(), Some(e)),
+    }
+}
+
+/// A source's health for `status`: its error, and whether its last good contents are in use.
+fn source_status<T>(
+    kind: &'static str,
+    path: &Path,
+    value: &Option<Arc<T>>,
+    error: &Option<SourceError>,
+) -> SourceStatus {
+    SourceStatus {
+        kind,
+        path: path.display().to_string(),
+        ok: error.is_none(),
+        error: error.as_ref().map(|e| match value {
+            Some(_) => format!("{e} (keeping what was last read from it)"),
+            None => e.to_string(),
+        }),
+    }
+}
+
+/// A failure worth a reload error: anything but a file that is simply not there (yet), unless
+/// it was there before.
+fn push_error<T>(
+    errors: &mut Vec<String>,
+    path: &Path,
+    value: &Option<Arc<T>>,
+    error: &Option<SourceError>,
+) {
+    match error {
+        Some(SourceError::Failed(m)) => errors.push(m.clone()),
+        Some(SourceError::NotFound) if value.is_some() => {
+            errors.push(format!("{}: not found", path.display()))
+        }
+        _ => {}
+    }
 }
 
 /// The 401 message already says which file; its errors start with the path again.
@@ -162,57 +218,73 @@ pub struct Built {
 
 /// Reads the sources of a config into a [`KeyStore`], remembering each file's last good
 /// contents between reads.
+///
+/// Order decides who fills a profile: keys files (all of their keys form the pool), then
+/// OpenClaw stores, then `OPENROUTER_API_KEY`; a later source fills only a profile that nothing
+/// before it gave a key.
 #[derive(Default)]
 pub struct Loader {
     keys_files: HashMap<PathBuf, Arc<KeysFile>>,
-    secret_files: HashMap<PathBuf, Secret>,
+    secret_files: HashMap<PathBuf, Arc<Secret>>,
+    env_files: HashMap<PathBuf, Arc<EnvFile>>,
+    openclaw_stores: HashMap<PathBuf, Arc<openclaw::Store>>,
+}
+
+/// One read of every source: the store being built, what went wrong, and what was read.
+struct Pass<'a, 'f> {
+    b: StoreBuilder<'f>,
+    errors: Vec<String>,
+    files: &'a mut FileSet,
+    env: Env,
 }
 
 impl Loader {
-    pub fn build(&mut self, config: &Config, formats: &[KeyFormat]) -> Built {
-        let mut b = StoreBuilder::new(formats);
-        let mut errors = Vec::new();
-        for path in &config.keys_files {
-            self.add_keys_file(&mut b, &mut errors, path);
+    /// Reads every source of `config`; each file read is recorded in `files`.
+    pub fn build(&mut self, config: &Config, formats: &[KeyFormat], files: &mut FileSet) -> Built {
+        let mut pass = Pass {
+            b: StoreBuilder::new(formats),
+            errors: Vec::new(),
+            files,
+            env: Env::default(),
+        };
+        for path in &config.env_files {
+            self.read_env_file(&mut pass, path);
         }
-        add_env(&mut b, &mut errors);
+        for path in &config.keys_files {
+            self.add_keys_file(&mut pass, path);
+        }
+        for path in &config.openclaw_auth_profiles {
+            self.add_openclaw_store(&mut pass, path);
+        }
+        add_openrouter_env(&mut pass);
         Built {
-            store: b.build(),
-            errors,
+            store: pass.b.build(),
+            errors: pass.errors,
         }
     }
 
-    fn add_keys_file(&mut self, b: &mut StoreBuilder<'_>, errors: &mut Vec<String>, path: &Path) {
-        let label = format!("keys file {}", path.display());
-        let (file, error) = match read_keys_file(path) {
-            Ok(file) => {
-                let file = Arc::new(file);
-                self.keys_files.insert(path.to_path_buf(), file.clone());
-                (Some(file), None)
-            }
-            Err(e) => (self.keys_files.get(path).cloned(), Some(e)),
-        };
-        let status_error = match (&error, &file) {
-            (None, _) => None,
-            (Some(e), Some(_)) => Some(format!("{e} (keeping the keys last read from it)")),
-            (Some(e), None) => Some(e.to_string()),
-        };
-        if let Some(e) = &error {
-            if *e != SourceError::NotFound || file.is_some() {
-                errors.push(match e {
-                    SourceError::NotFound => format!("{}: not found", path.display()),
-                    SourceError::Failed(m) => m.clone(),
-                });
-            }
-        }
-        b.source(SourceStatus {
-            kind: "keys_file",
-            path: path.display().to_string(),
-            ok: error.is_none(),
-            error: status_error,
+    fn read_env_file(&mut self, pass: &mut Pass<'_, '_>, path: &Path) {
+        let (file, error) = read_cached(&mut self.env_files, pass.files, path, |text| {
+            parse_env_file(text, path)
         });
+        push_error(&mut pass.errors, path, &file, &error);
+        pass.b
+            .source(source_status("env_file", path, &file, &error));
+        let problem = error.map(|e| without_path(&e.to_string(), path));
+        pass.env.files.push((path.to_path_buf(), file, problem));
+    }
+
+    fn add_keys_file(&mut self, pass: &mut Pass<'_, '_>, path: &Path) {
+        let label = format!("keys file {}", path.display());
+        let (file, error) = read_cached(&mut self.keys_files, pass.files, path, |text| {
+            warn_if_shared(path);
+            parse_keys_file(text, path)
+        });
+        push_error(&mut pass.errors, path, &file, &error);
+        pass.b
+            .source(source_status("keys_file", path, &file, &error));
         let Some(file) = file else {
-            b.looked(Looked {
+            pass.b.looked(Looked {
                 label,
                 absent: error
                     .map(|e| without_path(&e.to_string(), path))
@@ -225,37 +297,29 @@ impl Loader {
         let source: Arc<str> = Arc::from(label.as_str());
         let mut specific = HashMap::new();
         for (name, entry) in &file.profiles {
-            b.declare(name);
+            pass.b.declare(name);
             let mut notes = Vec::new();
             for secret in &entry.keys {
-                b.add_key(name, secret, &source);
+                pass.b.add_key(name, secret, &source);
             }
             if let Some(var) = &entry.key_env {
-                match std::env::var(var) {
-                    Ok(value) => match Secret::new(trim_one_newline(&value)) {
-                        Ok(secret) => b.add_key(name, &secret, &Arc::from(format!("env {var}"))),
-                        Err(why) => {
-                            let msg = format!("key_env {var}: key {why}");
-                            errors.push(format!("{}: profile '{name}': {msg}", path.display()));
-                            notes.push(msg);
-                        }
-                    },
-                    Err(_) => notes.push(format!("key_env {var}: not set")),
-                }
-            }
-            if let Some(secret_path) = &entry.key_file {
-                if let Some(note) = self.add_secret_file(b, errors, name, secret_path) {
+                if let Some(note) = add_env_key(pass, name, var, &format!("key_env {var}")) {
                     notes.push(note);
                 }
             }
-            if !b.has_keys(name) {
+            if let Some(secret_path) = &entry.key_file {
+                if let Some(note) = self.add_secret_file(pass, name, secret_path) {
+                    notes.push(note);
+                }
+            }
+            if !pass.b.has_keys(name) {
                 if notes.is_empty() {
                     notes.push("profile has no key, keys, key_env or key_file".into());
                 }
                 specific.insert(name.clone(), notes.join(", "));
             }
         }
-        b.looked(Looked {
+        pass.b.looked(Looked {
             label,
             absent: "no such profile".into(),
             only_for: None,
@@ -266,34 +330,22 @@ impl Loader {
     /// Adds a `key_file`'s key; returns what to say of it when it gave none.
     fn add_secret_file(
         &mut self,
-        b: &mut StoreBuilder<'_>,
-        errors: &mut Vec<String>,
+        pass: &mut Pass<'_, '_>,
         profile: &str,
         path: &Path,
     ) -> Option<String> {
         let label = format!("key_file {}", path.display());
-        let (secret, error) = match read_secret_file(path) {
-            Ok(secret) => {
-                self.secret_files.insert(path.to_path_buf(), secret.clone());
-                (Some(secret), None)
-            }
-            Err(e) => (self.secret_files.get(path).cloned(), Some(e)),
-        };
-        if let Some(SourceError::Failed(m)) = &error {
-            errors.push(format!("profile '{profile}': {m}"));
-        }
-        b.source(SourceStatus {
-            kind: "key_file",
-            path: path.display().to_string(),
-            ok: error.is_none(),
-            error: error.as_ref().map(|e| match &secret {
-                Some(_) => format!("{e} (keeping the key last read from it)"),
-                None => e.to_string(),
-            }),
+        let (secret, error) = read_cached(&mut self.secret_files, pass.files, path, |text| {
+            parse_secret_file(text, path)
         });
+        if let Some(SourceError::Failed(m)) = &error {
+            pass.errors.push(format!("profile '{profile}': {m}"));
+        }
+        pass.b
+            .source(source_status("key_file", path, &secret, &error));
         match secret {
             Some(secret) => {
-                b.add_key(profile, &secret, &Arc::from(label));
+                pass.b.add_key(profile, &secret, &Arc::from(label));
                 None
             }
             None => Some(format!(
@@ -302,37 +354,85 @@ impl Loader {
             )),
         }
     }
+
+    fn add_openclaw_store(&mut self, pass: &mut Pass<'_, '_>, path: &Path) {
+        let label = format!("OpenClaw store {}", path.display());
+        let (store, error) = read_cached(&mut self.openclaw_stores, pass.files, path, |text| {
+            openclaw::parse_store(text, path)
+        });
+        push_error(&mut pass.errors, path, &store, &error);
+        pass.b
+            .source(source_status("openclaw", path, &store, &error));
+        let mut specific = HashMap::new();
+        for (name, entry) in store.iter().flat_map(|s| s.profiles.iter()) {
+            if pass.b.has_keys(name) {
+                continue;
+            }
+            pass.b.declare(name);
+            let note = match entry {
+                openclaw::Entry::Key(secret) => {
+                    pass.b.add_key(name, secret, &Arc::from(label.as_str()));
+                    None
+                }
+                openclaw::Entry::Env(var) => {
+                    add_env_key(pass, name, var, &format!("keyRef env {var}"))
+                }
+                openclaw::Entry::Skipped(why) => Some(why.clone()),
+            };
+            if let Some(note) = note {
+                specific.insert(name.clone(), note);
+            }
+        }
+        let absent = match (&store, error) {
+            (Some(_), _) | (None, None) => "no such profile".to_owned(),
+            (None, Some(e)) => without_path(&e.to_string(), path),
+        };
+        pass.b.looked(Looked {
+            label,
+            absent,
+            only_for: None,
+            specific,
+        });
+    }
+}
+
+/// Adds the key in variable `var` to `profile`; returns what to say when there is none.
+fn add_env_key(pass: &mut Pass<'_, '_>, profile: &str, var: &str, what: &str) -> Option<String> {
+    let Some((value, source)) = pass.env.lookup(var) else {
+        return Some(format!("{what}: not set{}", pass.env.places_suffix()));
+    };
+    match Secret::new(trim_one_newline(&value)) {
+        Ok(secret) => {
+            pass.b.add_key(profile, &secret, &Arc::from(source));
+            None
+        }
+        Err(why) => {
+            let msg = format!("{what}: key {why}");
+            pass.errors
+                .push(format!("profile '{profile}': {msg} (from {source})"));
+            Some(msg)
+        }
+    }
 }
 
 /// `OPENROUTER_API_KEY` fills `openrouter:default` when no file gave it a key.
-fn add_env(b: &mut StoreBuilder<'_>, errors: &mut Vec<String>) {
-    if b.has_keys(DEFAULT_PROFILE) {
+fn add_openrouter_env(pass: &mut Pass<'_, '_>) {
+    if pass.b.has_keys(DEFAULT_PROFILE) {
         return;
     }
     let label = format!("env {OPENROUTER_ENV}");
-    let (ok, error) = match std::env::var(OPENROUTER_ENV) {
-        Ok(value) => match Secret::new(trim_one_newline(&value)) {
-            Ok(secret) => {
-                b.add_key(DEFAULT_PROFILE, &secret, &Arc::from(label.as_str()));
-                (true, None)
-            }
-            Err(why) => {
-                let msg = format!("key {why}");
-                errors.push(format!("{label}: {msg}"));
-                (false, Some(msg))
-            }
-        },
-        Err(_) => (false, Some("not set".to_owned())),
-    };
-    b.source(SourceStatus {
+    let note = add_env_key(pass, DEFAULT_PROFILE, OPENROUTER_ENV, &label);
+    pass.b.source(SourceStatus {
         kind: "env",
         path: OPENROUTER_ENV.into(),
-        ok,
-        error: error.clone(),
+        ok: note.is_none(),
+        error: note.as_ref().map(|n| n[label.len() + 2..].to_owned()),
     });
-    b.looked(Looked {
+    pass.b.looked(Looked {
+        absent: note
+            .map(|n| n[label.len() + 2..].to_owned())
+            .unwrap_or_default(),
         label,
-        absent: error.unwrap_or_default(),
         only_for: Some(DEFAULT_PROFILE.into()),
         specific: HashMap::new(),
     });
