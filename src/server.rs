@@ -78,7 +78,7 @@ impl Running {
 
 /// Loads config and keys, binds, and serves in the background.
 pub async fn start(origin: Origin, listen: Option<SocketAddr>) -> Result<Running, ServeError> {
-    let reloader = Reloader::start(origin)?;
+    let mut reloader = Reloader::start(origin)?;
     let state = reloader.state().clone();
     let config = state.load().config.clone();
     let addr = listen.unwrap_or(config.listen);
@@ -93,7 +93,8 @@ pub async fn start(origin: Origin, listen: Option<SocketAddr>) -> Result<Running
         .map_err(|source| ServeError::Bind { addr, source })?;
 
     let (reload_tx, reload_rx) = mpsc::channel(16);
-    tokio::spawn(reloader.run(reload_rx));
+    let watcher = reloader.watch();
+    tokio::spawn(reloader.run(watcher, reload_rx));
 
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder

@@ -139,6 +139,15 @@ impl Reloader {
         }
     }
 
+    /// A watcher armed on the folders of every file the snapshot was built from. A file that
+    /// changed between the first load and the arming is read again here, so no change is missed.
+    pub fn watch(&mut self) -> Watcher {
+        let mut watcher = Watcher::new();
+        watcher.arm(self.files.paths());
+        self.reload_if_changed("file change");
+        watcher
+    }
+
     /// Reloads when a file the snapshot was built from holds something else now.
     fn reload_if_changed(&mut self, trigger: &'static str) {
         if let Some(path) = self.files.changed() {
@@ -149,9 +158,8 @@ impl Reloader {
 
     /// Runs reloads until every sender of `requests` is gone: each request (SIGHUP, a test)
     /// reloads at once; a file event or a poll tick reloads when a file's contents changed.
-    pub async fn run(mut self, mut requests: mpsc::Receiver<ReloadRequest>) {
-        let mut watcher = Watcher::new();
-        watcher.arm(self.files.paths());
+    /// `watcher` comes from [`Reloader::watch`], called before anyone may change a file.
+    pub async fn run(mut self, mut watcher: Watcher, mut requests: mpsc::Receiver<ReloadRequest>) {
         let mut every = self.state.load().config.poll_interval;
         let mut poll = poll_timer(every);
         loop {

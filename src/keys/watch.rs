@@ -114,8 +114,14 @@ impl Watcher {
         let waker = wake.clone();
         let inner = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             match event {
-                // keyproxy's own reads would otherwise wake it forever.
-                Ok(e) if matches!(e.kind, notify::EventKind::Access(_)) => {}
+                // keyproxy's own reads cause these (opens, closes, atime updates); a change
+                // of contents always comes with a write, create, remove or rename.
+                Ok(e)
+                    if matches!(
+                        e.kind,
+                        notify::EventKind::Access(_)
+                            | notify::EventKind::Modify(notify::event::ModifyKind::Metadata(_))
+                    ) => {}
                 Ok(_) => waker.notify_one(),
                 Err(e) => {
                     tracing::debug!("file watch error: {e}");

@@ -217,6 +217,42 @@ impl Proxy {
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
+
+    /// Fingerprints of a profile's keys in the current snapshot.
+    pub fn keys_of(&self, profile: &str) -> Vec<String> {
+        let snapshot = self.running.state.load();
+        snapshot
+            .keys
+            .fingerprints(profile)
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Waits, without polling, until a reload makes `cond` true of the snapshot.
+    pub async fn wait_until(&self, mut cond: impl FnMut(&keyproxy::state::Snapshot) -> bool) {
+        let mut reloads = self.running.state.reloads();
+        while !cond(&self.running.state.load()) {
+            reloads.changed().await.unwrap();
+        }
+    }
+
+    /// Waits until `profile` holds exactly the key with fingerprint `fp`.
+    pub async fn wait_for_key(&self, profile: &str, fp: &str) {
+        self.wait_until(|s| s.keys.fingerprints(profile) == [fp])
+            .await;
+    }
+
+    pub fn status(&self) -> keyproxy::state::ReloadLog {
+        self.running.state.log()
+    }
+}
+
+/// Replaces `path` the way editors and `mv` do: write a sibling, then rename over.
+pub fn rename_over(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    write_private(&tmp, text);
+    std::fs::rename(&tmp, path).unwrap();
 }
 
 pub fn write_private(path: &Path, text: &str) {
