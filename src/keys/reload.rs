@@ -32,9 +32,11 @@ pub struct Reloader {
     files: FileSet,
 }
 
-/// After the first event of a burst (an editor's write, rename and chmod; a Kubernetes swap's
-/// three renames), wait this long for the burst to end before reading.
-const SETTLE: Duration = Duration::from_millis(30);
+/// After an event, wait until the folder has been quiet this long before reading, so that a
+/// burst (an editor's write, rename and chmod; a Kubernetes swap's renames) is read once, and a
+/// file written in several calls is read whole. Writers of a small file finish well inside it;
+/// it is most of the reload latency that `benches/reload_latency.rs` measures.
+const SETTLE: Duration = Duration::from_millis(10);
 /// ... but never longer than this, so a file rewritten continuously is still read.
 const SETTLE_MAX: Duration = Duration::from_millis(500);
 
