@@ -314,3 +314,30 @@ fn a_non_loopback_listen_address_is_refused_unless_allowed() {
         out.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_listen_address_is_logged_as_needing_a_restart() {
+    bounded(async {
+        let bin = Bin::new();
+        let config = write_config(
+            &bin,
+            "http://127.0.0.1:9",
+            "p",
+            Some(&keys_toml("p", KEY_A)),
+        );
+        let mut cmd = bin.command();
+        cmd.arg("--config").arg(&config);
+        let mut served = Served::start(cmd).await;
+        let text = std::fs::read_to_string(&config).unwrap();
+        rename_over(&config, &format!("listen = \"127.0.0.1:18787\"\n{text}"));
+        let line = served
+            .wait_for_log("the listen address changed; it takes effect at the next restart")
+            .await;
+        assert!(line.contains("127.0.0.1:18787"), "{line}");
+        let ready = get(&format!("{}/_keyproxy/ready", served.url), &[]).await;
+        assert_eq!(ready.status, 200, "still serving on the old address");
+        let (code, _, _) = served.stop().await;
+        assert_eq!(code, Some(0));
+    })
+    .await;
+}
