@@ -9,18 +9,34 @@ use serde_json::{json, Value};
 use crate::body::ResponseBody;
 use crate::config::Origin;
 use crate::error::{json_response, LocalError};
+use crate::keys::health::KeyState;
 use crate::state::{Snapshot, State};
 
 pub fn handle<B>(state: &State, req: &Request<B>) -> Response<ResponseBody> {
     match req.uri().path() {
         "/_keyproxy/health" => json_response(StatusCode::OK, &json!({"status": "ok"})),
         "/_keyproxy/ready" => ready(&state.load()),
-        "/_keyproxy/status" => json_response(StatusCode::OK, &status(state)),
+        "/_keyproxy/status" => match authorized(state, req) {
+            Ok(()) => json_response(StatusCode::OK, &status(state)),
+            Err(e) => e.into_response(),
+        },
         path => LocalError::UnknownAdminPath {
             path: path.to_owned(),
         }
         .into_response(),
     }
+}
+
+/// With clients configured, status and metrics need a client token, like any request.
+fn authorized<B>(state: &State, req: &Request<B>) -> Result<(), LocalError> {
+    let snapshot = state.load();
+    let clients = &snapshot.config.clients;
+    if clients.is_empty() {
+        return Ok(());
+    }
+    let token = crate::clients::presented(req.headers(), &http::header::AUTHORIZATION)
+        .ok_or(LocalError::MissingToken)?;
+    clients.find(token).map(|_| ()).ok_or(LocalError::InvalidToken)
 }
 
 fn ready(snapshot: &Snapshot) -> Response<ResponseBody> {
@@ -77,7 +93,13 @@ pub fn profiles(snapshot: &Snapshot) -> BTreeMap<String, Value> {
             let keys: Vec<Value> = p
                 .keys()
                 .iter()
-                .map(|k| json!({"fingerprint": k.fingerprint(), "source": k.source(), "state": "active"}))
+                .map(|k| match k.health().state() {
+                    KeyState::Active => json!({"fingerprint": k.fingerprint(), "source": k.source(), "state": "active"}),
+                    KeyState::Resting { left, reason } => json!({
+                        "fingerprint": k.fingerprint(), "source": k.source(), "state": "resting",
+                        "resting_for_s": left.as_secs_f64().ceil() as u64, "rested_after": reason,
+                    }),
+                })
                 .collect();
             (name.to_owned(), json!({ "keys": keys }))
         })

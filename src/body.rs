@@ -1,12 +1,151 @@
-//! The body types on either side of keyproxy. `Either` rather than a boxed body: forwarding costs
-//! no allocation, and a local reply is a single `Full` chunk.
+//! The body types on either side of keyproxy. Enums rather than boxed bodies: forwarding costs no
+//! allocation, and a local reply is a single `Full` chunk.
 
-use bytes::Bytes;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
-/// What keyproxy sends to an upstream: the client's body as it streams in, or a buffered copy.
-pub type UpstreamBody = Either<Incoming, Full<Bytes>>;
-
 /// What keyproxy sends to a client: the upstream's body as it streams in, or a local reply.
 pub type ResponseBody = Either<Incoming, Full<Bytes>>;
+
+/// What keyproxy sends to an upstream.
+pub enum UpstreamBody {
+    /// The client's body as it streams in.
+    Stream(Incoming),
+    /// The same, with a copy kept so the request can be retried on another key.
+    Kept(KeptBody),
+    /// A retry: the kept copy.
+    Replay(Full<Bytes>),
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Self::Stream(b) => Pin::new(b).poll_frame(cx),
+            Self::Kept(b) => Pin::new(b).poll_frame(cx),
+            Self::Replay(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(|never| match never {}))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Stream(b) => b.is_end_stream(),
+            Self::Kept(b) => b.inner.is_end_stream(),
+            Self::Replay(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Stream(b) => b.size_hint(),
+            Self::Kept(b) => b.inner.size_hint(),
+            Self::Replay(b) => b.size_hint(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Copy {
+    chunks: Vec<Bytes>,
+    len: usize,
+    /// The whole body went through: the copy can stand in for it.
+    complete: bool,
+    /// Larger than the limit, or with trailers: there is no usable copy.
+    given_up: bool,
+}
+
+/// A request body that streams to the upstream as it arrives while keeping a copy of up to
+/// `limit` bytes. The chunks are shared `Bytes`, so keeping them copies no data.
+pub struct KeptBody {
+    inner: Incoming,
+    limit: usize,
+    copy: Arc<Mutex<Copy>>,
+}
+
+/// The handle to a [`KeptBody`]'s copy, held by the request path while the body is in flight.
+#[derive(Clone)]
+pub struct Keeper(Arc<Mutex<Copy>>);
+
+impl KeptBody {
+    pub fn new(inner: Incoming, limit: usize) -> (Self, Keeper) {
+        let copy = Copy {
+            complete: inner.is_end_stream(),
+            ..Copy::default()
+        };
+        let copy = Arc::new(Mutex::new(copy));
+        let keeper = Keeper(copy.clone());
+        (Self { inner, limit, copy }, keeper)
+    }
+}
+
+impl Keeper {
+    /// The whole body, if it was sent in full and was small enough to keep.
+    pub fn take(&self) -> Option<Bytes> {
+        let copy = std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner));
+        if !copy.complete || copy.given_up {
+            return None;
+        }
+        if copy.chunks.len() == 1 {
+            return copy.chunks.into_iter().next();
+        }
+        let mut all = BytesMut::with_capacity(copy.len);
+        for c in &copy.chunks {
+            all.extend_from_slice(c);
+        }
+        Some(all.freeze())
+    }
+}
+
+impl Body for KeptBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(frame) = &polled {
+            let limit = self.limit;
+            let end = self.inner.is_end_stream();
+            let mut copy = self.copy.lock().unwrap_or_else(PoisonError::into_inner);
+            match frame {
+                Some(Ok(f)) => match f.data_ref() {
+                    Some(data) if !copy.given_up && copy.len + data.len() <= limit => {
+                        copy.len += data.len();
+                        copy.chunks.push(data.clone());
+                    }
+                    _ => {
+                        copy.given_up = true;
+                        copy.chunks.clear();
+                    }
+                },
+                Some(Err(_)) => copy.given_up = true,
+                None => copy.complete = true,
+            }
+            copy.complete |= end;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

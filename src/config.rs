@@ -5,12 +5,18 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use http::header::HeaderName;
+use std::collections::BTreeMap;
+
+use http::header::{HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme, Uri};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 
+use toml::Spanned;
+
+use crate::clients::{Clients, RawClient};
 use crate::error::ConfigError;
+use crate::providers::Provider;
 use crate::text::{redact_quoted, LineIndex};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
@@ -36,7 +42,10 @@ pub struct Config {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub poll_interval: Duration,
+    /// Requests with bodies up to this many bytes are kept so they can be retried on another key.
+    pub retry_body_limit: u64,
     pub routes: Vec<RouteConfig>,
+    pub clients: Clients,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -48,6 +57,11 @@ pub struct RouteConfig {
     pub format: KeyFormat,
     pub strip_prefix: bool,
     pub ca_file: Option<PathBuf>,
+    pub provider: Option<Provider>,
+    /// Set on every forwarded request, replacing the client's value.
+    pub add_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Set when the client did not send them (the provider's required headers).
+    pub default_headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// Where a route forwards to: scheme and authority, plus a base path that is put in front of the
@@ -125,8 +139,11 @@ struct RawConfig {
     idle_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "duration")]
     poll_interval: Option<Duration>,
+    retry_body_limit: Option<u64>,
     #[serde(default)]
-    routes: Vec<RawRoute>,
+    routes: Vec<Spanned<RawRoute>>,
+    #[serde(default)]
+    clients: Vec<Spanned<RawClient>>,
 }
 
 #[derive(Deserialize)]
@@ -134,9 +151,12 @@ struct RawConfig {
 struct RawRoute {
     #[serde(deserialize_with = "prefix")]
     prefix: String,
-    #[serde(deserialize_with = "upstream")]
-    upstream: Upstream,
-    profile: String,
+    #[serde(default, deserialize_with = "upstream")]
+    upstream: Option<Upstream>,
+    profile: Option<String>,
+    provider: Option<Provider>,
+    #[serde(default)]
+    add_headers: BTreeMap<String, String>,
     #[serde(default, deserialize_with = "header_name")]
     header: Option<HeaderName>,
     #[serde(default, deserialize_with = "key_format")]
@@ -177,9 +197,9 @@ fn prefix<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     Ok(s)
 }
 
-fn upstream<'de, D: Deserializer<'de>>(d: D) -> Result<Upstream, D::Error> {
+fn upstream<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Upstream>, D::Error> {
     let s = String::deserialize(d)?;
-    parse_upstream(&s).map_err(D::Error::custom)
+    parse_upstream(&s).map(Some).map_err(D::Error::custom)
 }
 
 pub fn parse_upstream(s: &str) -> Result<Upstream, String> {
@@ -281,7 +301,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         message: redact_quoted(e.message()),
     })?;
     let dir = path.parent().unwrap_or(Path::new(""));
-    Config::from_raw(raw, Some(path.to_path_buf()), dir)
+    Config::from_raw(raw, Some(path.to_path_buf()), dir, text)
 }
 
 impl Config {
@@ -300,6 +320,8 @@ impl Config {
             header_read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(300),
             poll_interval: Duration::from_secs(2),
+            retry_body_limit: 1024 * 1024,
+            clients: Clients::default(),
             routes: vec![RouteConfig {
                 prefix: "/".into(),
                 upstream,
@@ -308,13 +330,26 @@ impl Config {
                 format: KeyFormat::parse(KeyFormat::BEARER).unwrap_or_else(|_| unreachable!()),
                 strip_prefix: false,
                 ca_file: None,
+                provider: None,
+                add_headers: Vec::new(),
+                default_headers: Vec::new(),
             }],
         }
     }
 
-    fn from_raw(raw: RawConfig, path: Option<PathBuf>, dir: &Path) -> Result<Self, ConfigError> {
+    fn from_raw(
+        raw: RawConfig,
+        path: Option<PathBuf>,
+        dir: &Path,
+        text: &str,
+    ) -> Result<Self, ConfigError> {
         let base = Self::embedded();
         let name = path.clone().unwrap_or_default();
+        let at = |span: std::ops::Range<usize>, message: String| ConfigError::Invalid {
+            path: name.clone(),
+            line: Some(LineIndex::new(text).line_of(span.start)),
+            message,
+        };
         let keys_files = match raw.keys_files {
             Some(files) => files.iter().map(|f| resolve(dir, f)).collect(),
             None => base.keys_files,
@@ -325,32 +360,19 @@ impl Config {
                 message: "no [[routes]]: add at least one route".into(),
             });
         }
-        let mut routes = Vec::with_capacity(raw.routes.len());
+        let mut routes: Vec<RouteConfig> = Vec::with_capacity(raw.routes.len());
         for r in raw.routes {
-            if routes.iter().any(|x: &RouteConfig| x.prefix == r.prefix) {
-                return Err(ConfigError::Validation {
-                    path: name,
-                    message: format!("two routes have prefix {:?}", r.prefix),
-                });
+            let span = r.span();
+            let r = r.into_inner();
+            if routes.iter().any(|x| x.prefix == r.prefix) {
+                return Err(at(span, format!("two routes have prefix {:?}", r.prefix)));
             }
-            routes.push(RouteConfig {
-                prefix: r.prefix,
-                upstream: r.upstream,
-                profile: r.profile,
-                header: r.header.unwrap_or(http::header::AUTHORIZATION),
-                format: match r.format {
-                    Some(f) => f,
-                    None => KeyFormat::parse(KeyFormat::BEARER).map_err(|message| {
-                        ConfigError::Validation {
-                            path: name.clone(),
-                            message,
-                        }
-                    })?,
-                },
-                strip_prefix: r.strip_prefix,
-                ca_file: r.ca_file.map(|f| resolve(dir, &f)),
-            });
+            let route = route_from_raw(r, dir).map_err(|m| at(span, m))?;
+            routes.push(route);
         }
+        let clients_span = raw.clients.first().map(Spanned::span);
+        let clients = Clients::build(raw.clients.into_iter().map(Spanned::into_inner).collect())
+            .map_err(|m| at(clients_span.clone().unwrap_or(0..0), m))?;
         Ok(Self {
             path,
             listen: raw.listen.unwrap_or(base.listen),
@@ -367,9 +389,76 @@ impl Config {
             header_read_timeout: raw.header_read_timeout.unwrap_or(base.header_read_timeout),
             idle_timeout: raw.idle_timeout.unwrap_or(base.idle_timeout),
             poll_interval: raw.poll_interval.unwrap_or(base.poll_interval),
+            retry_body_limit: raw.retry_body_limit.unwrap_or(base.retry_body_limit),
             routes,
+            clients,
         })
     }
+}
+
+/// A route with its provider preset applied; explicit fields win over the preset.
+fn route_from_raw(r: RawRoute, dir: &Path) -> Result<RouteConfig, String> {
+    let preset = r.provider;
+    let upstream = match (r.upstream, preset.and_then(Provider::upstream)) {
+        (Some(u), _) => u,
+        (None, Some(u)) => parse_upstream(u)?,
+        (None, None) => {
+            return Err(match preset {
+                Some(p) => format!("route {:?}: provider {:?} needs an upstream (your resource's URL)", r.prefix, p.name()),
+                None => format!("route {:?} has no upstream", r.prefix),
+            })
+        }
+    };
+    let profile = match (r.profile, preset) {
+        (Some(p), _) => p,
+        (None, Some(p)) => format!("{}:default", p.name()),
+        (None, None) => return Err(format!("route {:?} has no profile", r.prefix)),
+    };
+    let header = match (r.header, preset) {
+        (Some(h), _) => h,
+        (None, Some(p)) => HeaderName::from_static(p.header()),
+        (None, None) => http::header::AUTHORIZATION,
+    };
+    let format = match r.format {
+        Some(f) => f,
+        None => KeyFormat::parse(preset.map_or(KeyFormat::BEARER, Provider::format))?,
+    };
+    let mut add_headers = Vec::with_capacity(r.add_headers.len());
+    for (k, v) in &r.add_headers {
+        let name = HeaderName::from_bytes(k.as_bytes())
+            .map_err(|_| format!("add_headers: {k:?} is not a valid header name"))?;
+        if name == header || name.as_str().starts_with("x-keyproxy-") || is_managed(&name) {
+            return Err(format!("add_headers: {k:?} is set by keyproxy itself"));
+        }
+        let value = HeaderValue::from_str(v)
+            .map_err(|_| format!("add_headers: the value of {k:?} is not a valid header value"))?;
+        add_headers.push((name, value));
+    }
+    let default_headers = preset
+        .map(Provider::default_headers)
+        .unwrap_or_default()
+        .iter()
+        .map(|(k, v)| (HeaderName::from_static(k), HeaderValue::from_static(v)))
+        .collect();
+    Ok(RouteConfig {
+        prefix: r.prefix,
+        upstream,
+        profile,
+        header,
+        format,
+        strip_prefix: r.strip_prefix,
+        ca_file: r.ca_file.map(|f| resolve(dir, &f)),
+        provider: preset,
+        add_headers,
+        default_headers,
+    })
+}
+
+/// Headers keyproxy sets or removes on every request, which `add_headers` may not touch.
+fn is_managed(name: &HeaderName) -> bool {
+    use http::header::*;
+    [HOST, CONNECTION, TRANSFER_ENCODING, TE, TRAILER, UPGRADE, PROXY_AUTHORIZATION, CONTENT_LENGTH]
+        .contains(name)
 }
 
 /// Paths in a config file are relative to the file's folder; `~/` means the home folder.

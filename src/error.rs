@@ -48,12 +48,35 @@ pub enum LocalError {
         "keyproxy: unknown admin path '{path}'; try /_keyproxy/health, ready, status or metrics"
     )]
     UnknownAdminPath { path: String },
+    #[error("keyproxy: this keyproxy serves only its configured clients; send your client token as the API key (Authorization: Bearer <token>)")]
+    MissingToken,
+    #[error("keyproxy: the client token matches no configured client; check the API key the agent sends")]
+    InvalidToken,
+    #[error("keyproxy: client '{client}' may not use profile '{profile}'; its profiles are {allowed}")]
+    ForbiddenProfile {
+        client: String,
+        profile: String,
+        allowed: String,
+    },
+    #[error("keyproxy: every key of profile '{profile}' is resting after the upstream refused it ({why}); the next is usable in {wakes_in_s} s")]
+    KeysResting {
+        profile: String,
+        why: String,
+        wakes_in_s: u64,
+    },
+    #[error("keyproxy: every key of profile '{profile}' was rejected by the upstream as invalid (401/403); the next is tried again in {wakes_in_s} s. Replace the key; it is picked up without a restart.")]
+    KeysRejected { profile: String, wakes_in_s: u64 },
 }
 
 impl LocalError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::MissingKey { .. } => StatusCode::UNAUTHORIZED,
+            Self::MissingKey { .. }
+            | Self::MissingToken
+            | Self::InvalidToken
+            | Self::KeysRejected { .. } => StatusCode::UNAUTHORIZED,
+            Self::ForbiddenProfile { .. } => StatusCode::FORBIDDEN,
+            Self::KeysResting { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::NoRoute { .. } | Self::UnknownAdminPath { .. } => StatusCode::NOT_FOUND,
             Self::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -72,12 +95,22 @@ impl LocalError {
             Self::ForeignTarget { .. } => "foreign-target",
             Self::Connect => "connect-refused",
             Self::UnknownAdminPath { .. } => "unknown-admin-path",
+            Self::MissingToken => "missing-token",
+            Self::InvalidToken => "invalid-token",
+            Self::ForbiddenProfile { .. } => "forbidden-profile",
+            Self::KeysResting { .. } => "keys-resting",
+            Self::KeysRejected { .. } => "keys-rejected",
         }
     }
 
     fn kind(&self) -> &'static str {
         match self {
-            Self::MissingKey { .. } => "authentication_error",
+            Self::MissingKey { .. }
+            | Self::MissingToken
+            | Self::InvalidToken
+            | Self::KeysRejected { .. } => "authentication_error",
+            Self::ForbiddenProfile { .. } => "permission_error",
+            Self::KeysResting { .. } => "rate_limit_error",
             Self::NoRoute { .. } | Self::UnknownAdminPath { .. } => "not_found_error",
             Self::UpstreamUnreachable { .. } => "upstream_error",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
@@ -87,7 +120,10 @@ impl LocalError {
 
     fn profile(&self) -> Option<&str> {
         match self {
-            Self::MissingKey { profile, .. } => Some(profile),
+            Self::MissingKey { profile, .. }
+            | Self::ForbiddenProfile { profile, .. }
+            | Self::KeysResting { profile, .. }
+            | Self::KeysRejected { profile, .. } => Some(profile),
             _ => None,
         }
     }
@@ -107,6 +143,9 @@ impl LocalError {
         headers.insert("x-keyproxy-error", HeaderValue::from_static(self.reason()));
         if let Some(profile) = self.profile().and_then(|p| HeaderValue::from_str(p).ok()) {
             headers.insert("x-keyproxy-profile", profile);
+        }
+        if let Self::KeysResting { wakes_in_s, .. } | Self::KeysRejected { wakes_in_s, .. } = &self {
+            headers.insert(http::header::RETRY_AFTER, HeaderValue::from(*wakes_in_s));
         }
         if matches!(self, Self::Connect) {
             headers.insert(

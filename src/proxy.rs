@@ -8,14 +8,21 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{Method, Request, Response, Version};
 use http_body_util::Either;
 use hyper::body::Incoming;
 
+use http_body::Body as _;
+use http_body_util::Full;
+
 use crate::admin;
-use crate::body::ResponseBody;
+use crate::body::{KeptBody, ResponseBody, UpstreamBody};
+use crate::clients;
 use crate::error::LocalError;
-use crate::state::State;
+use crate::keys::health::{rests_key, retry_after};
+use crate::keys::{AllResting, Key};
+use crate::routes::Route;
+use crate::state::{Snapshot, State};
 
 pub const PROFILE_HEADER: &str = "x-keyproxy-profile";
 const KEY_HEADER: &str = "x-keyproxy-key";
@@ -45,33 +52,26 @@ pub async fn handle(state: &State, conn: Conn, req: Request<Incoming>) -> Respon
         };
         return reject(&req, err);
     };
-    let profile = match req.headers().get(PROFILE_HEADER) {
-        Some(v) => v.to_str().unwrap_or_default(),
-        None => route.profile.as_str(),
+    let profile = match choose_profile(&snapshot, route, req.headers()) {
+        Ok(p) => p.to_owned(),
+        Err(e) => return reject(&req, e),
     };
-    let Some(key) = snapshot.keys.profile(profile).and_then(|p| p.pick()) else {
+    let Some(pool) = snapshot.keys.profile(&profile) else {
         let err = LocalError::MissingKey {
-            profile: profile.to_owned(),
-            looked: snapshot.keys.looked_for(profile),
+            looked: snapshot.keys.looked_for(&profile),
+            profile,
         };
         return reject(&req, err);
     };
-    let Some(credential) = key.header(route.format) else {
-        // A snapshot renders every key in every route format, so this is a bug, not a user error.
-        tracing::error!(route = %route.prefix, "key has no rendering for the route's format");
-        return reject(
-            &req,
-            LocalError::NoRoute {
-                path: route.prefix.clone(),
-            },
-        );
+    let mut key = match pool.pick() {
+        Ok(key) => key,
+        Err(all) => return reject(&req, all_resting(profile, all)),
     };
-    let profile = profile.to_owned();
 
     let (mut parts, body) = req.into_parts();
     let method = parts.method.clone();
     let path = parts.uri.path().to_owned();
-    let uri = match route.upstream_uri(&parts.uri) {
+    parts.uri = match route.upstream_uri(&parts.uri) {
         Ok(uri) => uri,
         Err(e) => {
             let err = LocalError::UpstreamUnreachable {
@@ -81,21 +81,55 @@ pub async fn handle(state: &State, conn: Conn, req: Request<Incoming>) -> Respon
             return reject_parts(&method, &path, err);
         }
     };
-    parts.uri = uri;
     // The client picks HTTP/1.1 or HTTP/2 per upstream connection (ALPN); it needs 1.1 here.
     parts.version = Version::HTTP_11;
     strip_request_headers(&mut parts.headers, &route.header);
-    parts
-        .headers
-        .insert(route.header.clone(), credential.clone());
+    for (name, value) in &route.default_headers {
+        if !parts.headers.contains_key(name) {
+            parts.headers.insert(name.clone(), value.clone());
+        }
+    }
+    for (name, value) in &route.add_headers {
+        parts.headers.insert(name.clone(), value.clone());
+    }
+
+    // With another key to fail over to, keep a copy of a small body as it streams past, so the
+    // request can be sent again if the upstream refuses this key.
+    let limit = snapshot.config.retry_body_limit;
+    let fits = body.size_hint().upper().is_none_or(|n| n <= limit);
+    let (body, kept) = if pool.keys().len() > 1 && fits {
+        let (body, keeper) = KeptBody::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
+        let again = (parts.method.clone(), parts.uri.clone(), parts.headers.clone());
+        (UpstreamBody::Kept(body), Some((keeper, again)))
+    } else {
+        (UpstreamBody::Stream(body), None)
+    };
 
     let started = Instant::now();
-    let upstream = route
-        .client
-        .request(Request::from_parts(parts, Either::Left(body)))
-        .await;
+    let mut sent = forward(route, key, parts, body).await;
+    if let Ok(resp) = &sent {
+        if rests_key(resp.status()) {
+            rest(key, &profile, route, resp);
+            let retry = kept.and_then(|(keeper, again)| {
+                let other = pool.pick_other(key)?;
+                Some((other, keeper.take()?, again))
+            });
+            if let Some((other, body, (method, uri, headers))) = retry {
+                tracing::info!(profile = %profile, from = key.fingerprint(), to = other.fingerprint(), "retrying on the next key");
+                key = other;
+                let mut parts = Request::new(()).into_parts().0;
+                (parts.method, parts.uri, parts.headers) = (method, uri, headers);
+                sent = forward(route, key, parts, UpstreamBody::Replay(Full::new(body))).await;
+                if let Ok(resp) = &sent {
+                    if rests_key(resp.status()) {
+                        rest(key, &profile, route, resp);
+                    }
+                }
+            }
+        }
+    }
     let upstream_ms = started.elapsed().as_secs_f64() * 1e3;
-    let resp = match upstream {
+    let resp = match sent {
         Ok(resp) => resp,
         Err(e) => {
             let err = upstream_error(&route.upstream_label, &snapshot.config.connect_timeout, &e);
@@ -111,18 +145,16 @@ pub async fn handle(state: &State, conn: Conn, req: Request<Incoming>) -> Respon
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
     let status = parts.status;
-    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+    if status.is_success() {
+        key.health().accepted();
+    } else if rests_key(status) {
+        // Tell the client which profile and key the upstream refused; never the key itself.
         if let Ok(v) = HeaderValue::from_str(&profile) {
             parts.headers.insert(PROFILE_HEADER, v);
         }
         if let Ok(v) = HeaderValue::from_str(key.fingerprint()) {
             parts.headers.insert(KEY_HEADER, v);
         }
-        tracing::warn!(
-            profile = %profile, key = key.fingerprint(), status = status.as_u16(),
-            upstream = %route.upstream_label,
-            "upstream rejected the injected key"
-        );
     }
     if is_event_stream(&parts.headers) {
         // nginx in front of keyproxy would otherwise batch SSE events.
@@ -136,6 +168,79 @@ pub async fn handle(state: &State, conn: Conn, req: Request<Incoming>) -> Respon
         "proxied"
     );
     Response::from_parts(parts, Either::Left(body))
+}
+
+/// Injects `key` in the route's header and format and sends the request upstream.
+async fn forward(
+    route: &Route,
+    key: &Key,
+    mut parts: http::request::Parts,
+    body: UpstreamBody,
+) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
+    if let Some(credential) = key.header(route.format) {
+        parts.headers.insert(route.header.clone(), credential.clone());
+    }
+    route.client.request(Request::from_parts(parts, body)).await
+}
+
+/// Puts a key the upstream refused to rest, and says so.
+fn rest(key: &Key, profile: &str, route: &Route, resp: &Response<Incoming>) {
+    let status = resp.status();
+    let rest = key.health().rest(status, retry_after(resp.headers()));
+    tracing::warn!(
+        profile = %profile, key = key.fingerprint(), status = status.as_u16(),
+        upstream = %route.upstream_label, rest_s = rest.as_secs(),
+        "upstream refused the injected key; it rests"
+    );
+}
+
+/// The profile for a request: the one it names in `x-keyproxy-profile`, else its client's, else
+/// the route's. With clients configured, every request needs a known token and may name only
+/// that client's profiles.
+fn choose_profile<'a>(
+    snapshot: &'a Snapshot,
+    route: &'a Route,
+    headers: &'a HeaderMap,
+) -> Result<&'a str, LocalError> {
+    let named = headers
+        .get(PROFILE_HEADER)
+        .map(|v| v.to_str().unwrap_or_default());
+    let clients = &snapshot.config.clients;
+    if clients.is_empty() {
+        return Ok(named.unwrap_or(&route.profile));
+    }
+    let token = clients::presented(headers, &route.header).ok_or(LocalError::MissingToken)?;
+    let client = clients.find(token).ok_or(LocalError::InvalidToken)?;
+    match named {
+        Some(p) if client.may_use(p) => Ok(p),
+        Some(p) => Err(LocalError::ForbiddenProfile {
+            client: client.name.clone(),
+            profile: p.to_owned(),
+            allowed: client
+                .profiles
+                .iter()
+                .map(|p| format!("'{p}'"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+        None => Ok(client.profile_for(&route.profile)),
+    }
+}
+
+fn all_resting(profile: String, all: AllResting) -> LocalError {
+    let wakes_in_s = all.wakes_in.as_secs_f64().ceil() as u64;
+    if all.rejected {
+        LocalError::KeysRejected {
+            profile,
+            wakes_in_s,
+        }
+    } else {
+        LocalError::KeysResting {
+            profile,
+            why: "rate limited or out of credit".into(),
+            wakes_in_s,
+        }
+    }
 }
 
 fn reject(req: &Request<Incoming>, err: LocalError) -> Response<ResponseBody> {

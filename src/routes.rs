@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use http::header::HeaderName;
+use http::header::{HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 
 use crate::config::{Config, KeyFormat, Upstream};
@@ -19,6 +19,8 @@ pub struct Route {
     pub header: HeaderName,
     pub format: FormatId,
     pub strip_prefix: bool,
+    pub add_headers: Vec<(HeaderName, HeaderValue)>,
+    pub default_headers: Vec<(HeaderName, HeaderValue)>,
     pub client: UpstreamClient,
 }
 
@@ -94,6 +96,8 @@ impl Routes {
                 header: r.header.clone(),
                 format,
                 strip_prefix: r.strip_prefix,
+                add_headers: r.add_headers.clone(),
+                default_headers: r.default_headers.clone(),
                 client,
             });
         }

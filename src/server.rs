@@ -26,8 +26,8 @@ pub enum ServeError {
     Start(#[from] StartError),
     #[error(
         "refusing to listen on {addr}: it is not a loopback address, so anyone who can reach it \
-         could spend your keys; listen on 127.0.0.1, or set allow_unauthenticated = true in the \
-         config if something else guards this port"
+         could spend your keys; configure [[clients]] with tokens, listen on 127.0.0.1, or set \
+         allow_unauthenticated = true in the config if something else guards this port"
     )]
     Exposed { addr: SocketAddr },
     #[error("cannot listen on {addr}: {source}")]
@@ -82,7 +82,7 @@ pub async fn start(origin: Origin, listen: Option<SocketAddr>) -> Result<Running
     let state = reloader.state().clone();
     let config = state.load().config.clone();
     let addr = listen.unwrap_or(config.listen);
-    if !addr.ip().is_loopback() && !config.allow_unauthenticated {
+    if !addr.ip().is_loopback() && config.clients.is_empty() && !config.allow_unauthenticated {
         return Err(ServeError::Exposed { addr });
     }
     let listener = TcpListener::bind(addr)

@@ -4,6 +4,7 @@
 //! request path sees ready-made header values marked sensitive, never the text.
 
 pub mod env;
+pub mod health;
 pub mod openclaw;
 pub mod reload;
 pub mod sources;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use http::HeaderValue;
 
 use crate::config::KeyFormat;
+use health::{Health, KeyState};
 
 /// The fingerprint of a key: first 8 characters, `...`, last 8. Keys shorter than 20 characters
 /// show `...` and the last 4; keys of 8 characters or fewer show only `...`, because their last 4
@@ -82,6 +84,10 @@ pub struct Key {
     fingerprint: Box<str>,
     source: Arc<str>,
     headers: Box<[HeaderValue]>,
+    /// Tells the same key apart across reloads without keeping its text, so that a key resting
+    /// after a 429 keeps resting when an unrelated edit reloads the store.
+    id: u64,
+    health: Arc<Health>,
 }
 
 impl Key {
@@ -95,11 +101,19 @@ impl Key {
                 Some(v)
             })
             .collect();
+        let mut h = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(secret.expose(), &mut h);
         Self {
             fingerprint: secret.fingerprint().into(),
             source,
             headers,
+            id: std::hash::Hasher::finish(&h),
+            health: Arc::default(),
         }
+    }
+
+    pub fn health(&self) -> &Health {
+        &self.health
     }
 
     pub fn fingerprint(&self) -> &str {
@@ -131,14 +145,50 @@ pub struct Profile {
     next: AtomicUsize,
 }
 
+/// Every key of a profile rests; when the first wakes and whether all were refused as invalid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllResting {
+    pub wakes_in: std::time::Duration,
+    /// Every key's rest began with a 401 or 403: they are likely revoked, not rate limited.
+    pub rejected: bool,
+}
+
 impl Profile {
-    /// The next key of the pool, round-robin. Lock-free: one relaxed atomic add.
-    pub fn pick(&self) -> Option<&Key> {
-        match self.keys.len() {
-            0 => None,
-            1 => self.keys.first(),
-            n => self.keys.get(self.next.fetch_add(1, Ordering::Relaxed) % n),
+    /// The next key of the pool that is not resting, round-robin. Lock-free: one relaxed
+    /// atomic add, and one relaxed load per key looked at.
+    pub fn pick(&self) -> Result<&Key, AllResting> {
+        let n = self.keys.len();
+        let start = match n {
+            0 | 1 => 0,
+            _ => self.next.fetch_add(1, Ordering::Relaxed) % n,
+        };
+        for i in 0..n {
+            let key = &self.keys[(start + i) % n];
+            if !key.health.is_resting() {
+                return Ok(key);
+            }
         }
+        Err(self.all_resting())
+    }
+
+    /// Another key than `tried` that is not resting, for a retry.
+    pub fn pick_other(&self, tried: &Key) -> Option<&Key> {
+        self.pick().ok().filter(|k| k.id != tried.id)
+    }
+
+    fn all_resting(&self) -> AllResting {
+        let mut wakes_in = std::time::Duration::MAX;
+        let mut rejected = true;
+        for k in &self.keys {
+            if let KeyState::Resting { left, reason } = k.health.state() {
+                wakes_in = wakes_in.min(left);
+                rejected &= matches!(reason, 401 | 403);
+            } else {
+                wakes_in = std::time::Duration::ZERO;
+                rejected = false;
+            }
+        }
+        AllResting { wakes_in, rejected }
     }
 
     pub fn keys(&self) -> &[Key] {
@@ -211,6 +261,21 @@ impl KeyStore {
 
     pub fn sources(&self) -> &[SourceStatus] {
         &self.sources
+    }
+
+    /// Takes over the health of keys `old` also had, so a reload does not wake resting keys.
+    pub fn adopt_health(&mut self, old: &KeyStore) {
+        let known: HashMap<u64, &Arc<Health>> = old
+            .profiles
+            .values()
+            .flat_map(|p| p.keys.iter())
+            .map(|k| (k.id, &k.health))
+            .collect();
+        for key in self.profiles.values_mut().flat_map(|p| p.keys.iter_mut()) {
+            if let Some(h) = known.get(&key.id) {
+                key.health = Arc::clone(h);
+            }
+        }
     }
 
     /// Every place looked for `profile` and what each said, `; `-separated.

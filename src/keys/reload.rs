@@ -110,11 +110,13 @@ impl Reloader {
         };
         let built = self.loader.build(&config, routes.formats(), &mut files);
         errors.extend(built.errors);
-        built.store.log_changes_since(&current.keys);
+        let mut keys = built.store;
+        keys.adopt_health(&current.keys);
+        keys.log_changes_since(&current.keys);
         self.state.store(Snapshot {
             config,
             routes,
-            keys: built.store,
+            keys,
         });
         self.files = files;
         let now = SystemTime::now();

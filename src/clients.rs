@@ -1,0 +1,200 @@
+//! Client tokens (virtual keys): what an agent puts in its API key setting instead of a real
+//! key. keyproxy knows each token only by its SHA-256, so a config can hold `token_sha256` and no
+//! secret at all.
+
+use std::collections::HashMap;
+
+use http::header::{HeaderMap, HeaderName, AUTHORIZATION};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClient {
+    pub name: String,
+    pub token: Option<String>,
+    pub token_sha256: Option<String>,
+    #[serde(default)]
+    pub profiles: Vec<String>,
+}
+
+/// A client: its name and the profiles it may use, the first being its default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Client {
+    pub name: String,
+    pub profiles: Vec<String>,
+}
+
+impl Client {
+    pub fn may_use(&self, profile: &str) -> bool {
+        self.profiles.iter().any(|p| p == profile)
+    }
+
+    /// The profile for a request on a route whose default is `route_profile`, when the request
+    /// names none: the route's own default if this client may use it, else the client's first
+    /// profile of the same provider (the part before ':'), else the client's default.
+    pub fn profile_for<'a>(&'a self, route_profile: &'a str) -> &'a str {
+        if self.may_use(route_profile) {
+            return route_profile;
+        }
+        let provider = provider_of(route_profile);
+        self.profiles
+            .iter()
+            .find(|p| provider_of(p) == provider)
+            .or_else(|| self.profiles.first())
+            .map_or(route_profile, String::as_str)
+    }
+}
+
+fn provider_of(profile: &str) -> &str {
+    profile.split_once(':').map_or(profile, |(p, _)| p)
+}
+
+type Digest = [u8; 32];
+
+fn sha256(token: &str) -> Digest {
+    let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// Every configured client, found by the SHA-256 of its token.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Clients {
+    by_digest: HashMap<Digest, Client>,
+}
+
+impl Clients {
+    /// Validates `[[clients]]`; an error names the client.
+    pub fn build(raw: Vec<RawClient>) -> Result<Self, String> {
+        let mut by_digest = HashMap::new();
+        let mut names = Vec::new();
+        for c in raw {
+            let name = c.name;
+            if names.contains(&name) {
+                return Err(format!("two clients are named '{name}'"));
+            }
+            let digest = match (c.token, c.token_sha256) {
+                (Some(token), None) => {
+                    if token.len() < 16 {
+                        return Err(format!(
+                            "client '{name}': token is shorter than 16 characters; use a long random one (openssl rand -hex 24)"
+                        ));
+                    }
+                    sha256(&token)
+                }
+                (None, Some(hex)) => parse_hex(&hex).ok_or_else(|| {
+                    format!("client '{name}': token_sha256 must be 64 lowercase hex characters (sha256sum of the token)")
+                })?,
+                _ => {
+                    return Err(format!(
+                        "client '{name}': give exactly one of token and token_sha256"
+                    ))
+                }
+            };
+            if c.profiles.is_empty() {
+                return Err(format!(
+                    "client '{name}': profiles is empty; list the profiles it may use, its default first"
+                ));
+            }
+            if by_digest.contains_key(&digest) {
+                return Err(format!("client '{name}' has the same token as another client"));
+            }
+            names.push(name.clone());
+            by_digest.insert(
+                digest,
+                Client {
+                    name,
+                    profiles: c.profiles,
+                },
+            );
+        }
+        Ok(Self { by_digest })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_digest.is_empty()
+    }
+
+    pub fn find(&self, token: &str) -> Option<&Client> {
+        self.by_digest.get(&sha256(token))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Client> {
+        self.by_digest.values()
+    }
+}
+
+fn parse_hex(hex: &str) -> Option<Digest> {
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+/// The token a client presented: `Authorization: Bearer T`, or the route's own header (an
+/// Anthropic SDK sends `x-api-key: T`).
+pub fn presented<'a>(headers: &'a HeaderMap, route_header: &HeaderName) -> Option<&'a str> {
+    let bearer = |v: &'a str| {
+        v.strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
+            .unwrap_or(v)
+            .trim()
+    };
+    headers
+        .get(AUTHORIZATION)
+        .or_else(|| headers.get(route_header))
+        .and_then(|v| v.to_str().ok())
+        .map(bearer)
+        .filter(|t| !t.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(profiles: &[&str]) -> Client {
+        Client {
+            name: "c".into(),
+            profiles: profiles.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn tokens_are_found_by_digest_either_way() {
+        let token = "kp-0123456789abcdef0123";
+        let hex: String = sha256(token).iter().map(|b| format!("{b:02x}")).collect();
+        for raw in [
+            RawClient { name: "a".into(), token: Some(token.into()), token_sha256: None, profiles: vec!["p".into()] },
+            RawClient { name: "a".into(), token: None, token_sha256: Some(hex.clone()), profiles: vec!["p".into()] },
+        ] {
+            let clients = Clients::build(vec![raw]).unwrap();
+            assert_eq!(clients.find(token).unwrap().name, "a");
+            assert!(clients.find("kp-wrong-token-000000000").is_none());
+        }
+        let err = Clients::build(vec![RawClient { name: "b".into(), token: None, token_sha256: Some(hex.to_uppercase()), profiles: vec!["p".into()] }]).unwrap_err();
+        assert!(err.contains("client 'b'"), "{err}");
+    }
+
+    #[test]
+    fn a_client_without_a_named_profile_gets_the_routes_or_its_providers() {
+        let c = client(&["openrouter:work", "anthropic:me"]);
+        assert_eq!(c.profile_for("openrouter:work"), "openrouter:work");
+        assert_eq!(c.profile_for("anthropic:default"), "anthropic:me");
+        assert_eq!(c.profile_for("gemini:default"), "openrouter:work");
+    }
+
+    #[test]
+    fn the_token_comes_from_authorization_or_the_routes_header() {
+        let mut h = HeaderMap::new();
+        h.insert("x-api-key", "tok-x".parse().unwrap());
+        let x = HeaderName::from_static("x-api-key");
+        assert_eq!(presented(&h, &x), Some("tok-x"));
+        h.insert(AUTHORIZATION, "Bearer tok-a".parse().unwrap());
+        assert_eq!(presented(&h, &x), Some("tok-a"));
+    }
+}

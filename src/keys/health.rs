@@ -1,0 +1,130 @@
+//! A key's health: whether the upstream lately refused it, and until when it rests.
+//!
+//! Shared by the request path of every connection without a lock: three atomics. A key that has
+//! never rested costs one relaxed load per pick and no clock read.
+
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime};
+
+use http::StatusCode;
+
+/// Rest after a 429 without Retry-After.
+const RATE_LIMIT_REST: Duration = Duration::from_secs(10);
+/// First rest after a 401/402/403; doubled on each further one in a row.
+const REJECTED_REST: Duration = Duration::from_secs(60);
+const MAX_REST: Duration = Duration::from_secs(3600);
+
+/// Milliseconds on a monotonic clock private to this process; 0 means "never".
+fn now_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(|| Instant::now() - Duration::from_millis(1));
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Does an upstream answer with this status put the key that was sent to rest?
+pub fn rests_key(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 401 | 402 | 403 | 429)
+}
+
+#[derive(Debug, Default)]
+pub struct Health {
+    resting_until_ms: AtomicU64,
+    /// Refusals in a row, for the exponential back-off of 401/402/403.
+    strikes: AtomicU32,
+    /// The status that put the key to rest.
+    reason: AtomicU16,
+}
+
+/// A key's state, for `status` and for the local answer when every key rests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyState {
+    Active,
+    Resting { left: Duration, reason: u16 },
+}
+
+impl Health {
+    pub fn is_resting(&self) -> bool {
+        let until = self.resting_until_ms.load(Ordering::Relaxed);
+        until != 0 && until > now_ms()
+    }
+
+    pub fn state(&self) -> KeyState {
+        let until = self.resting_until_ms.load(Ordering::Relaxed);
+        let now = now_ms();
+        if until == 0 || until <= now {
+            return KeyState::Active;
+        }
+        KeyState::Resting {
+            left: Duration::from_millis(until - now),
+            reason: self.reason.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Puts the key to rest after an upstream `status`; returns for how long. 429 honours
+    /// `retry_after`; refusals back off exponentially from a minute to an hour.
+    pub fn rest(&self, status: StatusCode, retry_after: Option<Duration>) -> Duration {
+        let rest = if status == StatusCode::TOO_MANY_REQUESTS {
+            retry_after.unwrap_or(RATE_LIMIT_REST)
+        } else {
+            let strikes = self.strikes.fetch_add(1, Ordering::Relaxed).min(6);
+            REJECTED_REST.saturating_mul(1 << strikes)
+        }
+        .min(MAX_REST);
+        self.reason.store(status.as_u16(), Ordering::Relaxed);
+        let ms = u64::try_from(rest.as_millis()).unwrap_or(u64::MAX);
+        self.resting_until_ms
+            .store(now_ms().saturating_add(ms.max(1)), Ordering::Relaxed);
+        rest
+    }
+
+    /// The upstream accepted the key: refusals in a row start again from zero.
+    pub fn accepted(&self) {
+        // A load first: the common case writes nothing, so the cache line stays shared.
+        if self.strikes.load(Ordering::Relaxed) != 0 {
+            self.strikes.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// `Retry-After` as seconds or an HTTP date (RFC 9110 section 10.2.3).
+pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    let v = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_back_off_exponentially_and_429_honours_retry_after() {
+        let h = Health::default();
+        assert_eq!(h.state(), KeyState::Active);
+        assert_eq!(h.rest(StatusCode::UNAUTHORIZED, None), Duration::from_secs(60));
+        assert_eq!(h.rest(StatusCode::UNAUTHORIZED, None), Duration::from_secs(120));
+        assert!(h.is_resting());
+        assert!(matches!(h.state(), KeyState::Resting { reason: 401, .. }));
+        h.accepted();
+        assert_eq!(h.rest(StatusCode::FORBIDDEN, None), Duration::from_secs(60));
+        assert_eq!(
+            h.rest(StatusCode::TOO_MANY_REQUESTS, Some(Duration::from_secs(7))),
+            Duration::from_secs(7)
+        );
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let mut h = http::HeaderMap::new();
+        h.insert("retry-after", "3".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
+        let later = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(120));
+        h.insert("retry-after", later.parse().unwrap());
+        let d = retry_after(&h).unwrap();
+        assert!(d > Duration::from_secs(100) && d <= Duration::from_secs(120), "{d:?}");
+    }
+}
