@@ -36,7 +36,10 @@ fn authorized<B>(state: &State, req: &Request<B>) -> Result<(), LocalError> {
     }
     let token = crate::clients::presented(req.headers(), &http::header::AUTHORIZATION)
         .ok_or(LocalError::MissingToken)?;
-    clients.find(token).map(|_| ()).ok_or(LocalError::InvalidToken)
+    clients
+        .find(token)
+        .map(|_| ())
+        .ok_or(LocalError::InvalidToken)
 }
 
 fn ready(snapshot: &Snapshot) -> Response<ResponseBody> {

@@ -65,51 +65,62 @@ pub struct Clients {
 }
 
 impl Clients {
-    /// Validates `[[clients]]`; an error names the client.
-    pub fn build(raw: Vec<RawClient>) -> Result<Self, String> {
+    /// Validates `[[clients]]`; an error names the client and gives its index.
+    pub fn build(raw: Vec<RawClient>) -> Result<Self, (usize, String)> {
         let mut by_digest = HashMap::new();
         let mut names = Vec::new();
-        for c in raw {
-            let name = c.name;
-            if names.contains(&name) {
-                return Err(format!("two clients are named '{name}'"));
-            }
-            let digest = match (c.token, c.token_sha256) {
-                (Some(token), None) => {
-                    if token.len() < 16 {
-                        return Err(format!(
-                            "client '{name}': token is shorter than 16 characters; use a long random one (openssl rand -hex 24)"
-                        ));
-                    }
-                    sha256(&token)
-                }
-                (None, Some(hex)) => parse_hex(&hex).ok_or_else(|| {
-                    format!("client '{name}': token_sha256 must be 64 lowercase hex characters (sha256sum of the token)")
-                })?,
-                _ => {
-                    return Err(format!(
-                        "client '{name}': give exactly one of token and token_sha256"
-                    ))
-                }
-            };
-            if c.profiles.is_empty() {
-                return Err(format!(
-                    "client '{name}': profiles is empty; list the profiles it may use, its default first"
-                ));
-            }
-            if by_digest.contains_key(&digest) {
-                return Err(format!("client '{name}' has the same token as another client"));
-            }
-            names.push(name.clone());
-            by_digest.insert(
-                digest,
-                Client {
-                    name,
-                    profiles: c.profiles,
-                },
-            );
+        for (i, c) in raw.into_iter().enumerate() {
+            Self::add(&mut by_digest, &mut names, c).map_err(|m| (i, m))?;
         }
         Ok(Self { by_digest })
+    }
+
+    fn add(
+        by_digest: &mut HashMap<Digest, Client>,
+        names: &mut Vec<String>,
+        c: RawClient,
+    ) -> Result<(), String> {
+        let name = c.name;
+        if names.contains(&name) {
+            return Err(format!("two clients are named '{name}'"));
+        }
+        let digest = match (c.token, c.token_sha256) {
+            (Some(token), None) => {
+                if token.len() < 16 {
+                    return Err(format!(
+                        "client '{name}': token is shorter than 16 characters; use a long random one (openssl rand -hex 24)"
+                    ));
+                }
+                sha256(&token)
+            }
+            (None, Some(hex)) => parse_hex(&hex).ok_or_else(|| {
+                format!("client '{name}': token_sha256 must be 64 lowercase hex characters (sha256sum of the token)")
+            })?,
+            _ => {
+                return Err(format!(
+                    "client '{name}': give exactly one of token and token_sha256"
+                ))
+            }
+        };
+        if c.profiles.is_empty() {
+            return Err(format!(
+                "client '{name}': profiles is empty; list the profiles it may use, its default first"
+            ));
+        }
+        if by_digest.contains_key(&digest) {
+            return Err(format!(
+                "client '{name}' has the same token as another client"
+            ));
+        }
+        names.push(name.clone());
+        by_digest.insert(
+            digest,
+            Client {
+                name,
+                profiles: c.profiles,
+            },
+        );
+        Ok(())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -126,7 +137,11 @@ impl Clients {
 }
 
 fn parse_hex(hex: &str) -> Option<Digest> {
-    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if hex.len() != 64
+        || !hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return None;
     }
     let mut out = [0u8; 32];
@@ -169,14 +184,30 @@ mod tests {
         let token = "kp-0123456789abcdef0123";
         let hex: String = sha256(token).iter().map(|b| format!("{b:02x}")).collect();
         for raw in [
-            RawClient { name: "a".into(), token: Some(token.into()), token_sha256: None, profiles: vec!["p".into()] },
-            RawClient { name: "a".into(), token: None, token_sha256: Some(hex.clone()), profiles: vec!["p".into()] },
+            RawClient {
+                name: "a".into(),
+                token: Some(token.into()),
+                token_sha256: None,
+                profiles: vec!["p".into()],
+            },
+            RawClient {
+                name: "a".into(),
+                token: None,
+                token_sha256: Some(hex.clone()),
+                profiles: vec!["p".into()],
+            },
         ] {
             let clients = Clients::build(vec![raw]).unwrap();
             assert_eq!(clients.find(token).unwrap().name, "a");
             assert!(clients.find("kp-wrong-token-000000000").is_none());
         }
-        let err = Clients::build(vec![RawClient { name: "b".into(), token: None, token_sha256: Some(hex.to_uppercase()), profiles: vec!["p".into()] }]).unwrap_err();
+        let (_, err) = Clients::build(vec![RawClient {
+            name: "b".into(),
+            token: None,
+            token_sha256: Some(hex.to_uppercase()),
+            profiles: vec!["p".into()],
+        }])
+        .unwrap_err();
         assert!(err.contains("client 'b'"), "{err}");
     }
 

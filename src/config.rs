@@ -370,9 +370,9 @@ impl Config {
             let route = route_from_raw(r, dir).map_err(|m| at(span, m))?;
             routes.push(route);
         }
-        let clients_span = raw.clients.first().map(Spanned::span);
+        let spans: Vec<_> = raw.clients.iter().map(Spanned::span).collect();
         let clients = Clients::build(raw.clients.into_iter().map(Spanned::into_inner).collect())
-            .map_err(|m| at(clients_span.clone().unwrap_or(0..0), m))?;
+            .map_err(|(i, m)| at(spans[i].clone(), m))?;
         Ok(Self {
             path,
             listen: raw.listen.unwrap_or(base.listen),
@@ -404,7 +404,11 @@ fn route_from_raw(r: RawRoute, dir: &Path) -> Result<RouteConfig, String> {
         (None, Some(u)) => parse_upstream(u)?,
         (None, None) => {
             return Err(match preset {
-                Some(p) => format!("route {:?}: provider {:?} needs an upstream (your resource's URL)", r.prefix, p.name()),
+                Some(p) => format!(
+                    "route {:?}: provider {:?} needs an upstream (your resource's URL)",
+                    r.prefix,
+                    p.name()
+                ),
                 None => format!("route {:?} has no upstream", r.prefix),
             })
         }
@@ -457,8 +461,17 @@ fn route_from_raw(r: RawRoute, dir: &Path) -> Result<RouteConfig, String> {
 /// Headers keyproxy sets or removes on every request, which `add_headers` may not touch.
 fn is_managed(name: &HeaderName) -> bool {
     use http::header::*;
-    [HOST, CONNECTION, TRANSFER_ENCODING, TE, TRAILER, UPGRADE, PROXY_AUTHORIZATION, CONTENT_LENGTH]
-        .contains(name)
+    [
+        HOST,
+        CONNECTION,
+        TRANSFER_ENCODING,
+        TE,
+        TRAILER,
+        UPGRADE,
+        PROXY_AUTHORIZATION,
+        CONTENT_LENGTH,
+    ]
+    .contains(name)
 }
 
 /// Paths in a config file are relative to the file's folder; `~/` means the home folder.

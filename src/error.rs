@@ -52,7 +52,9 @@ pub enum LocalError {
     MissingToken,
     #[error("keyproxy: the client token matches no configured client; check the API key the agent sends")]
     InvalidToken,
-    #[error("keyproxy: client '{client}' may not use profile '{profile}'; its profiles are {allowed}")]
+    #[error(
+        "keyproxy: client '{client}' may not use profile '{profile}'; its profiles are {allowed}"
+    )]
     ForbiddenProfile {
         client: String,
         profile: String,
@@ -144,7 +146,8 @@ impl LocalError {
         if let Some(profile) = self.profile().and_then(|p| HeaderValue::from_str(p).ok()) {
             headers.insert("x-keyproxy-profile", profile);
         }
-        if let Self::KeysResting { wakes_in_s, .. } | Self::KeysRejected { wakes_in_s, .. } = &self {
+        if let Self::KeysResting { wakes_in_s, .. } | Self::KeysRejected { wakes_in_s, .. } = &self
+        {
             headers.insert(http::header::RETRY_AFTER, HeaderValue::from(*wakes_in_s));
         }
         if matches!(self, Self::Connect) {

@@ -99,7 +99,11 @@ pub async fn handle(state: &State, conn: Conn, req: Request<Incoming>) -> Respon
     let fits = body.size_hint().upper().is_none_or(|n| n <= limit);
     let (body, kept) = if pool.keys().len() > 1 && fits {
         let (body, keeper) = KeptBody::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
-        let again = (parts.method.clone(), parts.uri.clone(), parts.headers.clone());
+        let again = (
+            parts.method.clone(),
+            parts.uri.clone(),
+            parts.headers.clone(),
+        );
         (UpstreamBody::Kept(body), Some((keeper, again)))
     } else {
         (UpstreamBody::Stream(body), None)
@@ -178,7 +182,9 @@ async fn forward(
     body: UpstreamBody,
 ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
     if let Some(credential) = key.header(route.format) {
-        parts.headers.insert(route.header.clone(), credential.clone());
+        parts
+            .headers
+            .insert(route.header.clone(), credential.clone());
     }
     route.client.request(Request::from_parts(parts, body)).await
 }

@@ -89,12 +89,19 @@ impl Health {
 
 /// `Retry-After` as seconds or an HTTP date (RFC 9110 section 10.2.3).
 pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
-    let v = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let v = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     if let Ok(secs) = v.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
     let at = httpdate::parse_http_date(v).ok()?;
-    Some(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+    Some(
+        at.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 #[cfg(test)]
@@ -105,8 +112,14 @@ mod tests {
     fn refusals_back_off_exponentially_and_429_honours_retry_after() {
         let h = Health::default();
         assert_eq!(h.state(), KeyState::Active);
-        assert_eq!(h.rest(StatusCode::UNAUTHORIZED, None), Duration::from_secs(60));
-        assert_eq!(h.rest(StatusCode::UNAUTHORIZED, None), Duration::from_secs(120));
+        assert_eq!(
+            h.rest(StatusCode::UNAUTHORIZED, None),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            h.rest(StatusCode::UNAUTHORIZED, None),
+            Duration::from_secs(120)
+        );
         assert!(h.is_resting());
         assert!(matches!(h.state(), KeyState::Resting { reason: 401, .. }));
         h.accepted();
@@ -125,6 +138,9 @@ mod tests {
         let later = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(120));
         h.insert("retry-after", later.parse().unwrap());
         let d = retry_after(&h).unwrap();
-        assert!(d > Duration::from_secs(100) && d <= Duration::from_secs(120), "{d:?}");
+        assert!(
+            d > Duration::from_secs(100) && d <= Duration::from_secs(120),
+            "{d:?}"
+        );
     }
 }
