@@ -58,3 +58,28 @@ fn the_example_keys_file_parses() {
     assert_eq!(all.profiles.len(), 4);
     assert_eq!(all.profiles["openrouter:work"].keys.len(), 2);
 }
+
+#[test]
+fn the_two_agent_example_loads_and_resolves_profiles_as_documented() {
+    let (path, text) = example("two-agents.toml");
+    let config = keyproxy::config::parse(&text, &path).unwrap();
+    let routes: Vec<(String, String, String)> = config
+        .routes
+        .iter()
+        .map(|r| (r.prefix.clone(), r.upstream.to_string(), r.profile.clone()))
+        .collect();
+    assert_eq!(
+        routes,
+        [
+            ("/".into(), "https://openrouter.ai".into(), "openrouter:default".into()),
+            ("/anthropic".into(), "https://api.anthropic.com".into(), "anthropic:default".into()),
+        ]
+    );
+    let claude = config
+        .clients
+        .find("kp-replace-me-with-openssl-rand-hex-24")
+        .unwrap();
+    assert_eq!(claude.profile_for("openrouter:default"), "openrouter:work");
+    assert_eq!(claude.profile_for("anthropic:default"), "anthropic:default");
+    assert_eq!(config.clients.iter().count(), 2);
+}
