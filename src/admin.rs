@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
+use bytes::Bytes;
 use http::{Request, Response, StatusCode};
+use http_body_util::{Either, Full};
 use serde_json::{json, Value};
 
 use crate::body::ResponseBody;
@@ -18,6 +20,10 @@ pub fn handle<B>(state: &State, req: &Request<B>) -> Response<ResponseBody> {
         "/_keyproxy/ready" => ready(&state.load()),
         "/_keyproxy/status" => match authorized(state, req) {
             Ok(()) => json_response(StatusCode::OK, &status(state)),
+            Err(e) => e.into_response(),
+        },
+        "/_keyproxy/metrics" => match authorized(state, req) {
+            Ok(()) => metrics(state),
             Err(e) => e.into_response(),
         },
         path => LocalError::UnknownAdminPath {
@@ -40,6 +46,18 @@ fn authorized<B>(state: &State, req: &Request<B>) -> Result<(), LocalError> {
         .find(token)
         .map(|_| ())
         .ok_or(LocalError::InvalidToken)
+}
+
+fn metrics(state: &State) -> Response<ResponseBody> {
+    let text = state.metrics.render(&state.load());
+    let mut resp = Response::new(Either::Right(Full::new(Bytes::from(text))));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+    );
+    resp
 }
 
 fn ready(snapshot: &Snapshot) -> Response<ResponseBody> {

@@ -1,26 +1,170 @@
 //! The body types on either side of keyproxy. Enums rather than boxed bodies: forwarding costs no
 //! allocation, and a local reply is a single `Full` chunk.
 
+use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
+use prometheus_client::metrics::counter::Counter;
+use tokio::time::Sleep;
 
 /// What keyproxy sends to a client: the upstream's body as it streams in, or a local reply.
-pub type ResponseBody = Either<Incoming, Full<Bytes>>;
+pub type ResponseBody = Either<Streamed, Full<Bytes>>;
 
-/// What keyproxy sends to an upstream.
-pub enum UpstreamBody {
+/// What the access log line says of a forwarded request; written when its response ends.
+pub struct Exchange {
+    pub method: http::Method,
+    pub path: String,
+    pub route: Arc<str>,
+    pub profile: String,
+    pub status: u16,
+    pub upstream_ms: f64,
+    pub started: Instant,
+}
+
+pin_project_lite::pin_project! {
+    /// An upstream response body on its way to the client: counted, closed when the upstream
+    /// sends nothing for `idle_timeout`, and logged once when it ends.
+    pub struct Streamed {
+        inner: Incoming,
+        #[pin]
+        idle: Sleep,
+        idle_for: Duration,
+        last_frame: Instant,
+        bytes: u64,
+        outcome: &'static str,
+        meter: Counter,
+        exchange: Exchange,
+    }
+
+    impl PinnedDrop for Streamed {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            this.meter.inc_by(*this.bytes);
+            let e = &this.exchange;
+            tracing::info!(
+                target: "keyproxy::access",
+                method = %e.method, path = %e.path, route = %e.route, profile = %e.profile,
+                status = e.status, upstream_ms = format_args!("{:.1}", e.upstream_ms),
+                bytes = *this.bytes, ms = format_args!("{:.1}", e.started.elapsed().as_secs_f64() * 1e3),
+                outcome = *this.outcome,
+                "proxied"
+            );
+        }
+    }
+}
+
+impl Streamed {
+    pub fn new(inner: Incoming, idle_for: Duration, meter: Counter, exchange: Exchange) -> Self {
+        let now = Instant::now();
+        Self {
+            inner,
+            idle: tokio::time::sleep_until((now + idle_for).into()),
+            idle_for,
+            last_frame: now,
+            bytes: 0,
+            // Until the end is seen: a client that hangs up mid-stream leaves it so.
+            outcome: "client gone",
+            meter,
+            exchange,
+        }
+    }
+}
+
+/// The upstream sent nothing for `idle_timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream sent nothing for {0:?}; closing the stream")]
+pub struct IdleTimeout(Duration);
+
+impl Body for Streamed {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let mut this = self.project();
+        match Pin::new(&mut *this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    *this.bytes += data.len() as u64;
+                }
+                // Reading the clock per frame is cheaper than re-arming the timer per frame:
+                // the timer is moved only when it fires early.
+                *this.last_frame = Instant::now();
+                if this.inner.is_end_stream() {
+                    *this.outcome = "complete";
+                }
+                return Poll::Ready(Some(Ok(frame)));
+            }
+            Poll::Ready(Some(Err(e))) => {
+                *this.outcome = "upstream error";
+                return Poll::Ready(Some(Err(e.into())));
+            }
+            Poll::Ready(None) => {
+                *this.outcome = "complete";
+                return Poll::Ready(None);
+            }
+            Poll::Pending => {}
+        }
+        while this.idle.as_mut().poll(cx).is_ready() {
+            let deadline = *this.last_frame + *this.idle_for;
+            if Instant::now() >= deadline {
+                *this.outcome = "idle timeout";
+                tracing::warn!(route = %this.exchange.route, path = %this.exchange.path, "{}", IdleTimeout(*this.idle_for));
+                return Poll::Ready(Some(Err(Box::new(IdleTimeout(*this.idle_for)))));
+            }
+            this.idle.as_mut().reset(deadline.into());
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// What keyproxy sends to an upstream; the bytes sent are counted when it is dropped.
+pub struct UpstreamBody {
+    kind: Outbound,
+    sent: u64,
+    meter: Counter,
+}
+
+pub enum Outbound {
     /// The client's body as it streams in.
     Stream(Incoming),
     /// The same, with a copy kept so the request can be retried on another key.
     Kept(KeptBody),
     /// A retry: the kept copy.
     Replay(Full<Bytes>),
+}
+
+impl UpstreamBody {
+    pub fn new(kind: Outbound, meter: Counter) -> Self {
+        Self {
+            kind,
+            sent: 0,
+            meter,
+        }
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        self.meter.inc_by(self.sent);
+    }
 }
 
 impl Body for UpstreamBody {
@@ -31,28 +175,35 @@ impl Body for UpstreamBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            Self::Stream(b) => Pin::new(b).poll_frame(cx),
-            Self::Kept(b) => Pin::new(b).poll_frame(cx),
-            Self::Replay(b) => Pin::new(b)
+        let this = self.get_mut();
+        let polled = match &mut this.kind {
+            Outbound::Stream(b) => Pin::new(b).poll_frame(cx),
+            Outbound::Kept(b) => Pin::new(b).poll_frame(cx),
+            Outbound::Replay(b) => Pin::new(b)
                 .poll_frame(cx)
                 .map(|f| f.map(|r| r.map_err(|never| match never {}))),
+        };
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                this.sent += data.len() as u64;
+            }
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        match self {
-            Self::Stream(b) => b.is_end_stream(),
-            Self::Kept(b) => b.inner.is_end_stream(),
-            Self::Replay(b) => b.is_end_stream(),
+        match &self.kind {
+            Outbound::Stream(b) => b.is_end_stream(),
+            Outbound::Kept(b) => b.inner.is_end_stream(),
+            Outbound::Replay(b) => b.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self {
-            Self::Stream(b) => b.size_hint(),
-            Self::Kept(b) => b.inner.size_hint(),
-            Self::Replay(b) => b.size_hint(),
+        match &self.kind {
+            Outbound::Stream(b) => b.size_hint(),
+            Outbound::Kept(b) => b.inner.size_hint(),
+            Outbound::Replay(b) => b.size_hint(),
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod clients;
 pub mod config;
 pub mod error;
 pub mod keys;
+pub mod metrics;
 pub mod providers;
 pub mod proxy;
 pub mod routes;

@@ -16,7 +16,7 @@ use http_body::Body as _;
 use http_body_util::Full;
 
 use crate::admin;
-use crate::body::{KeptBody, ResponseBody, UpstreamBody};
+use crate::body::{Exchange, KeptBody, Outbound, ResponseBody, Streamed, UpstreamBody};
 use crate::clients;
 use crate::error::LocalError;
 use crate::keys::health::{rests_key, retry_after};
@@ -39,10 +39,10 @@ pub async fn handle(state: &State, conn: Conn, req: Request<Incoming>) -> Respon
         return admin::handle(state, &req);
     }
     if req.method() == Method::CONNECT {
-        return reject(&req, LocalError::Connect);
+        return reject(state, &req, LocalError::Connect);
     }
     if let Some(target) = foreign_target(&req, conn.local) {
-        return reject(&req, LocalError::ForeignTarget { target });
+        return reject(state, &req, LocalError::ForeignTarget { target });
     }
 
     let snapshot = state.load();
@@ -50,22 +50,22 @@ pub async fn handle(state: &State, conn: Conn, req: Request<Incoming>) -> Respon
         let err = LocalError::NoRoute {
             path: req.uri().path().to_owned(),
         };
-        return reject(&req, err);
+        return reject(state, &req, err);
     };
     let profile = match choose_profile(&snapshot, route, req.headers()) {
         Ok(p) => p.to_owned(),
-        Err(e) => return reject(&req, e),
+        Err(e) => return reject(state, &req, e),
     };
     let Some(pool) = snapshot.keys.profile(&profile) else {
         let err = LocalError::MissingKey {
             looked: snapshot.keys.looked_for(&profile),
             profile,
         };
-        return reject(&req, err);
+        return reject(state, &req, err);
     };
     let mut key = match pool.pick() {
         Ok(key) => key,
-        Err(all) => return reject(&req, all_resting(profile, all)),
+        Err(all) => return reject(state, &req, all_resting(profile, all)),
     };
 
     let (mut parts, body) = req.into_parts();
@@ -78,7 +78,7 @@ pub async fn handle(state: &State, conn: Conn, req: Request<Incoming>) -> Respon
                 upstream: route.upstream_label.clone(),
                 cause: format!("cannot build the upstream URL: {e}"),
             };
-            return reject_parts(&method, &path, err);
+            return reject_parts(state, &method, &path, err);
         }
     };
     // The client picks HTTP/1.1 or HTTP/2 per upstream connection (ALPN); it needs 1.1 here.
@@ -104,10 +104,12 @@ pub async fn handle(state: &State, conn: Conn, req: Request<Incoming>) -> Respon
             parts.uri.clone(),
             parts.headers.clone(),
         );
-        (UpstreamBody::Kept(body), Some((keeper, again)))
+        (Outbound::Kept(body), Some((keeper, again)))
     } else {
-        (UpstreamBody::Stream(body), None)
+        (Outbound::Stream(body), None)
     };
+    let meter = || state.metrics.request_bytes.clone();
+    let body = UpstreamBody::new(body, meter());
 
     let started = Instant::now();
     let mut sent = forward(route, key, parts, body).await;
@@ -123,7 +125,8 @@ pub async fn handle(state: &State, conn: Conn, req: Request<Incoming>) -> Respon
                 key = other;
                 let mut parts = Request::new(()).into_parts().0;
                 (parts.method, parts.uri, parts.headers) = (method, uri, headers);
-                sent = forward(route, key, parts, UpstreamBody::Replay(Full::new(body))).await;
+                let body = UpstreamBody::new(Outbound::Replay(Full::new(body)), meter());
+                sent = forward(route, key, parts, body).await;
                 if let Ok(resp) = &sent {
                     if rests_key(resp.status()) {
                         rest(key, &profile, route, resp);
@@ -132,7 +135,7 @@ pub async fn handle(state: &State, conn: Conn, req: Request<Incoming>) -> Respon
             }
         }
     }
-    let upstream_ms = started.elapsed().as_secs_f64() * 1e3;
+    let upstream_time = started.elapsed();
     let resp = match sent {
         Ok(resp) => resp,
         Err(e) => {
@@ -141,14 +144,21 @@ pub async fn handle(state: &State, conn: Conn, req: Request<Incoming>) -> Respon
                 route = %route.prefix, profile = %profile, upstream = %route.upstream_label,
                 "{err}"
             );
-            return reject_parts(&method, &path, err);
+            return reject_parts(state, &method, &path, err);
         }
     };
 
+    route.latency.observe(upstream_time);
     let (mut parts, body) = resp.into_parts();
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
     let status = parts.status;
+    snapshot.meters.count(
+        &state.metrics,
+        (route.index, &route.prefix),
+        &profile,
+        status.as_u16(),
+    );
     if status.is_success() {
         key.health().accepted();
     } else if rests_key(status) {
@@ -166,11 +176,17 @@ pub async fn handle(state: &State, conn: Conn, req: Request<Incoming>) -> Respon
             .headers
             .insert("x-accel-buffering", HeaderValue::from_static("no"));
     }
-    tracing::info!(
-        %method, path = %path, route = %route.prefix, profile = %profile,
-        status = status.as_u16(), upstream_ms = format_args!("{upstream_ms:.1}"),
-        "proxied"
-    );
+    let exchange = Exchange {
+        method,
+        path,
+        route: route.name.clone(),
+        profile,
+        status: status.as_u16(),
+        upstream_ms: upstream_time.as_secs_f64() * 1e3,
+        started,
+    };
+    let meter = state.metrics.response_bytes.clone();
+    let body = Streamed::new(body, snapshot.config.idle_timeout, meter, exchange);
     Response::from_parts(parts, Either::Left(body))
 }
 
@@ -249,12 +265,19 @@ fn all_resting(profile: String, all: AllResting) -> LocalError {
     }
 }
 
-fn reject(req: &Request<Incoming>, err: LocalError) -> Response<ResponseBody> {
-    reject_parts(req.method(), req.uri().path(), err)
+fn reject(state: &State, req: &Request<Incoming>, err: LocalError) -> Response<ResponseBody> {
+    reject_parts(state, req.method(), req.uri().path(), err)
 }
 
-fn reject_parts(method: &Method, path: &str, err: LocalError) -> Response<ResponseBody> {
+fn reject_parts(
+    state: &State,
+    method: &Method,
+    path: &str,
+    err: LocalError,
+) -> Response<ResponseBody> {
+    state.metrics.local(err.reason());
     tracing::info!(
+        target: "keyproxy::access",
         %method, path = %path, status = err.status().as_u16(), reason = err.reason(),
         "answered locally"
     );

@@ -8,10 +8,15 @@ use http::uri::{PathAndQuery, Uri};
 
 use crate::config::{Config, KeyFormat, Upstream};
 use crate::keys::FormatId;
+use crate::metrics::{Histogram, Metrics};
 use crate::upstream::{self, UpstreamClient, UpstreamError};
 
 pub struct Route {
+    /// Position in config order, for per-route tables such as the request counters.
+    pub index: usize,
     pub prefix: String,
+    /// `prefix`, shared with the access log of every response on this route.
+    pub name: std::sync::Arc<str>,
     pub upstream: Upstream,
     /// `upstream` as text, made once for logs and errors.
     pub upstream_label: String,
@@ -22,6 +27,7 @@ pub struct Route {
     pub add_headers: Vec<(HeaderName, HeaderValue)>,
     pub default_headers: Vec<(HeaderName, HeaderValue)>,
     pub client: UpstreamClient,
+    pub latency: Histogram,
 }
 
 impl Route {
@@ -68,11 +74,11 @@ pub struct Routes {
 }
 
 impl Routes {
-    pub fn build(config: &Config) -> Result<Self, UpstreamError> {
+    pub fn build(config: &Config, metrics: &Metrics) -> Result<Self, UpstreamError> {
         let mut formats: Vec<KeyFormat> = Vec::new();
         let mut clients: HashMap<Option<PathBuf>, UpstreamClient> = HashMap::new();
         let mut routes = Vec::with_capacity(config.routes.len());
-        for r in &config.routes {
+        for (index, r) in config.routes.iter().enumerate() {
             let format = match formats.iter().position(|f| *f == r.format) {
                 Some(i) => FormatId(i),
                 None => {
@@ -89,6 +95,9 @@ impl Routes {
                 }
             };
             routes.push(Route {
+                index,
+                name: r.prefix.as_str().into(),
+                latency: metrics.latency(&r.prefix),
                 prefix: r.prefix.clone(),
                 upstream_label: r.upstream.to_string(),
                 upstream: r.upstream.clone(),
@@ -114,6 +123,13 @@ impl Routes {
         self.routes.iter()
     }
 
+    /// Prefixes in config order (by `Route::index`).
+    pub fn prefixes(&self) -> Vec<&str> {
+        let mut by_index: Vec<&Route> = self.routes.iter().collect();
+        by_index.sort_by_key(|r| r.index);
+        by_index.into_iter().map(|r| r.prefix.as_str()).collect()
+    }
+
     pub fn formats(&self) -> &[KeyFormat] {
         &self.formats
     }
@@ -126,7 +142,7 @@ mod tests {
     use std::path::Path;
 
     fn routes(toml: &str) -> Routes {
-        Routes::build(&parse(toml, Path::new("k.toml")).unwrap()).unwrap()
+        Routes::build(&parse(toml, Path::new("k.toml")).unwrap(), &Metrics::new()).unwrap()
     }
 
     const TWO: &str = r#"

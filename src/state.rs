@@ -9,6 +9,7 @@ use tokio::sync::watch;
 
 use crate::config::{Config, Origin};
 use crate::keys::KeyStore;
+use crate::metrics::{Metrics, RequestMeters};
 use crate::routes::Routes;
 
 /// Everything a request needs, immutable once built. A request loads it once.
@@ -16,9 +17,27 @@ pub struct Snapshot {
     pub config: Arc<Config>,
     pub routes: Arc<Routes>,
     pub keys: KeyStore,
+    pub meters: RequestMeters,
 }
 
 impl Snapshot {
+    pub fn new(
+        config: Arc<Config>,
+        routes: Arc<Routes>,
+        keys: KeyStore,
+        metrics: &Metrics,
+    ) -> Self {
+        let defaults = config.routes.iter().map(|r| r.profile.as_str());
+        let profiles = keys.profiles().map(|(name, _)| name).chain(defaults);
+        let meters = RequestMeters::build(metrics, &routes.prefixes(), profiles);
+        Self {
+            config,
+            routes,
+            keys,
+            meters,
+        }
+    }
+
     /// Default profiles of routes that have no key, each named once, in route order.
     pub fn profiles_without_key(&self) -> Vec<&str> {
         let mut missing: Vec<&str> = Vec::new();
@@ -49,11 +68,13 @@ pub struct State {
     /// The reload count, for whoever must wait for a reload (tests, benches, `status`).
     reloads: watch::Sender<u64>,
     pub origin: Origin,
+    pub metrics: Arc<Metrics>,
 }
 
 impl State {
-    pub fn new(origin: Origin, snapshot: Snapshot, log: ReloadLog) -> Self {
+    pub fn new(origin: Origin, snapshot: Snapshot, log: ReloadLog, metrics: Arc<Metrics>) -> Self {
         Self {
+            metrics,
             snapshot: ArcSwap::from_pointee(snapshot),
             reloads: watch::Sender::new(log.count),
             log: Mutex::new(log),

@@ -71,8 +71,16 @@ fn the_two_agent_example_loads_and_resolves_profiles_as_documented() {
     assert_eq!(
         routes,
         [
-            ("/".into(), "https://openrouter.ai".into(), "openrouter:default".into()),
-            ("/anthropic".into(), "https://api.anthropic.com".into(), "anthropic:default".into()),
+            (
+                "/".into(),
+                "https://openrouter.ai".into(),
+                "openrouter:default".into()
+            ),
+            (
+                "/anthropic".into(),
+                "https://api.anthropic.com".into(),
+                "anthropic:default".into()
+            ),
         ]
     );
     let claude = config

@@ -11,6 +11,7 @@ use super::sources::Loader;
 use super::watch::{FileSet, Watcher};
 use crate::config::{self, Config, Origin};
 use crate::error::ConfigError;
+use crate::metrics::Metrics;
 use crate::routes::Routes;
 use crate::state::{ReloadLog, Snapshot, State};
 
@@ -45,7 +46,8 @@ impl Reloader {
     pub fn start(origin: Origin) -> Result<Self, StartError> {
         let mut files = FileSet::default();
         let config = read_config(&origin, &mut files)?;
-        let routes = Routes::build(&config).map_err(|source| StartError::Upstream {
+        let metrics = Arc::new(Metrics::new());
+        let routes = Routes::build(&config, &metrics).map_err(|source| StartError::Upstream {
             path: config.path.clone(),
             source,
         })?;
@@ -64,13 +66,9 @@ impl Reloader {
             }
             log.last_error = Some((now, built.errors.join("; ")));
         }
-        let snapshot = Snapshot {
-            config: Arc::new(config),
-            routes: Arc::new(routes),
-            keys: built.store,
-        };
+        let snapshot = Snapshot::new(Arc::new(config), Arc::new(routes), built.store, &metrics);
         Ok(Self {
-            state: Arc::new(State::new(origin, snapshot, log)),
+            state: Arc::new(State::new(origin, snapshot, log, metrics)),
             loader,
             files,
         })
@@ -87,7 +85,7 @@ impl Reloader {
         let mut files = FileSet::default();
         let (config, routes) = match read_config(&self.state.origin, &mut files) {
             Ok(c) if c == *current.config => (current.config.clone(), current.routes.clone()),
-            Ok(c) => match Routes::build(&c) {
+            Ok(c) => match Routes::build(&c, &self.state.metrics) {
                 Ok(r) => {
                     if c.listen != current.config.listen {
                         tracing::warn!(
@@ -113,13 +111,14 @@ impl Reloader {
         let mut keys = built.store;
         keys.adopt_health(&current.keys);
         keys.log_changes_since(&current.keys);
-        self.state.store(Snapshot {
-            config,
-            routes,
-            keys,
-        });
+        self.state
+            .store(Snapshot::new(config, routes, keys, &self.state.metrics));
         self.files = files;
         let now = SystemTime::now();
+        self.state.metrics.reloads.inc();
+        if !errors.is_empty() {
+            self.state.metrics.reload_failures.inc();
+        }
         self.state.record(|log| {
             log.count += 1;
             log.last_trigger = trigger;

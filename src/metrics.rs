@@ -1,0 +1,259 @@
+//! `/_keyproxy/metrics`: Prometheus metrics, encoded by prometheus-client.
+//!
+//! The request path touches only pre-resolved atomics: per-route counters and latency histograms
+//! live in the route, resolved once when routes are built, so no request takes the families'
+//! locks. prometheus-client's own histogram takes a mutex per observation, so the upstream
+//! latency histogram here is a small lock-free one that prometheus-client encodes.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::registry::Registry;
+
+use crate::state::Snapshot;
+
+/// Upper bounds in seconds: from a cached reply to a model thinking before its first token.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// A histogram whose observation is three relaxed atomic adds; clones share the counts.
+#[derive(Debug, Default, Clone)]
+pub struct Histogram(Arc<Buckets>);
+
+#[derive(Debug, Default)]
+pub struct Buckets {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl std::ops::Deref for Histogram {
+    type Target = Buckets;
+    fn deref(&self) -> &Buckets {
+        &self.0
+    }
+}
+
+impl Buckets {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+}
+
+impl TypedMetric for Histogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for Histogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let mut cumulative = 0;
+        let mut buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
+            .iter()
+            .zip(&self.buckets)
+            .map(|(bound, n)| {
+                cumulative += n.load(Ordering::Relaxed);
+                (*bound, cumulative)
+            })
+            .collect();
+        let count = self.count.load(Ordering::Relaxed);
+        buckets.push((f64::MAX, count));
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: String,
+    pub profile: String,
+    pub status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyLabels {
+    pub profile: String,
+    pub state: &'static str,
+}
+
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Request counters for every (route, profile) a snapshot knows, resolved when it is built, so
+/// counting a request is one hash lookup and an atomic add.
+#[derive(Debug, Default)]
+pub struct RequestMeters {
+    by_profile: HashMap<String, Vec<[Counter; 5]>>,
+}
+
+impl RequestMeters {
+    pub fn build<'a>(
+        metrics: &Metrics,
+        routes: &[&str],
+        profiles: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
+        let mut by_profile = HashMap::new();
+        for profile in profiles {
+            let per_route = routes
+                .iter()
+                .map(|route| metrics.request_counters(route, profile))
+                .collect();
+            by_profile.insert(profile.to_owned(), per_route);
+        }
+        Self { by_profile }
+    }
+
+    /// Counts an answer to a request on route number `route` (see `Route::index`).
+    pub fn count(&self, metrics: &Metrics, route: (usize, &str), profile: &str, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        match self.by_profile.get(profile).and_then(|r| r.get(route.0)) {
+            Some(counters) => counters[class].inc(),
+            // A profile no source knows: its requests are answered locally, rarely get here.
+            None => metrics.request_counters(route.1, profile)[class].inc(),
+        };
+    }
+}
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabel, Histogram>,
+    local: Family<ReasonLabel, Counter>,
+    keys: Family<KeyLabels, Gauge>,
+    pub request_bytes: Counter,
+    pub response_bytes: Counter,
+    pub reloads: Counter,
+    pub reload_failures: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("keyproxy");
+        let m = Self {
+            requests: Family::default(),
+            latency: Family::default(),
+            local: Family::default(),
+            keys: Family::default(),
+            request_bytes: Counter::default(),
+            response_bytes: Counter::default(),
+            reloads: Counter::default(),
+            reload_failures: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "requests",
+            "Requests forwarded upstream, by route, profile and status class of the answer",
+            m.requests.clone(),
+        );
+        registry.register(
+            "local_responses",
+            "Requests keyproxy answered itself, by reason (the x-keyproxy-error value)",
+            m.local.clone(),
+        );
+        registry.register(
+            "upstream_latency_seconds",
+            "Time from sending a request upstream to its response head, by route",
+            m.latency.clone(),
+        );
+        registry.register(
+            "request_bytes",
+            "Request body bytes streamed to upstreams",
+            m.request_bytes.clone(),
+        );
+        registry.register(
+            "response_bytes",
+            "Response body bytes streamed to clients",
+            m.response_bytes.clone(),
+        );
+        registry.register("reloads", "Reloads of config and keys", m.reloads.clone());
+        registry.register(
+            "reload_failures",
+            "Reloads that kept the last good keys because a source failed",
+            m.reload_failures.clone(),
+        );
+        registry.register(
+            "keys",
+            "Keys by profile and state (active, resting)",
+            m.keys.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    /// The latency histogram of a route, kept across reloads.
+    pub fn latency(&self, route: &str) -> Histogram {
+        self.latency
+            .get_or_create(&RouteLabel {
+                route: route.to_owned(),
+            })
+            .clone()
+    }
+
+    fn request_counters(&self, route: &str, profile: &str) -> [Counter; 5] {
+        STATUS_CLASSES.map(|status| {
+            self.requests
+                .get_or_create(&RequestLabels {
+                    route: route.to_owned(),
+                    profile: profile.to_owned(),
+                    status,
+                })
+                .clone()
+        })
+    }
+
+    pub fn local(&self, reason: &'static str) {
+        self.local.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// The text exposition, with key gauges taken from `snapshot` now.
+    pub fn render(&self, snapshot: &Snapshot) -> String {
+        self.keys.clear();
+        for (profile, p) in snapshot.keys.profiles() {
+            let resting = p.keys().iter().filter(|k| k.health().is_resting()).count();
+            for (state, n) in [("active", p.keys().len() - resting), ("resting", resting)] {
+                self.keys
+                    .get_or_create(&KeyLabels {
+                        profile: profile.to_owned(),
+                        state,
+                    })
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        }
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
