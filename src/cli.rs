@@ -23,7 +23,7 @@ pub struct Cli {
     pub log_format: LogFormat,
 
     /// Address to listen on, overriding the config's `listen`.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, env = "KEYPROXY_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
 
     #[command(subcommand)]
@@ -35,7 +35,7 @@ pub enum Command {
     /// Run the proxy (the default).
     Serve {
         /// Address to listen on, overriding the config's `listen`.
-        #[arg(long, value_name = "ADDR")]
+        #[arg(long, env = "KEYPROXY_LISTEN", value_name = "ADDR")]
         listen: Option<SocketAddr>,
     },
     /// Load config and keys as serve would, print every profile and problem; exit 0 only when
@@ -44,6 +44,16 @@ pub enum Command {
         /// Print JSON, whether the check passes or fails.
         #[arg(long)]
         json: bool,
+    },
+    /// Exit 0 when a running keyproxy answers 200 on /_keyproxy/health, else 1; for container
+    /// health checks.
+    Health {
+        /// URL to ask. Default: /_keyproxy/health on the configured listen address.
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// How long to wait for the answer.
+        #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
     },
 }
 

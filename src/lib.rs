@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod keys;
 pub mod metrics;
+pub mod probe;
 pub mod providers;
 pub mod proxy;
 pub mod routes;

@@ -29,8 +29,44 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+        Some(Command::Health { url, timeout }) => health(origin, cli.listen, url, timeout),
         Some(Command::Serve { listen }) => serve(origin, listen.or(cli.listen)),
         None => serve(origin, cli.listen),
+    }
+}
+
+fn health(
+    origin: Origin,
+    listen: Option<std::net::SocketAddr>,
+    url: Option<String>,
+    timeout: std::time::Duration,
+) -> ExitCode {
+    let url = match url {
+        Some(url) => url,
+        None => match listen.map_or_else(|| config::load(&origin).map(|c| c.listen), Ok) {
+            Ok(addr) => keyproxy::probe::default_url(addr),
+            Err(e) => {
+                eprintln!("keyproxy health: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let outcome = match runtime {
+        Ok(rt) => rt.block_on(keyproxy::probe::probe(&url, timeout)),
+        Err(e) => Err(format!("cannot start the async runtime: {e}")),
+    };
+    match outcome {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(why) => {
+            eprintln!("keyproxy health: {why}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -20,6 +20,11 @@ use crate::keys::reload::{ReloadRequest, Reloader, StartError};
 use crate::proxy::{self, Conn};
 use crate::state::State;
 
+/// Request heads: at most this many header fields, and this many bytes (HTTP/1 buffer, HTTP/2
+/// header list). Agents send a dozen headers; nginx's default buffers are 8 KiB.
+const MAX_HEADERS: usize = 100;
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(transparent)]
@@ -100,8 +105,13 @@ pub async fn start(origin: Origin, listen: Option<SocketAddr>) -> Result<Running
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(config.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
+        .header_read_timeout(config.header_read_timeout)
+        .max_headers(MAX_HEADERS)
+        .max_buf_size(MAX_HEAD_BYTES);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEAD_BYTES as u32);
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let task = tokio::spawn(accept_loop(
@@ -110,6 +120,7 @@ pub async fn start(origin: Origin, listen: Option<SocketAddr>) -> Result<Running
         state.clone(),
         shutdown_rx,
         config.shutdown_grace,
+        config.header_read_timeout,
     ));
     Ok(Running {
         local_addr,
@@ -126,6 +137,7 @@ async fn accept_loop(
     state: Arc<State>,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
+    first_bytes_within: Duration,
 ) {
     let graceful = GracefulShutdown::new();
     loop {
@@ -158,12 +170,22 @@ async fn accept_loop(
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(proxy::handle(&state, conn, req).await) }
             });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let mut stopping = shutdown.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let spoke = tokio::select! {
+                spoke = first_bytes(&stream, first_bytes_within) => spoke,
+                _ = stopping.changed() => false,
+            };
+            if !spoke {
+                tracing::debug!(%peer, "closed: sent no request within {first_bytes_within:?}");
+                return;
+            }
+            let connection = builder
+                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+                .into_owned();
+            if let Err(e) = watcher.watch(connection).await {
                 tracing::debug!(%peer, "connection ended: {e}");
             }
         });
@@ -173,6 +195,23 @@ async fn accept_loop(
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all connections finished"),
         _ = tokio::time::sleep(grace) => tracing::warn!("shutdown grace expired; closing the remaining connections"),
+    }
+}
+
+/// hyper's header read timeout starts once hyper-util has seen enough bytes to tell HTTP/1 from
+/// HTTP/2, so a client that connects and sends nothing (or a few bytes of the HTTP/2 preface)
+/// would hold its connection forever. Waits, at most `within`, until the first bytes decide.
+async fn first_bytes(stream: &tokio::net::TcpStream, within: Duration) -> bool {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let deadline = tokio::time::Instant::now() + within;
+    let mut buf = [0u8; PREFACE.len()];
+    loop {
+        match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return false,
+            Ok(Ok(n)) if n == PREFACE.len() || buf[..n] != PREFACE[..n] => return true,
+            // Part of the HTTP/2 preface: peek returns at once until more arrives.
+            Ok(Ok(_)) => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
     }
 }
 
