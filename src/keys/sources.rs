@@ -189,19 +189,23 @@ fn trim_one_newline(s: &str) -> &str {
         .unwrap_or(s)
 }
 
-/// ssh refuses a private key others can read; keyproxy warns.
+/// ssh refuses a private key others can read; keyproxy warns. Group-readable is fine when the
+/// group is keyproxy's own (a user-private group, or the fsGroup of a Kubernetes pod).
 #[cfg(unix)]
 fn warn_if_shared(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(meta) = std::fs::metadata(path) {
-        if meta.permissions().mode() & 0o077 != 0 {
-            tracing::warn!(
-                file = %path.display(),
-                mode = format!("{:o}", meta.permissions().mode() & 0o777),
-                "keys file is readable by group or others; run: chmod 600 {}",
-                path.display()
-            );
-        }
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Ok(meta) = std::fs::metadata(path) else {
+        return;
+    };
+    let mode = meta.permissions().mode();
+    let own_group = std::fs::metadata("/proc/self").is_ok_and(|me| me.gid() == meta.gid());
+    if mode & 0o007 != 0 || (mode & 0o070 != 0 && !own_group) {
+        tracing::warn!(
+            file = %path.display(),
+            mode = format!("{:o}", mode & 0o777),
+            "keys file is readable by group or others; run: chmod 600 {}",
+            path.display()
+        );
     }
 }
 
@@ -277,8 +281,12 @@ impl Loader {
     fn add_keys_file(&mut self, pass: &mut Pass<'_, '_>, path: &Path) {
         let label = format!("keys file {}", path.display());
         let (file, error) = read_cached(&mut self.keys_files, pass.files, path, |text| {
-            warn_if_shared(path);
-            parse_keys_file(text, path)
+            let file = parse_keys_file(text, path)?;
+            // A file that only points at key_file or key_env holds no secret itself.
+            if file.profiles.values().any(|p| !p.keys.is_empty()) {
+                warn_if_shared(path);
+            }
+            Ok(file)
         });
         push_error(&mut pass.errors, path, &file, &error);
         pass.b
