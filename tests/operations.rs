@@ -315,7 +315,7 @@ async fn silent_and_slow_clients_are_cut_at_the_header_read_timeout() {
 }
 
 #[tokio::test]
-async fn too_many_headers_are_refused() {
+async fn too_many_or_too_large_headers_are_refused() {
     bounded(async {
         let up = Mock::start(ok_handler()).await;
         let proxy = Proxy::start(
@@ -332,6 +332,19 @@ async fn too_many_headers_are_refused() {
         }
         head += "\r\n";
         stream.write_all(head.as_bytes()).await.unwrap();
+        let (_, got) = until_closed(&mut stream).await;
+        let got = String::from_utf8_lossy(&got);
+        assert!(got.starts_with("HTTP/1.1 431"), "{got}");
+
+        // And a head larger than 64 KiB, in one header.
+        let mut stream = tokio::net::TcpStream::connect(proxy.running.local_addr)
+            .await
+            .unwrap();
+        let head = format!(
+            "GET /api/x HTTP/1.1\r\nhost: a\r\nx-big: {}\r\n\r\n",
+            "b".repeat(70 * 1024)
+        );
+        let _ = stream.write_all(head.as_bytes()).await;
         let (_, got) = until_closed(&mut stream).await;
         let got = String::from_utf8_lossy(&got);
         assert!(got.starts_with("HTTP/1.1 431"), "{got}");
