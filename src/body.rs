@@ -20,7 +20,8 @@ pub type ResponseBody = Either<Streamed, Full<Bytes>>;
 /// What the access log line says of a forwarded request; written when its response ends.
 pub struct Exchange {
     pub method: http::Method,
-    pub path: String,
+    /// As the client sent it, before the route's prefix was stripped.
+    pub uri: http::Uri,
     pub route: Arc<str>,
     pub profile: String,
     pub status: u16,
@@ -50,7 +51,7 @@ pin_project_lite::pin_project! {
             let e = &this.exchange;
             tracing::info!(
                 target: "keyproxy::access",
-                method = %e.method, path = %e.path, route = %e.route, profile = %e.profile,
+                method = %e.method, path = %e.uri.path(), route = %e.route, profile = %e.profile,
                 status = e.status, upstream_ms = format_args!("{:.1}", e.upstream_ms),
                 bytes = *this.bytes, ms = format_args!("{:.1}", e.started.elapsed().as_secs_f64() * 1e3),
                 outcome = *this.outcome,
@@ -118,7 +119,7 @@ impl Body for Streamed {
             let deadline = *this.last_frame + *this.idle_for;
             if Instant::now() >= deadline {
                 *this.outcome = "idle timeout";
-                tracing::warn!(route = %this.exchange.route, path = %this.exchange.path, "{}", IdleTimeout(*this.idle_for));
+                tracing::warn!(route = %this.exchange.route, path = %this.exchange.uri.path(), "{}", IdleTimeout(*this.idle_for));
                 return Poll::Ready(Some(Err(Box::new(IdleTimeout(*this.idle_for)))));
             }
             this.idle.as_mut().reset(deadline.into());

@@ -8,6 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
 use http::{Method, Request, Response, Version};
 use http_body_util::Either;
 use hyper::body::Incoming;
@@ -20,7 +21,7 @@ use crate::body::{Exchange, KeptBody, Outbound, ResponseBody, Streamed, Upstream
 use crate::clients;
 use crate::error::LocalError;
 use crate::keys::health::{rests_key, retry_after};
-use crate::keys::{AllResting, Key};
+use crate::keys::{AllResting, Key, Profile};
 use crate::routes::Route;
 use crate::state::{Snapshot, State};
 
@@ -46,52 +47,19 @@ pub async fn handle(state: &State, conn: Conn, req: Request<Incoming>) -> Respon
     }
 
     let snapshot = state.load();
-    let Some(route) = snapshot.routes.find(req.uri().path()) else {
-        let err = LocalError::NoRoute {
-            path: req.uri().path().to_owned(),
-        };
-        return reject(state, &req, err);
-    };
-    let profile = match choose_profile(&snapshot, route, req.headers()) {
-        Ok(p) => p.to_owned(),
-        Err(e) => return reject(state, &req, e),
-    };
-    let Some(pool) = snapshot.keys.profile(&profile) else {
-        let err = LocalError::MissingKey {
-            looked: snapshot.keys.looked_for(&profile),
-            profile,
-        };
-        return reject(state, &req, err);
-    };
-    let mut key = match pool.pick() {
-        Ok(key) => key,
-        Err(all) => return reject(state, &req, all_resting(profile, all)),
-    };
-
     let (mut parts, body) = req.into_parts();
-    let method = parts.method.clone();
-    let path = parts.uri.path().to_owned();
-    parts.uri = match route.upstream_uri(&parts.uri) {
-        Ok(uri) => uri,
-        Err(e) => {
-            let err = LocalError::UpstreamUnreachable {
-                upstream: route.upstream_label.clone(),
-                cause: format!("cannot build the upstream URL: {e}"),
-            };
-            return reject_parts(state, &method, &path, err);
-        }
+    // For the access log: a cheap clone (shared bytes) of what the client asked for.
+    let client_uri = parts.uri.clone();
+    let Plan {
+        route,
+        profile,
+        pool,
+        mut key,
+    } = match plan(&snapshot, &mut parts) {
+        Ok(plan) => plan,
+        Err(e) => return reject_parts(state, &parts.method, parts.uri.path(), e),
     };
-    // The client picks HTTP/1.1 or HTTP/2 per upstream connection (ALPN); it needs 1.1 here.
-    parts.version = Version::HTTP_11;
-    strip_request_headers(&mut parts.headers, &route.header);
-    for (name, value) in &route.default_headers {
-        if !parts.headers.contains_key(name) {
-            parts.headers.insert(name.clone(), value.clone());
-        }
-    }
-    for (name, value) in &route.add_headers {
-        parts.headers.insert(name.clone(), value.clone());
-    }
+    let method = parts.method.clone();
 
     // With another key to fail over to, keep a copy of a small body as it streams past, so the
     // request can be sent again if the upstream refuses this key.
@@ -112,7 +80,7 @@ pub async fn handle(state: &State, conn: Conn, req: Request<Incoming>) -> Respon
     let body = UpstreamBody::new(body, meter());
 
     let started = Instant::now();
-    let mut sent = forward(route, key, parts, body).await;
+    let mut sent = forward(route, parts, body).await;
     if let Ok(resp) = &sent {
         if rests_key(resp.status()) {
             rest(key, &profile, route, resp);
@@ -125,8 +93,9 @@ pub async fn handle(state: &State, conn: Conn, req: Request<Incoming>) -> Respon
                 key = other;
                 let mut parts = Request::new(()).into_parts().0;
                 (parts.method, parts.uri, parts.headers) = (method, uri, headers);
+                inject(route, key, &mut parts.headers);
                 let body = UpstreamBody::new(Outbound::Replay(Full::new(body)), meter());
-                sent = forward(route, key, parts, body).await;
+                sent = forward(route, parts, body).await;
                 if let Ok(resp) = &sent {
                     if rests_key(resp.status()) {
                         rest(key, &profile, route, resp);
@@ -144,7 +113,7 @@ pub async fn handle(state: &State, conn: Conn, req: Request<Incoming>) -> Respon
                 route = %route.prefix, profile = %profile, upstream = %route.upstream_label,
                 "{err}"
             );
-            return reject_parts(state, &method, &path, err);
+            return reject_parts(state, &method, client_uri.path(), err);
         }
     };
 
@@ -178,7 +147,7 @@ pub async fn handle(state: &State, conn: Conn, req: Request<Incoming>) -> Respon
     }
     let exchange = Exchange {
         method,
-        path,
+        uri: client_uri,
         route: route.name.clone(),
         profile,
         status: status.as_u16(),
@@ -190,18 +159,72 @@ pub async fn handle(state: &State, conn: Conn, req: Request<Incoming>) -> Respon
     Response::from_parts(parts, Either::Left(body))
 }
 
-/// Injects `key` in the route's header and format and sends the request upstream.
+/// What the request path decided for one request before anything is sent.
+pub struct Plan<'s> {
+    pub route: &'s Route,
+    pub profile: String,
+    pub pool: &'s Profile,
+    pub key: &'s Key,
+}
+
+/// Steps 2 to 5 of the request path, everything but I/O: picks the route, the profile and a
+/// key, and rewrites `parts` into the upstream request (URI, version, headers, the key).
+pub fn plan<'s>(snapshot: &'s Snapshot, parts: &mut Parts) -> Result<Plan<'s>, LocalError> {
+    let Some(route) = snapshot.routes.find(parts.uri.path()) else {
+        return Err(LocalError::NoRoute {
+            path: parts.uri.path().to_owned(),
+        });
+    };
+    let profile = choose_profile(snapshot, route, &parts.headers)?.to_owned();
+    let Some(pool) = snapshot.keys.profile(&profile) else {
+        return Err(LocalError::MissingKey {
+            looked: snapshot.keys.looked_for(&profile),
+            profile,
+        });
+    };
+    let key = pool
+        .pick()
+        .map_err(|all| all_resting(profile.clone(), all))?;
+    let uri = route
+        .upstream_uri(&parts.uri)
+        .map_err(|e| LocalError::UpstreamUnreachable {
+            upstream: route.upstream_label.clone(),
+            cause: format!("cannot build the upstream URL: {e}"),
+        })?;
+    parts.uri = uri;
+    // The client picks HTTP/1.1 or HTTP/2 per upstream connection (ALPN); it needs 1.1 here.
+    parts.version = Version::HTTP_11;
+    strip_request_headers(&mut parts.headers, &route.header);
+    for (name, value) in &route.default_headers {
+        if !parts.headers.contains_key(name) {
+            parts.headers.insert(name.clone(), value.clone());
+        }
+    }
+    for (name, value) in &route.add_headers {
+        parts.headers.insert(name.clone(), value.clone());
+    }
+    inject(route, key, &mut parts.headers);
+    Ok(Plan {
+        route,
+        profile,
+        pool,
+        key,
+    })
+}
+
+/// Writes `key` into the route's header, in the route's format, built once at load.
+pub fn inject(route: &Route, key: &Key, headers: &mut HeaderMap) {
+    if let Some(credential) = key.header(route.format) {
+        headers.insert(route.header.clone(), credential.clone());
+    }
+}
+
+/// Sends the request upstream.
 async fn forward(
     route: &Route,
-    key: &Key,
-    mut parts: http::request::Parts,
+    parts: Parts,
     body: UpstreamBody,
 ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
-    if let Some(credential) = key.header(route.format) {
-        parts
-            .headers
-            .insert(route.header.clone(), credential.clone());
-    }
     route.client.request(Request::from_parts(parts, body)).await
 }
 
