@@ -1,7 +1,6 @@
 //! The body types on either side of keyproxy. Enums rather than boxed bodies: forwarding costs no
 //! allocation, and a local reply is a single `Full` chunk.
 
-use std::collections::VecDeque;
 use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -35,11 +34,6 @@ pin_project_lite::pin_project! {
     /// sends nothing for `idle_timeout`, and logged once when it ends.
     pub struct Streamed {
         inner: Incoming,
-        // Frames taken from the upstream but not yet handed to the client connection.
-        held: VecDeque<Frame<Bytes>>,
-        // The upstream's body has ended (or failed: then `failed` holds why).
-        ended: bool,
-        failed: Option<hyper::Error>,
         #[pin]
         idle: Sleep,
         idle_for: Duration,
@@ -72,9 +66,6 @@ impl Streamed {
         let now = Instant::now();
         Self {
             inner,
-            held: VecDeque::new(),
-            ended: false,
-            failed: None,
             idle: tokio::time::sleep_until((now + idle_for).into()),
             idle_for,
             last_frame: now,
@@ -87,9 +78,6 @@ impl Streamed {
     }
 }
 
-/// hyper's server buffers up to 16 writes before it must flush; holding more gains nothing.
-const MAX_HELD: usize = 16;
-
 /// The upstream sent nothing for `idle_timeout`.
 #[derive(Debug, thiserror::Error)]
 #[error("the upstream sent nothing for {0:?}; closing the stream")]
@@ -99,65 +87,33 @@ impl Body for Streamed {
     type Data = Bytes;
     type Error = Box<dyn std::error::Error + Send + Sync>;
 
-    /// hyper's HTTP/1 client hands over a response body one chunk per task wake-up, and hyper's
-    /// server writes (one syscall) whenever the body it sends is not ready. Forwarding chunk by
-    /// chunk turns a burst of 20 SSE events into 20 writes. So: take every chunk that is ready,
-    /// give the upstream connection a turn while new chunks keep arriving (a task yield, no
-    /// syscall, no timer), then hand over all of them, which hyper writes at once. An event that
-    /// arrives alone waits one scheduler turn. Measured with `cargo bench --bench end_to_end`:
-    /// SSE streams of 20 events went from 10k to (see README) streams per second.
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let mut this = self.project();
-        let mut fresh = false;
-        while !*this.ended && this.held.len() < MAX_HELD {
-            match Pin::new(&mut *this.inner).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
-                    if let Some(data) = frame.data_ref() {
-                        *this.bytes += data.len() as u64;
-                    }
-                    this.held.push_back(frame);
-                    fresh = true;
-                    // A body of known length ends with its last frame; do not wait for more.
-                    *this.ended = this.inner.is_end_stream();
+        match Pin::new(&mut *this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    *this.bytes += data.len() as u64;
                 }
-                Poll::Ready(Some(Err(e))) => {
-                    *this.ended = true;
-                    *this.failed = Some(e);
-                }
-                Poll::Ready(None) => *this.ended = true,
-                Poll::Pending => break,
-            }
-        }
-        if fresh {
-            // Reading the clock per burst is cheaper than re-arming the timer: the timer is
-            // moved only when it fires early.
-            *this.last_frame = Instant::now();
-            if !*this.ended && this.held.len() < MAX_HELD {
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
-        }
-        if let Some(frame) = this.held.pop_front() {
-            if this.held.is_empty() && *this.ended && this.failed.is_none() {
-                // hyper sees the end from is_end_stream and may not ask again.
-                *this.outcome = "complete";
-            }
-            return Poll::Ready(Some(Ok(frame)));
-        }
-        if *this.ended {
-            return match this.failed.take() {
-                Some(e) => {
-                    *this.outcome = "upstream error";
-                    Poll::Ready(Some(Err(e.into())))
-                }
-                None => {
+                // Reading the clock per frame is cheaper than re-arming the timer per frame:
+                // the timer is moved only when it fires early.
+                *this.last_frame = Instant::now();
+                if this.inner.is_end_stream() {
                     *this.outcome = "complete";
-                    Poll::Ready(None)
                 }
-            };
+                return Poll::Ready(Some(Ok(frame)));
+            }
+            Poll::Ready(Some(Err(e))) => {
+                *this.outcome = "upstream error";
+                return Poll::Ready(Some(Err(e.into())));
+            }
+            Poll::Ready(None) => {
+                *this.outcome = "complete";
+                return Poll::Ready(None);
+            }
+            Poll::Pending => {}
         }
         while this.idle.as_mut().poll(cx).is_ready() {
             let deadline = *this.last_frame + *this.idle_for;
@@ -172,23 +128,11 @@ impl Body for Streamed {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.held.is_empty() && self.failed.is_none() && self.inner.is_end_stream()
+        self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        let held: u64 = self
-            .held
-            .iter()
-            .filter_map(|f| f.data_ref())
-            .map(|d| d.len() as u64)
-            .sum();
-        let inner = self.inner.size_hint();
-        let mut hint = SizeHint::new();
-        hint.set_lower(inner.lower() + held);
-        if let Some(upper) = inner.upper() {
-            hint.set_upper(upper + held);
-        }
-        hint
+        self.inner.size_hint()
     }
 }
 
