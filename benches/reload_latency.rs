@@ -6,7 +6,6 @@
 mod support;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -40,13 +39,7 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let handler: Handler = Arc::new(|r| {
-            let mut resp = reply(200, "{}");
-            resp.headers_mut()
-                .insert("x-seen-authorization", r.headers["authorization"].clone());
-            resp
-        });
-        let up = Mock::start(handler).await;
+        let up = Mock::start(echo_authorization()).await;
         let proxy = Proxy::start(
             &simple_config(&up.url, "p"),
             &[("keys.toml", &keys_toml("p", &key(0)))],

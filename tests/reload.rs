@@ -345,13 +345,7 @@ async fn rotation_under_load_fails_no_request() {
     const CLIENTS: usize = 8;
     const ROTATIONS: usize = 24;
     bounded(async {
-        let handler: Handler = Arc::new(|r| {
-            let mut resp = reply(200, "{}");
-            resp.headers_mut()
-                .insert("x-seen-authorization", r.headers["authorization"].clone());
-            resp
-        });
-        let up = Mock::start(handler).await;
+        let up = Mock::start(echo_authorization()).await;
         let proxy = Arc::new(
             Proxy::start(
                 &simple_config(&up.url, "p"),

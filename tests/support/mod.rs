@@ -78,6 +78,16 @@ pub fn ok_handler() -> Handler {
     Arc::new(|_| reply(200, r#"{"ok":true}"#))
 }
 
+/// Answers 200 and tells the client, in `x-seen-authorization`, which credential arrived.
+pub fn echo_authorization() -> Handler {
+    Arc::new(|r| {
+        let mut resp = reply(200, "{}");
+        resp.headers_mut()
+            .insert("x-seen-authorization", r.headers["authorization"].clone());
+        resp
+    })
+}
+
 pub struct Mock {
     pub addr: SocketAddr,
     pub url: String,
