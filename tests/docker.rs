@@ -167,23 +167,6 @@ fn the_compose_config_needs_tokens_and_reads_the_docker_secret() {
     assert!(compose.contains("http://keyproxy:8787/api/v1"));
 }
 
-/// The kubelet's secret volume: a timestamped folder per version, `..data` pointing at the
-/// current one, `keys.toml` pointing through `..data`.
-fn secret_volume(dir: &Path, version: &str, keys: &str) {
-    let data = dir.join(version);
-    std::fs::create_dir_all(&data).unwrap();
-    write_private(&data.join("keys.toml"), keys);
-    std::os::unix::fs::symlink(version, dir.join("..data_tmp")).unwrap();
-    let old = std::fs::read_link(dir.join("..data")).ok();
-    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
-    if std::fs::symlink_metadata(dir.join("keys.toml")).is_err() {
-        std::os::unix::fs::symlink("..data/keys.toml", dir.join("keys.toml")).unwrap();
-    }
-    if let Some(old) = old {
-        std::fs::remove_dir_all(dir.join(old)).unwrap();
-    }
-}
-
 #[tokio::test]
 async fn the_kubernetes_sidecar_config_reloads_when_the_secret_is_applied() {
     bounded(async {
@@ -200,7 +183,7 @@ async fn the_kubernetes_sidecar_config_reloads_when_the_secret_is_applied() {
         let root = tempfile::tempdir().unwrap();
         let mount = root.path().join("var/run/keyproxy");
         std::fs::create_dir_all(&mount).unwrap();
-        secret_volume(
+        kubernetes_secret_volume(
             &mount,
             "..2026_11_24_09_00_00.100",
             &keys_toml("openrouter:default", KEY_A),
@@ -219,7 +202,7 @@ async fn the_kubernetes_sidecar_config_reloads_when_the_secret_is_applied() {
             200
         );
 
-        secret_volume(
+        kubernetes_secret_volume(
             &mount,
             "..2026_11_24_09_01_00.200",
             &keys_toml("openrouter:default", KEY_B),

@@ -6,7 +6,6 @@
 //! the test pass.
 
 mod support;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -86,32 +85,13 @@ async fn a_rename_over_the_file_is_picked_up() {
     .await;
 }
 
-/// How the kubelet updates a secret volume: each version in a timestamped folder, `..data` a
-/// symlink to the current one, and each key a symlink through `..data`. An update writes a new
-/// folder, points `..data_tmp` at it, renames that over `..data` and removes the old folder.
-fn kubernetes_volume(dir: &Path, version: &str, keys: &str) {
-    let data = dir.join(version);
-    std::fs::create_dir_all(&data).unwrap();
-    write_private(&data.join("keys.toml"), keys);
-    let tmp = dir.join("..data_tmp");
-    std::os::unix::fs::symlink(version, &tmp).unwrap();
-    let old = std::fs::read_link(dir.join("..data")).ok();
-    std::fs::rename(&tmp, dir.join("..data")).unwrap();
-    if !dir.join("keys.toml").exists() {
-        std::os::unix::fs::symlink("..data/keys.toml", dir.join("keys.toml")).unwrap();
-    }
-    if let Some(old) = old {
-        std::fs::remove_dir_all(dir.join(old)).unwrap();
-    }
-}
-
 #[tokio::test]
 async fn a_kubernetes_secret_volume_swap_is_picked_up() {
     bounded(async {
         let up = Mock::start(ok_handler()).await;
         let dir = tempfile::tempdir().unwrap();
         let secret = dir.path().join("secret");
-        kubernetes_volume(&secret, "..2026_11_24_08_00_00.1", &keys_toml("p", KEY_A));
+        kubernetes_secret_volume(&secret, "..2026_11_24_08_00_00.1", &keys_toml("p", KEY_A));
         let config = config_for_keys(
             &up.url,
             &secret.join("keys.toml").display().to_string(),
@@ -123,7 +103,7 @@ async fn a_kubernetes_secret_volume_swap_is_picked_up() {
             format!("Bearer {KEY_A}")
         );
 
-        kubernetes_volume(&secret, "..2026_11_24_08_05_00.2", &keys_toml("p", KEY_B));
+        kubernetes_secret_volume(&secret, "..2026_11_24_08_05_00.2", &keys_toml("p", KEY_B));
         proxy.wait_for_key("p", FP_B).await;
         assert_eq!(proxy.status().last_trigger, "file change");
         assert_eq!(

@@ -258,6 +258,24 @@ impl Proxy {
     }
 }
 
+/// How the kubelet updates a secret volume: each version in a timestamped folder, `..data` a
+/// symlink to the current one, and each key a symlink through `..data`. An update writes a new
+/// folder, points `..data_tmp` at it, renames that over `..data` and removes the old folder.
+pub fn kubernetes_secret_volume(dir: &Path, version: &str, keys: &str) {
+    let data = dir.join(version);
+    std::fs::create_dir_all(&data).unwrap();
+    write_private(&data.join("keys.toml"), keys);
+    std::os::unix::fs::symlink(version, dir.join("..data_tmp")).unwrap();
+    let old = std::fs::read_link(dir.join("..data")).ok();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    if std::fs::symlink_metadata(dir.join("keys.toml")).is_err() {
+        std::os::unix::fs::symlink("..data/keys.toml", dir.join("keys.toml")).unwrap();
+    }
+    if let Some(old) = old {
+        std::fs::remove_dir_all(dir.join(old)).unwrap();
+    }
+}
+
 /// Replaces `path` the way editors and `mv` do: write a sibling, then rename over.
 pub fn rename_over(path: &Path, text: &str) {
     let tmp = path.with_extension("tmp");
