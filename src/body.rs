@@ -14,6 +14,8 @@ use hyper::body::Incoming;
 use prometheus_client::metrics::counter::Counter;
 use tokio::time::Sleep;
 
+use crate::burst::Bursts;
+
 /// What keyproxy sends to a client: the upstream's body as it streams in, or a local reply.
 pub type ResponseBody = Either<Streamed, Full<Bytes>>;
 
@@ -31,9 +33,10 @@ pub struct Exchange {
 
 pin_project_lite::pin_project! {
     /// An upstream response body on its way to the client: counted, closed when the upstream
-    /// sends nothing for `idle_timeout`, and logged once when it ends.
+    /// sends nothing for `idle_timeout`, and logged once when it ends. Chunks that arrive
+    /// together are written together ([`Bursts`]).
     pub struct Streamed {
-        inner: Incoming,
+        inner: Bursts<Incoming>,
         #[pin]
         idle: Sleep,
         idle_for: Duration,
@@ -65,7 +68,7 @@ impl Streamed {
     pub fn new(inner: Incoming, idle_for: Duration, meter: Counter, exchange: Exchange) -> Self {
         let now = Instant::now();
         Self {
-            inner,
+            inner: Bursts::new(inner),
             idle: tokio::time::sleep_until((now + idle_for).into()),
             idle_for,
             last_frame: now,

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod body;
+pub mod burst;
 pub mod check;
 pub mod cli;
 pub mod clients;

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
+use crate::burst::{Counted, CountedExecutor};
 use crate::config::Origin;
 use crate::keys::reload::{ReloadRequest, Reloader, StartError};
 use crate::proxy::{self, Conn};
@@ -101,7 +102,7 @@ pub async fn start(origin: Origin, listen: Option<SocketAddr>) -> Result<Running
     let watcher = reloader.watch();
     tokio::spawn(reloader.run(watcher, reload_rx));
 
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(CountedExecutor);
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -133,7 +134,7 @@ pub async fn start(origin: Origin, listen: Option<SocketAddr>) -> Result<Running
 
 async fn accept_loop(
     listener: TcpListener,
-    builder: auto::Builder<TokioExecutor>,
+    builder: auto::Builder<CountedExecutor>,
     state: Arc<State>,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
@@ -173,7 +174,7 @@ async fn accept_loop(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let mut stopping = shutdown.clone();
-        tokio::spawn(async move {
+        tokio::spawn(Counted::new(async move {
             let spoke = tokio::select! {
                 spoke = first_bytes(&stream, first_bytes_within) => spoke,
                 _ = stopping.changed() => false,
@@ -188,7 +189,7 @@ async fn accept_loop(
             if let Err(e) = watcher.watch(connection).await {
                 tracing::debug!(%peer, "connection ended: {e}");
             }
-        });
+        }));
     }
     drop(listener);
     tracing::info!(grace = %humantime::format_duration(grace), "shutting down: no new connections; waiting for requests in flight");

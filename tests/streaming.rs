@@ -66,6 +66,57 @@ async fn first_sse_event_reaches_the_client_before_the_upstream_sends_the_last()
     .await;
 }
 
+/// 20 events the upstream sends at once reach the client in a few chunks, not one write each
+/// (see src/burst.rs), and intact.
+#[tokio::test]
+async fn events_sent_together_leave_together() {
+    bounded(async {
+        let (events_tx, events_rx) = mpsc::channel::<Bytes>(32);
+        let slot = Arc::new(Mutex::new(Some(events_rx)));
+        let handler: Handler = Arc::new(move |_| {
+            let rx = slot.lock().unwrap().take().expect("one stream only");
+            http::Response::new(Either::Right(ChannelBody(rx)))
+        });
+        let up = Mock::start(handler).await;
+        let proxy = Proxy::start(
+            &simple_config(&up.url, "p"),
+            &[("keys.toml", &keys_toml("p", KEY_A))],
+        )
+        .await;
+        let events: Vec<String> = (0..20)
+            .map(|i| format!("data: {{\"n\":{i}}}\n\n"))
+            .collect();
+        for e in &events {
+            events_tx.send(Bytes::from(e.clone())).await.unwrap();
+        }
+        drop(events_tx);
+
+        let resp = client()
+            .request(request(
+                "POST",
+                &format!("{}/api/v1/chat/completions", proxy.url),
+                &[],
+                "{}",
+            ))
+            .await
+            .unwrap();
+        let mut body = resp.into_body();
+        let (mut chunks, mut got) = (0, Vec::new());
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.unwrap().into_data() {
+                chunks += 1;
+                got.extend_from_slice(&data);
+            }
+        }
+        assert_eq!(String::from_utf8(got).unwrap(), events.concat());
+        assert!(
+            chunks <= 10,
+            "20 events sent together reached the client as {chunks} chunks"
+        );
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn ten_megabyte_bodies_pass_intact_both_ways() {
     bounded(async {
