@@ -24,6 +24,8 @@ pub const DEFAULT_PROFILE: &str = "openrouter:default";
 pub const DEFAULT_UPSTREAM: &str = "https://openrouter.ai";
 pub const OPENROUTER_ENV: &str = "OPENROUTER_API_KEY";
 pub const CONFIG_ENV: &str = "KEYPROXY_CONFIG";
+/// More threads than this would only cost memory: each holds a runtime and connection pools.
+const MAX_WORKERS: usize = 256;
 
 /// A validated configuration. Everything the request path reads is already parsed here.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +46,9 @@ pub struct Config {
     pub poll_interval: Duration,
     /// Requests with bodies up to this many bytes are kept so they can be retried on another key.
     pub retry_body_limit: u64,
+    /// Threads serving connections, each with its own runtime and upstream connection pool.
+    /// Read at start; a change needs a restart.
+    pub workers: usize,
     pub routes: Vec<RouteConfig>,
     pub clients: Clients,
 }
@@ -140,6 +145,7 @@ struct RawConfig {
     #[serde(default, deserialize_with = "duration")]
     poll_interval: Option<Duration>,
     retry_body_limit: Option<u64>,
+    workers: Option<Spanned<usize>>,
     #[serde(default)]
     routes: Vec<Spanned<RawRoute>>,
     #[serde(default)]
@@ -321,6 +327,7 @@ impl Config {
             idle_timeout: Duration::from_secs(300),
             poll_interval: Duration::from_secs(2),
             retry_body_limit: 1024 * 1024,
+            workers: std::thread::available_parallelism().map_or(1, usize::from),
             clients: Clients::default(),
             routes: vec![RouteConfig {
                 prefix: "/".into(),
@@ -370,6 +377,17 @@ impl Config {
             let route = route_from_raw(r, dir).map_err(|m| at(span, m))?;
             routes.push(route);
         }
+        let workers = match raw.workers {
+            None => base.workers,
+            Some(w) if (1..=MAX_WORKERS).contains(w.get_ref()) => w.into_inner(),
+            Some(w) => {
+                let message = format!(
+                    "workers = {}: must be 1 to {MAX_WORKERS}; leave it out for one per CPU",
+                    w.get_ref()
+                );
+                return Err(at(w.span(), message));
+            }
+        };
         let spans: Vec<_> = raw.clients.iter().map(Spanned::span).collect();
         let clients = Clients::build(raw.clients.into_iter().map(Spanned::into_inner).collect())
             .map_err(|(i, m)| at(spans[i].clone(), m))?;
@@ -390,6 +408,7 @@ impl Config {
             idle_timeout: raw.idle_timeout.unwrap_or(base.idle_timeout),
             poll_interval: raw.poll_interval.unwrap_or(base.poll_interval),
             retry_body_limit: raw.retry_body_limit.unwrap_or(base.retry_body_limit),
+            workers,
             routes,
             clients,
         })
@@ -531,6 +550,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("{key}"), "{err}");
+    }
+
+    #[test]
+    fn workers_default_to_one_per_cpu_and_must_be_positive() {
+        let route = "[[routes]]\nprefix = \"/\"\nupstream = \"http://a\"\nprofile = \"p\"\n";
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(parse_str(route).unwrap().workers, cpus);
+        assert_eq!(parse_str(&format!("workers = 3\n{route}")).unwrap().workers, 3);
+        let err = parse_str(&format!("\nworkers = 0\n{route}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("conf/keyproxy.toml:2:"), "{err}");
+        assert!(err.contains("workers = 0: must be 1 to 256"), "{err}");
     }
 
     #[test]

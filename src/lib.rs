@@ -20,6 +20,7 @@ pub mod server;
 pub mod state;
 pub mod text;
 pub mod upstream;
+pub mod workers;
 
 pub use config::{Config, Origin};
 pub use server::{start, Running};

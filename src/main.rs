@@ -92,7 +92,8 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
 }
 
 fn serve(origin: Origin, listen: Option<std::net::SocketAddr>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // Accepting, reloading and signals; connections are served by the worker threads.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

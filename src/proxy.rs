@@ -32,6 +32,8 @@ const KEY_HEADER: &str = "x-keyproxy-key";
 #[derive(Debug, Clone, Copy)]
 pub struct Conn {
     pub local: SocketAddr,
+    /// The worker thread serving it, whose upstream connection pool it uses.
+    pub worker: usize,
 }
 
 pub async fn handle(state: &State, conn: Conn, req: Request<Incoming>) -> Response<ResponseBody> {
@@ -80,7 +82,7 @@ pub async fn handle(state: &State, conn: Conn, req: Request<Incoming>) -> Respon
     let body = UpstreamBody::new(body, meter());
 
     let started = Instant::now();
-    let mut sent = forward(route, parts, body).await;
+    let mut sent = forward(route, conn.worker, parts, body).await;
     if let Ok(resp) = &sent {
         if rests_key(resp.status()) {
             rest(key, &profile, route, resp);
@@ -95,7 +97,7 @@ pub async fn handle(state: &State, conn: Conn, req: Request<Incoming>) -> Respon
                 (parts.method, parts.uri, parts.headers) = (method, uri, headers);
                 inject(route, key, &mut parts.headers);
                 let body = UpstreamBody::new(Outbound::Replay(Full::new(body)), meter());
-                sent = forward(route, parts, body).await;
+                sent = forward(route, conn.worker, parts, body).await;
                 if let Ok(resp) = &sent {
                     if rests_key(resp.status()) {
                         rest(key, &profile, route, resp);
@@ -222,10 +224,12 @@ pub fn inject(route: &Route, key: &Key, headers: &mut HeaderMap) {
 /// Sends the request upstream.
 async fn forward(
     route: &Route,
+    worker: usize,
     parts: Parts,
     body: UpstreamBody,
 ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
-    route.client.request(Request::from_parts(parts, body)).await
+    let client = route.upstreams.for_worker(worker);
+    client.request(Request::from_parts(parts, body)).await
 }
 
 /// Puts a key the upstream refused to rest, and says so.

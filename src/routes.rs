@@ -9,7 +9,7 @@ use http::uri::{PathAndQuery, Uri};
 use crate::config::{Config, KeyFormat, Upstream};
 use crate::keys::FormatId;
 use crate::metrics::{Histogram, Metrics};
-use crate::upstream::{self, UpstreamClient, UpstreamError};
+use crate::upstream::{self, UpstreamError, Upstreams};
 
 pub struct Route {
     /// Position in config order, for per-route tables such as the request counters.
@@ -26,7 +26,7 @@ pub struct Route {
     pub strip_prefix: bool,
     pub add_headers: Vec<(HeaderName, HeaderValue)>,
     pub default_headers: Vec<(HeaderName, HeaderValue)>,
-    pub client: UpstreamClient,
+    pub upstreams: Upstreams,
     pub latency: Histogram,
 }
 
@@ -76,7 +76,7 @@ pub struct Routes {
 impl Routes {
     pub fn build(config: &Config, metrics: &Metrics) -> Result<Self, UpstreamError> {
         let mut formats: Vec<KeyFormat> = Vec::new();
-        let mut clients: HashMap<Option<PathBuf>, UpstreamClient> = HashMap::new();
+        let mut clients: HashMap<Option<PathBuf>, Upstreams> = HashMap::new();
         let mut routes = Vec::with_capacity(config.routes.len());
         for (index, r) in config.routes.iter().enumerate() {
             let format = match formats.iter().position(|f| *f == r.format) {
@@ -89,7 +89,11 @@ impl Routes {
             let client = match clients.get(&r.ca_file) {
                 Some(c) => c.clone(),
                 None => {
-                    let c = upstream::client(r.ca_file.as_deref(), config.connect_timeout)?;
+                    let c = upstream::clients(
+                        r.ca_file.as_deref(),
+                        config.connect_timeout,
+                        config.workers,
+                    )?;
                     clients.insert(r.ca_file.clone(), c.clone());
                     c
                 }
@@ -107,7 +111,7 @@ impl Routes {
                 strip_prefix: r.strip_prefix,
                 add_headers: r.add_headers.clone(),
                 default_headers: r.default_headers.clone(),
-                client,
+                upstreams: client,
             });
         }
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));

@@ -1,5 +1,5 @@
-//! The listener: HTTP/1.1 and HTTP/2 (h2c prior knowledge) on one port, graceful shutdown, and
-//! the reload task.
+//! The listener: HTTP/1.1 and HTTP/2 (h2c prior knowledge) on one port, connections handed to
+//! the worker threads, graceful shutdown, and the reload task.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -8,18 +8,19 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
-use crate::burst::{Counted, CountedExecutor};
+use crate::burst::CountedExecutor;
 use crate::config::Origin;
 use crate::keys::reload::{ReloadRequest, Reloader, StartError};
 use crate::proxy::{self, Conn};
 use crate::state::State;
+use crate::workers::{Job, Workers};
 
 /// Request heads: at most this many header fields, and this many bytes (HTTP/1 buffer, HTTP/2
 /// header list). Agents send a dozen headers; nginx's default buffers are 8 KiB.
@@ -41,6 +42,8 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot start the worker threads: {0}")]
+    Workers(std::io::Error),
 }
 
 /// A running keyproxy: its address, its state, and the handles to reload or stop it.
@@ -98,6 +101,8 @@ pub async fn start(origin: Origin, listen: Option<SocketAddr>) -> Result<Running
         .local_addr()
         .map_err(|source| ServeError::Bind { addr, source })?;
 
+    let workers = Workers::start(config.workers).map_err(ServeError::Workers)?;
+
     let (reload_tx, reload_rx) = mpsc::channel(16);
     let watcher = reloader.watch();
     tokio::spawn(reloader.run(watcher, reload_rx));
@@ -115,13 +120,19 @@ pub async fn start(origin: Origin, listen: Option<SocketAddr>) -> Result<Running
         .max_header_list_size(MAX_HEAD_BYTES as u32);
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let serving = Arc::new(Serving {
+        state: state.clone(),
+        builder,
+        shutdown: shutdown_rx.clone(),
+        first_bytes_within: config.header_read_timeout,
+        local_addr,
+    });
     let task = tokio::spawn(accept_loop(
         listener,
-        builder,
-        state.clone(),
+        workers,
+        serving,
         shutdown_rx,
         config.shutdown_grace,
-        config.header_read_timeout,
     ));
     Ok(Running {
         local_addr,
@@ -132,13 +143,21 @@ pub async fn start(origin: Origin, listen: Option<SocketAddr>) -> Result<Running
     })
 }
 
+/// What every connection is served with.
+struct Serving {
+    state: Arc<State>,
+    builder: auto::Builder<CountedExecutor>,
+    shutdown: watch::Receiver<bool>,
+    first_bytes_within: Duration,
+    local_addr: SocketAddr,
+}
+
 async fn accept_loop(
     listener: TcpListener,
-    builder: auto::Builder<CountedExecutor>,
-    state: Arc<State>,
+    mut workers: Workers,
+    serving: Arc<Serving>,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
-    first_bytes_within: Duration,
 ) {
     let graceful = GracefulShutdown::new();
     loop {
@@ -154,13 +173,61 @@ async fn accept_loop(
             },
             _ = shutdown.changed() => break,
         };
+        // Leaves this runtime's reactor, to join the worker's.
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(%peer, "cannot hand the connection to a worker: {e}");
+                continue;
+            }
+        };
+        let serving = serving.clone();
+        let watcher = graceful.watcher();
+        let job: Job = Box::new(move |worker| {
+            Box::pin(async move {
+                let stream = match tokio::net::TcpStream::from_std(stream) {
+                    Ok(stream) => stream,
+                    Err(e) => return tracing::warn!(%peer, "cannot serve the connection: {e}"),
+                };
+                serving.serve(stream, peer, worker, watcher).await;
+            })
+        });
+        workers.run(job);
+    }
+    drop(listener);
+    tracing::info!(grace = %humantime::format_duration(grace), "shutting down: no new connections; waiting for requests in flight");
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("all connections finished"),
+        _ = tokio::time::sleep(grace) => tracing::warn!("shutdown grace expired; closing the remaining connections"),
+    }
+    // Only now may the workers stop, taking what is left with them.
+    drop(workers);
+}
+
+impl Serving {
+    /// Serves an accepted connection on the worker `worker`, once its first bytes come in time.
+    async fn serve(
+        &self,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        worker: usize,
+        watcher: Watcher,
+    ) {
         let _ = stream.set_nodelay(true);
         let conn = Conn {
-            local: stream
-                .local_addr()
-                .unwrap_or_else(|_| listener_addr(&listener)),
+            local: stream.local_addr().unwrap_or(self.local_addr),
+            worker,
         };
-        let state = state.clone();
+        let mut stopping = self.shutdown.clone();
+        let spoke = tokio::select! {
+            spoke = first_bytes(&stream, self.first_bytes_within) => spoke,
+            _ = stopping.changed() => false,
+        };
+        if !spoke {
+            tracing::debug!(%peer, "closed: sent no request within {:?}", self.first_bytes_within);
+            return;
+        }
+        let state = self.state.clone();
         let service = tower::ServiceBuilder::new()
             .layer(SetSensitiveRequestHeadersLayer::new([
                 http::header::AUTHORIZATION,
@@ -171,31 +238,12 @@ async fn accept_loop(
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(proxy::handle(&state, conn, req).await) }
             });
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        let mut stopping = shutdown.clone();
-        tokio::spawn(Counted::new(async move {
-            let spoke = tokio::select! {
-                spoke = first_bytes(&stream, first_bytes_within) => spoke,
-                _ = stopping.changed() => false,
-            };
-            if !spoke {
-                tracing::debug!(%peer, "closed: sent no request within {first_bytes_within:?}");
-                return;
-            }
-            let connection = builder
-                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
-                .into_owned();
-            if let Err(e) = watcher.watch(connection).await {
-                tracing::debug!(%peer, "connection ended: {e}");
-            }
-        }));
-    }
-    drop(listener);
-    tracing::info!(grace = %humantime::format_duration(grace), "shutting down: no new connections; waiting for requests in flight");
-    tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("all connections finished"),
-        _ = tokio::time::sleep(grace) => tracing::warn!("shutdown grace expired; closing the remaining connections"),
+        let connection = self
+            .builder
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        if let Err(e) = watcher.watch(connection).await {
+            tracing::debug!(%peer, "connection ended: {e}");
+        }
     }
 }
 
@@ -214,10 +262,4 @@ async fn first_bytes(stream: &tokio::net::TcpStream, within: Duration) -> bool {
             Ok(Ok(_)) => tokio::time::sleep(Duration::from_millis(5)).await,
         }
     }
-}
-
-fn listener_addr(listener: &TcpListener) -> SocketAddr {
-    listener
-        .local_addr()
-        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
 }

@@ -1,5 +1,6 @@
-//! The pooled client that reaches upstreams: hyper-util's legacy client over rustls (ring), with
-//! the bundled web PKI roots plus an optional per-route CA file, HTTP/2 by ALPN.
+//! The pooled clients that reach upstreams: hyper-util's legacy client over rustls (ring), with
+//! the bundled web PKI roots plus an optional per-route CA file, HTTP/2 by ALPN. One client per
+//! worker thread, so that an upstream connection is driven by the thread whose requests use it.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,6 +18,17 @@ use crate::body::UpstreamBody;
 
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
 
+/// One pooled client per worker, sharing the TLS set-up.
+#[derive(Clone)]
+pub struct Upstreams(Arc<[UpstreamClient]>);
+
+impl Upstreams {
+    /// The client of worker `worker`; the modulo keeps a worker count changed by a reload safe.
+    pub fn for_worker(&self, worker: usize) -> &UpstreamClient {
+        &self.0[worker % self.0.len()]
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     #[error("ca_file {path}: {message}")]
@@ -25,11 +37,12 @@ pub enum UpstreamError {
     Tls(#[from] rustls::Error),
 }
 
-/// Builds a client for one trust set. Routes sharing a `ca_file` (most share none) share one.
-pub fn client(
+/// Builds the clients for one trust set. Routes sharing a `ca_file` (most share none) share them.
+pub fn clients(
     ca_file: Option<&Path>,
     connect_timeout: Duration,
-) -> Result<UpstreamClient, UpstreamError> {
+    workers: usize,
+) -> Result<Upstreams, UpstreamError> {
     let mut roots = RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
@@ -66,9 +79,13 @@ pub fn client(
         .enable_all_versions()
         .wrap_connector(http);
 
-    Ok(Client::builder(TokioExecutor::new())
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build(https))
+        .pool_idle_timeout(Duration::from_secs(90));
+    let clients: Arc<[UpstreamClient]> = (0..workers.max(1))
+        .map(|_| builder.build(https.clone()))
+        .collect();
+    Ok(Upstreams(clients))
 }

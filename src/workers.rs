@@ -1,0 +1,57 @@
+//! Worker threads, one single-threaded tokio runtime each, serving the connections handed to them
+//! in turn. A client connection, the upstream connection its requests use (each worker has its own
+//! pool) and the body between them are then driven by one thread: handing a chunk from one task
+//! to the other is a push on a local run queue instead of a wake-up across threads, and the order
+//! tasks run in is the order they were woken, which [`Bursts`](crate::burst::Bursts) relies on.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use tokio::sync::mpsc;
+
+use crate::burst::Counted;
+
+/// A connection to serve: given the index of the worker that takes it, the future that serves it
+/// on that worker's runtime.
+pub type Job = Box<dyn FnOnce(usize) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
+pub struct Workers {
+    queues: Vec<mpsc::UnboundedSender<Job>>,
+    next: usize,
+}
+
+impl Workers {
+    /// Starts `count` threads. They stop, dropping whatever they still run, when `Workers` is
+    /// dropped: the caller drains connections first.
+    pub fn start(count: usize) -> std::io::Result<Self> {
+        let mut queues = Vec::with_capacity(count);
+        for index in 0..count.max(1) {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()?;
+            let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+            std::thread::Builder::new()
+                .name(format!("keyproxy-worker-{index}"))
+                .spawn(move || {
+                    runtime.block_on(async move {
+                        while let Some(job) = rx.recv().await {
+                            tokio::spawn(Counted::new(job(index)));
+                        }
+                    });
+                })?;
+            queues.push(tx);
+        }
+        Ok(Self { queues, next: 0 })
+    }
+
+    /// Hands `job` to the next worker in turn.
+    pub fn run(&mut self, job: Job) {
+        let index = self.next;
+        self.next = (index + 1) % self.queues.len();
+        if self.queues[index].send(job).is_err() {
+            // Only when the worker's thread has died, which a panic in a task does not cause.
+            tracing::error!(worker = index, "worker thread is gone; connection dropped");
+        }
+    }
+}
