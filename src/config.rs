@@ -557,7 +557,10 @@ mod tests {
         let route = "[[routes]]\nprefix = \"/\"\nupstream = \"http://a\"\nprofile = \"p\"\n";
         let cpus = std::thread::available_parallelism().map_or(1, usize::from);
         assert_eq!(parse_str(route).unwrap().workers, cpus);
-        assert_eq!(parse_str(&format!("workers = 3\n{route}")).unwrap().workers, 3);
+        assert_eq!(
+            parse_str(&format!("workers = 3\n{route}")).unwrap().workers,
+            3
+        );
         let err = parse_str(&format!("\nworkers = 0\n{route}"))
             .unwrap_err()
             .to_string();

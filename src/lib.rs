@@ -11,6 +11,7 @@ pub mod clients;
 pub mod config;
 pub mod error;
 pub mod keys;
+pub mod log_buffer;
 pub mod metrics;
 pub mod probe;
 pub mod providers;

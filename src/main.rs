@@ -10,8 +10,7 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Held until main returns, so that log lines still queued are written before exit.
-    let _log_guard = init_logging(cli.log_format);
+    init_logging(cli.log_format);
     let origin = config::discover(cli.config.as_deref());
     match cli.command {
         Some(Command::Check { json }) => {
@@ -71,24 +70,17 @@ fn health(
     }
 }
 
-/// Log lines are handed to a writer thread: a write to stderr per request would otherwise cost
-/// the request path a syscall (measured: chat throughput 40k -> 58k req/s without it). When the
-/// queue is full, lines are dropped rather than slowing requests down.
-fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+/// Logs go to stderr; see `log_buffer` for why the worker threads collect theirs.
+fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // 4096 queued lines: enough for bursts; the default of 128k costs megabytes of memory.
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .buffered_lines_limit(4096)
-        .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer)
+        .with_writer(keyproxy::log_buffer::Stderr)
         .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
-    guard
 }
 
 fn serve(origin: Origin, listen: Option<std::net::SocketAddr>) -> ExitCode {

@@ -10,6 +10,7 @@ use std::pin::Pin;
 use tokio::sync::mpsc;
 
 use crate::burst::Counted;
+use crate::log_buffer;
 
 /// A connection to serve: given the index of the worker that takes it, the future that serves it
 /// on that worker's runtime.
@@ -17,21 +18,27 @@ pub type Job = Box<dyn FnOnce(usize) -> Pin<Box<dyn Future<Output = ()> + Send>>
 
 pub struct Workers {
     queues: Vec<mpsc::UnboundedSender<Job>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
     next: usize,
 }
 
 impl Workers {
-    /// Starts `count` threads. They stop, dropping whatever they still run, when `Workers` is
-    /// dropped: the caller drains connections first.
+    /// Starts `count` workers. They stop, dropping whatever they still run, when `Workers` is
+    /// dropped, which returns once their log lines are written: the caller drains connections
+    /// first.
     pub fn start(count: usize) -> std::io::Result<Self> {
         let mut queues = Vec::with_capacity(count);
+        let mut threads = Vec::with_capacity(count);
         for index in 0..count.max(1) {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
+                .on_thread_start(log_buffer::collect_on_this_thread)
+                .on_thread_park(log_buffer::flush)
+                .on_thread_stop(log_buffer::flush)
                 .enable_all()
                 .build()?;
             let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
-            std::thread::Builder::new()
+            let thread = std::thread::Builder::new()
                 .name(format!("keyproxy-worker-{index}"))
                 .spawn(move || {
                     runtime.block_on(async move {
@@ -41,8 +48,13 @@ impl Workers {
                     });
                 })?;
             queues.push(tx);
+            threads.push(thread);
         }
-        Ok(Self { queues, next: 0 })
+        Ok(Self {
+            queues,
+            threads,
+            next: 0,
+        })
     }
 
     /// Hands `job` to the next worker in turn.
@@ -52,6 +64,16 @@ impl Workers {
         if self.queues[index].send(job).is_err() {
             // Only when the worker's thread has died, which a panic in a task does not cause.
             tracing::error!(worker = index, "worker thread is gone; connection dropped");
+        }
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.queues.clear();
+        for thread in self.threads.drain(..) {
+            // Quick: the runtimes stop at once, cancelling what is left.
+            let _ = thread.join();
         }
     }
 }
