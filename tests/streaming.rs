@@ -9,24 +9,30 @@ use http_body_util::{BodyExt, Either};
 use support::*;
 use tokio::sync::mpsc;
 
+/// An upstream answering one event stream, whose events the test sends, and a proxy in front.
+async fn event_stream_through_proxy() -> (mpsc::Sender<Bytes>, Mock, Proxy) {
+    let (events_tx, events_rx) = mpsc::channel::<Bytes>(32);
+    let slot = Arc::new(Mutex::new(Some(events_rx)));
+    let handler: Handler = Arc::new(move |_| {
+        let rx = slot.lock().unwrap().take().expect("one stream only");
+        let mut r = http::Response::new(Either::Right(ChannelBody(rx)));
+        r.headers_mut()
+            .insert("content-type", "text/event-stream".parse().unwrap());
+        r
+    });
+    let up = Mock::start(handler).await;
+    let proxy = Proxy::start(
+        &simple_config(&up.url, "p"),
+        &[("keys.toml", &keys_toml("p", KEY_A))],
+    )
+    .await;
+    (events_tx, up, proxy)
+}
+
 #[tokio::test]
 async fn first_sse_event_reaches_the_client_before_the_upstream_sends_the_last() {
     bounded(async {
-        let (events_tx, events_rx) = mpsc::channel::<Bytes>(8);
-        let slot = Arc::new(Mutex::new(Some(events_rx)));
-        let handler: Handler = Arc::new(move |_| {
-            let rx = slot.lock().unwrap().take().expect("one stream only");
-            let mut r = http::Response::new(Either::Right(ChannelBody(rx)));
-            r.headers_mut()
-                .insert("content-type", "text/event-stream".parse().unwrap());
-            r
-        });
-        let up = Mock::start(handler).await;
-        let proxy = Proxy::start(
-            &simple_config(&up.url, "p"),
-            &[("keys.toml", &keys_toml("p", KEY_A))],
-        )
-        .await;
+        let (events_tx, _up, proxy) = event_stream_through_proxy().await;
 
         events_tx
             .send(Bytes::from_static(b"data: {\"n\":1}\n\n"))
@@ -71,18 +77,7 @@ async fn first_sse_event_reaches_the_client_before_the_upstream_sends_the_last()
 #[tokio::test]
 async fn events_sent_together_leave_together() {
     bounded(async {
-        let (events_tx, events_rx) = mpsc::channel::<Bytes>(32);
-        let slot = Arc::new(Mutex::new(Some(events_rx)));
-        let handler: Handler = Arc::new(move |_| {
-            let rx = slot.lock().unwrap().take().expect("one stream only");
-            http::Response::new(Either::Right(ChannelBody(rx)))
-        });
-        let up = Mock::start(handler).await;
-        let proxy = Proxy::start(
-            &simple_config(&up.url, "p"),
-            &[("keys.toml", &keys_toml("p", KEY_A))],
-        )
-        .await;
+        let (events_tx, _up, proxy) = event_stream_through_proxy().await;
         let events: Vec<String> = (0..20)
             .map(|i| format!("data: {{\"n\":{i}}}\n\n"))
             .collect();
