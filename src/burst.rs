@@ -103,10 +103,6 @@ impl<B: Body> Bursts<B> {
         }
     }
 
-    pub fn get_ref(&self) -> &B {
-        &self.inner
-    }
-
     fn hand_over(&mut self) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         self.yielded_in = None;
         self.idle_polls = 0;

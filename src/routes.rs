@@ -76,7 +76,7 @@ pub struct Routes {
 impl Routes {
     pub fn build(config: &Config, metrics: &Metrics) -> Result<Self, UpstreamError> {
         let mut formats: Vec<KeyFormat> = Vec::new();
-        let mut clients: HashMap<Option<PathBuf>, Upstreams> = HashMap::new();
+        let mut upstreams_by_ca: HashMap<Option<PathBuf>, Upstreams> = HashMap::new();
         let mut routes = Vec::with_capacity(config.routes.len());
         for (index, r) in config.routes.iter().enumerate() {
             let format = match formats.iter().position(|f| *f == r.format) {
@@ -86,16 +86,16 @@ impl Routes {
                     FormatId(formats.len() - 1)
                 }
             };
-            let client = match clients.get(&r.ca_file) {
-                Some(c) => c.clone(),
+            let upstreams = match upstreams_by_ca.get(&r.ca_file) {
+                Some(u) => u.clone(),
                 None => {
-                    let c = upstream::clients(
+                    let u = upstream::clients(
                         r.ca_file.as_deref(),
                         config.connect_timeout,
                         config.workers,
                     )?;
-                    clients.insert(r.ca_file.clone(), c.clone());
-                    c
+                    upstreams_by_ca.insert(r.ca_file.clone(), u.clone());
+                    u
                 }
             };
             routes.push(Route {
@@ -111,7 +111,7 @@ impl Routes {
                 strip_prefix: r.strip_prefix,
                 add_headers: r.add_headers.clone(),
                 default_headers: r.default_headers.clone(),
-                upstreams: client,
+                upstreams,
             });
         }
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));

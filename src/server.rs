@@ -123,7 +123,7 @@ pub async fn start(origin: Origin, listen: Option<SocketAddr>) -> Result<Running
     let serving = Arc::new(Serving {
         state: state.clone(),
         builder,
-        shutdown: shutdown_rx.clone(),
+        shutdown: shutdown_rx,
         first_bytes_within: config.header_read_timeout,
         local_addr,
     });
@@ -131,7 +131,6 @@ pub async fn start(origin: Origin, listen: Option<SocketAddr>) -> Result<Running
         listener,
         workers,
         serving,
-        shutdown_rx,
         config.shutdown_grace,
     ));
     Ok(Running {
@@ -156,9 +155,9 @@ async fn accept_loop(
     listener: TcpListener,
     mut workers: Workers,
     serving: Arc<Serving>,
-    mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
+    let mut shutdown = serving.shutdown.clone();
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {

@@ -1,8 +1,12 @@
-//! Worker threads, one single-threaded tokio runtime each, serving the connections handed to them
-//! in turn. A client connection, the upstream connection its requests use (each worker has its own
+//! Workers, each a tokio runtime with one worker thread, serving the connections handed to them in
+//! turn. A client connection, the upstream connection its requests use (each worker has its own
 //! pool) and the body between them are then driven by one thread: handing a chunk from one task
-//! to the other is a push on a local run queue instead of a wake-up across threads, and the order
-//! tasks run in is the order they were woken, which [`Bursts`](crate::burst::Bursts) relies on.
+//! to the other is a push on that thread's run queue instead of a wake-up across threads, which
+//! [`Bursts`](crate::burst::Bursts) relies on to gather a burst in one run of the queue.
+//!
+//! A one-thread multi-thread runtime rather than a current_thread one: its LIFO slot runs a task
+//! just woken or spawned next, so hyper-util returns an upstream connection to the pool before the
+//! next request looks for one (with current_thread, 64 clients opened 75 upstream connections).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -32,14 +36,17 @@ impl Workers {
         for index in 0..count.max(1) {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
+                .thread_name(format!("keyproxy-worker-{index}"))
                 .on_thread_start(log_buffer::collect_on_this_thread)
                 .on_thread_park(log_buffer::flush)
                 .on_thread_stop(log_buffer::flush)
                 .enable_all()
                 .build()?;
             let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+            // Receives the connections and spawns them on the runtime's thread; it also owns the
+            // runtime, which may only be dropped outside async code.
             let thread = std::thread::Builder::new()
-                .name(format!("keyproxy-worker-{index}"))
+                .name(format!("keyproxy-accepted-{index}"))
                 .spawn(move || {
                     runtime.block_on(async move {
                         while let Some(job) = rx.recv().await {
