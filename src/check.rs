@@ -53,9 +53,9 @@ pub fn run(origin: Origin) -> Report {
             .map(|r| r.prefix.as_str())
             .collect();
         problems.push(format!(
-            "route {} has no key for its profile '{profile}' ({})",
+            "route {} has no key for its profile '{profile}'; looked in: {}",
             routes.join(", "),
-            snapshot.keys.looked_for(profile)
+            crate::error::looked_list(&snapshot.keys.looked_for(profile))
         ));
     }
     let ok = snapshot.profiles_without_key().is_empty();

@@ -36,7 +36,10 @@ pub struct Config {
     pub keys_files: Vec<PathBuf>,
     /// dotenv files whose variables count as environment for `OPENROUTER_API_KEY` and `key_env`.
     pub env_files: Vec<PathBuf>,
-    /// OpenClaw auth stores (`auth-profiles.json`) whose key profiles are served as they are named.
+    /// OpenClaw state folders (`~/.openclaw`) whose SQLite key store is read, never written.
+    pub openclaw_state_dirs: Vec<PathBuf>,
+    /// Legacy OpenClaw auth stores (`auth-profiles.json`) whose key profiles are served as they
+    /// are named.
     pub openclaw_auth_profiles: Vec<PathBuf>,
     pub allow_unauthenticated: bool,
     pub shutdown_grace: Duration,
@@ -130,6 +133,8 @@ struct RawConfig {
     keys_files: Option<Vec<String>>,
     #[serde(default)]
     env_files: Vec<String>,
+    #[serde(default)]
+    openclaw_state_dirs: Vec<String>,
     #[serde(default)]
     openclaw_auth_profiles: Vec<String>,
     #[serde(default)]
@@ -319,6 +324,7 @@ impl Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
             keys_files: default_keys_file().into_iter().collect(),
             env_files: Vec::new(),
+            openclaw_state_dirs: Vec::new(),
             openclaw_auth_profiles: Vec::new(),
             allow_unauthenticated: false,
             shutdown_grace: Duration::from_secs(30),
@@ -396,6 +402,11 @@ impl Config {
             listen: raw.listen.unwrap_or(base.listen),
             keys_files,
             env_files: raw.env_files.iter().map(|f| resolve(dir, f)).collect(),
+            openclaw_state_dirs: raw
+                .openclaw_state_dirs
+                .iter()
+                .map(|f| resolve(dir, f))
+                .collect(),
             openclaw_auth_profiles: raw
                 .openclaw_auth_profiles
                 .iter()

@@ -27,47 +27,88 @@ pub enum ConfigError {
     Validation { path: PathBuf, message: String },
 }
 
+/// Where keyproxy looked for a profile's key and what it found there, for the local 401.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LookedAt {
+    pub source: String,
+    pub result: String,
+}
+
 /// A request keyproxy answers itself instead of forwarding.
+///
+/// Agents show these messages through their own filters: OpenClaw keeps the provider's text only
+/// in its log, masks what follows `...KEY: ` and cuts lines near 200 characters. So each message
+/// starts with `keyproxy:`, says what is wrong and what to do before its first full stop, within
+/// 180 characters, and never has the shape `NAME: value` with NAME ending in KEY, TOKEN, SECRET or
+/// PASSWORD. Details (the places looked, a cause) come after that first sentence.
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
-    #[error("keyproxy: no key for profile '{profile}' ({looked}). Add a key; it is picked up without a restart.")]
-    MissingKey { profile: String, looked: String },
-    #[error(
-        "keyproxy: no route for path '{path}'; routes are configured by prefix in keyproxy.toml"
-    )]
+    #[error("keyproxy: no key for profile '{profile}'; {todo}. Looked in: {}.", looked_list(.looked))]
+    MissingKey {
+        profile: String,
+        /// What to do, e.g. `add one to ~/.config/keyproxy/keys.toml or run keyproxy check`.
+        todo: String,
+        looked: Vec<LookedAt>,
+    },
+    #[error("keyproxy: no route for path '{}'; add a [[routes]] prefix covering it to keyproxy.toml.", shorten(.path))]
     NoRoute { path: String },
-    #[error("keyproxy: upstream {upstream} could not be reached: {cause}")]
+    #[error("keyproxy: cannot reach upstream {upstream}; check the network and the route's upstream in keyproxy.toml. Cause: {cause}.")]
     UpstreamUnreachable { upstream: String, cause: String },
-    #[error("keyproxy: upstream {upstream} did not accept a connection within {after}")]
+    #[error("keyproxy: upstream {upstream} did not accept a connection within {after}; check the network, or raise connect_timeout in keyproxy.toml.")]
     UpstreamTimeout { upstream: String, after: String },
-    #[error("keyproxy: refusing to forward to '{target}': keyproxy forwards only to its configured upstreams and is not an open proxy")]
+    #[error("keyproxy: refusing to forward to '{}'; send requests to keyproxy's own routes, it is not an open proxy.", shorten(.target))]
     ForeignTarget { target: String },
-    #[error("keyproxy: CONNECT is not supported; keyproxy forwards only to its configured upstreams and is not an open proxy")]
+    #[error("keyproxy: CONNECT is not supported; keyproxy forwards only to its configured upstreams and is not an open proxy.")]
     Connect,
-    #[error(
-        "keyproxy: unknown admin path '{path}'; try /_keyproxy/health, ready, status or metrics"
-    )]
+    #[error("keyproxy: unknown admin path '{}'; try /_keyproxy/health, ready, status or metrics.", shorten(.path))]
     UnknownAdminPath { path: String },
-    #[error("keyproxy: this keyproxy serves only its configured clients; send your client token as the API key (Authorization: Bearer <token>)")]
+    #[error("keyproxy: this keyproxy serves only its configured clients; send your client token as the API key (Authorization: Bearer <token>).")]
     MissingToken,
-    #[error("keyproxy: the client token matches no configured client; check the API key the agent sends")]
+    #[error("keyproxy: the client token matches no configured client; check the API key the agent sends.")]
     InvalidToken,
-    #[error(
-        "keyproxy: client '{client}' may not use profile '{profile}'; its profiles are {allowed}"
-    )]
+    #[error("keyproxy: client '{client}' may not use profile '{profile}'; use one of its profiles: {allowed}.")]
     ForbiddenProfile {
         client: String,
         profile: String,
         allowed: String,
     },
-    #[error("keyproxy: every key of profile '{profile}' is resting after the upstream refused it ({why}); the next is usable in {wakes_in_s} s")]
+    #[error("keyproxy: every key of profile '{profile}' rests after the upstream refused it ({why}); retry in {wakes_in_s} s or add another key.")]
     KeysResting {
         profile: String,
         why: String,
         wakes_in_s: u64,
     },
-    #[error("keyproxy: every key of profile '{profile}' was rejected by the upstream as invalid (401/403); the next is tried again in {wakes_in_s} s. Replace the key; it is picked up without a restart.")]
+    #[error("keyproxy: every key of profile '{profile}' was refused by the upstream as invalid (401/403); replace the key, or retry in {wakes_in_s} s.")]
     KeysRejected { profile: String, wakes_in_s: u64 },
+}
+
+/// The shape of an error body: OpenAI's, which most agents display, or Anthropic's, which Claude
+/// Code and the Anthropic SDKs display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ErrorShape {
+    #[default]
+    OpenAi,
+    Anthropic,
+}
+
+pub fn looked_list(looked: &[LookedAt]) -> String {
+    if looked.is_empty() {
+        return "no key source is configured".into();
+    }
+    let parts: Vec<String> = looked
+        .iter()
+        .map(|l| format!("{} ({})", l.source, l.result))
+        .collect();
+    parts.join(", ")
+}
+
+/// Paths and targets come from the client; a long one must not push the advice out of sight.
+fn shorten(text: &str) -> std::borrow::Cow<'_, str> {
+    const MAX: usize = 60;
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &text[..cut]).into(),
+        None => text.into(),
+    }
 }
 
 impl LocalError {
@@ -105,7 +146,7 @@ impl LocalError {
         }
     }
 
-    fn kind(&self) -> &'static str {
+    fn kind(&self, shape: ErrorShape) -> &'static str {
         match self {
             Self::MissingKey { .. }
             | Self::MissingToken
@@ -114,6 +155,9 @@ impl LocalError {
             Self::ForbiddenProfile { .. } => "permission_error",
             Self::KeysResting { .. } => "rate_limit_error",
             Self::NoRoute { .. } | Self::UnknownAdminPath { .. } => "not_found_error",
+            // Anthropic's own types for these, so its SDKs classify them.
+            Self::UpstreamUnreachable { .. } if shape == ErrorShape::Anthropic => "api_error",
+            Self::UpstreamTimeout { .. } if shape == ErrorShape::Anthropic => "timeout_error",
             Self::UpstreamUnreachable { .. } => "upstream_error",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
             Self::ForeignTarget { .. } | Self::Connect => "invalid_request_error",
@@ -130,17 +174,35 @@ impl LocalError {
         }
     }
 
-    pub fn into_response(self) -> Response<ResponseBody> {
+    /// The error object: message and type, plus the profile and the places looked for tools.
+    fn body(&self, shape: ErrorShape) -> serde_json::Value {
         let status = self.status();
         let mut error = json!({
             "message": self.to_string(),
-            "type": self.kind(),
-            "code": status.as_u16(),
+            "type": self.kind(shape),
         });
+        if shape == ErrorShape::OpenAi {
+            error["code"] = json!(status.as_u16());
+        }
         if let Some(profile) = self.profile() {
             error["profile"] = json!(profile);
         }
-        let mut resp = json_response(status, &json!({ "error": error }));
+        if let Self::MissingKey { looked, .. } = self {
+            error["looked"] = json!(looked);
+        }
+        match shape {
+            ErrorShape::OpenAi => json!({ "error": error }),
+            ErrorShape::Anthropic => json!({ "type": "error", "error": error }),
+        }
+    }
+
+    pub fn into_response(self) -> Response<ResponseBody> {
+        self.into_response_shaped(ErrorShape::OpenAi)
+    }
+
+    pub fn into_response_shaped(self, shape: ErrorShape) -> Response<ResponseBody> {
+        let status = self.status();
+        let mut resp = json_response(status, &self.body(shape));
         let headers = resp.headers_mut();
         headers.insert("x-keyproxy-error", HeaderValue::from_static(self.reason()));
         if let Some(profile) = self.profile().and_then(|p| HeaderValue::from_str(p).ok()) {
@@ -177,20 +239,58 @@ pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<
 mod tests {
     use super::*;
 
+    fn missing() -> LocalError {
+        LocalError::MissingKey {
+            profile: "openrouter:default".into(),
+            todo: "add one to ~/.config/keyproxy/keys.toml or run keyproxy check".into(),
+            looked: vec![
+                LookedAt {
+                    source: "keys file ~/.config/keyproxy/keys.toml".into(),
+                    result: "not found".into(),
+                },
+                LookedAt {
+                    source: "environment variable OPENROUTER_API_KEY".into(),
+                    result: "not set".into(),
+                },
+            ],
+        }
+    }
+
     #[test]
     fn missing_key_message_matches_the_contract() {
-        let e = LocalError::MissingKey {
-            profile: "openrouter:default".into(),
-            looked: "keys file config/keys.toml: no such profile; env OPENROUTER_API_KEY: not set"
-                .into(),
-        };
         assert_eq!(
-            e.to_string(),
-            "keyproxy: no key for profile 'openrouter:default' (keys file config/keys.toml: no such profile; env OPENROUTER_API_KEY: not set). Add a key; it is picked up without a restart."
+            missing().to_string(),
+            "keyproxy: no key for profile 'openrouter:default'; add one to ~/.config/keyproxy/keys.toml or run keyproxy check. Looked in: keys file ~/.config/keyproxy/keys.toml (not found), environment variable OPENROUTER_API_KEY (not set)."
         );
-        let resp = e.into_response();
+        let body = missing().body(ErrorShape::OpenAi);
+        assert_eq!(
+            body["error"]["looked"][1]["source"],
+            "environment variable OPENROUTER_API_KEY"
+        );
+        assert_eq!(body["error"]["looked"][1]["result"], "not set");
+        assert_eq!(body["error"]["code"], 401);
+        let resp = missing().into_response();
         assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(resp.headers()["x-keyproxy-error"], "missing-key");
         assert_eq!(resp.headers()["x-keyproxy-profile"], "openrouter:default");
+    }
+
+    #[test]
+    fn anthropic_routes_get_anthropics_error_shape() {
+        let body = missing().body(ErrorShape::Anthropic);
+        assert_eq!(body["type"], "error");
+        assert_eq!(body["error"]["type"], "authentication_error");
+        assert!(body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("keyproxy: no key"));
+    }
+
+    #[test]
+    fn client_sent_paths_are_shortened() {
+        let long = "/x".repeat(200);
+        let msg = LocalError::NoRoute { path: long }.to_string();
+        assert!(msg.len() < 180, "{msg}");
+        assert!(msg.contains("add a [[routes]] prefix"), "{msg}");
     }
 }

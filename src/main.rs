@@ -129,7 +129,7 @@ async fn run(origin: Origin, listen: Option<std::net::SocketAddr>) -> anyhow::Re
         tracing::warn!(
             profile,
             "no key yet: {}; requests for it get a local 401 until one is added",
-            snapshot.keys.looked_for(profile)
+            keyproxy::error::looked_list(&snapshot.keys.looked_for(profile))
         );
     }
     tracing::info!(listen = %running.local_addr, "keyproxy is listening; point agents at http://{}/api/v1", running.local_addr);

@@ -19,11 +19,13 @@ use http_body_util::Full;
 use crate::admin;
 use crate::body::{Exchange, KeptBody, Outbound, ResponseBody, Streamed, UpstreamBody};
 use crate::clients;
-use crate::error::LocalError;
+use crate::config::{DEFAULT_PROFILE, OPENROUTER_ENV};
+use crate::error::{ErrorShape, LocalError};
 use crate::keys::health::{rests_key, retry_after};
 use crate::keys::{AllResting, Key, Profile};
 use crate::routes::Route;
 use crate::state::{Snapshot, State};
+use crate::text::tilde;
 
 pub const PROFILE_HEADER: &str = "x-keyproxy-profile";
 const KEY_HEADER: &str = "x-keyproxy-key";
@@ -59,7 +61,14 @@ pub async fn handle(state: &State, conn: Conn, req: Request<Incoming>) -> Respon
         mut key,
     } = match plan(&snapshot, &mut parts) {
         Ok(plan) => plan,
-        Err(e) => return reject_parts(state, &parts.method, parts.uri.path(), e),
+        Err(e) => {
+            let shape = snapshot
+                .routes
+                .find(parts.uri.path())
+                .map(|r| r.error_shape)
+                .unwrap_or_default();
+            return reject_parts(state, &parts.method, parts.uri.path(), e, shape);
+        }
     };
     let method = parts.method.clone();
 
@@ -115,7 +124,7 @@ pub async fn handle(state: &State, conn: Conn, req: Request<Incoming>) -> Respon
                 route = %route.prefix, profile = %profile, upstream = %route.upstream_label,
                 "{err}"
             );
-            return reject_parts(state, &method, client_uri.path(), err);
+            return reject_parts(state, &method, client_uri.path(), err, route.error_shape);
         }
     };
 
@@ -179,10 +188,7 @@ pub fn plan<'s>(snapshot: &'s Snapshot, parts: &mut Parts) -> Result<Plan<'s>, L
     };
     let profile = choose_profile(snapshot, route, &parts.headers)?.to_owned();
     let Some(pool) = snapshot.keys.profile(&profile) else {
-        return Err(LocalError::MissingKey {
-            looked: snapshot.keys.looked_for(&profile),
-            profile,
-        });
+        return Err(missing_key(snapshot, profile));
     };
     let key = pool
         .pick()
@@ -276,6 +282,26 @@ fn choose_profile<'a>(
     }
 }
 
+/// The local 401: what to do first, where keyproxy looked after.
+fn missing_key(snapshot: &Snapshot, profile: String) -> LocalError {
+    let config = &snapshot.config;
+    let todo = match config.keys_files.first() {
+        Some(file) => format!("add one to {} or run keyproxy check", tilde(file)),
+        None if !config.openclaw_state_dirs.is_empty() => {
+            "add one with openclaw models auth paste-api-key or run keyproxy check".into()
+        }
+        None if profile == DEFAULT_PROFILE => format!(
+            "set environment variable {OPENROUTER_ENV} where keyproxy runs or run keyproxy check"
+        ),
+        None => "add a keys file to keyproxy.toml or run keyproxy check".into(),
+    };
+    LocalError::MissingKey {
+        looked: snapshot.keys.looked_for(&profile),
+        todo,
+        profile,
+    }
+}
+
 fn all_resting(profile: String, all: AllResting) -> LocalError {
     let wakes_in_s = all.wakes_in.as_secs_f64().ceil() as u64;
     if all.rejected {
@@ -292,8 +318,15 @@ fn all_resting(profile: String, all: AllResting) -> LocalError {
     }
 }
 
+/// Refusals made before a route is chosen, in the OpenAI shape.
 fn reject(state: &State, req: &Request<Incoming>, err: LocalError) -> Response<ResponseBody> {
-    reject_parts(state, req.method(), req.uri().path(), err)
+    reject_parts(
+        state,
+        req.method(),
+        req.uri().path(),
+        err,
+        ErrorShape::OpenAi,
+    )
 }
 
 fn reject_parts(
@@ -301,6 +334,7 @@ fn reject_parts(
     method: &Method,
     path: &str,
     err: LocalError,
+    shape: ErrorShape,
 ) -> Response<ResponseBody> {
     state.metrics.local(err.reason());
     tracing::info!(
@@ -308,7 +342,7 @@ fn reject_parts(
         %method, path = %path, status = err.status().as_u16(), reason = err.reason(),
         "answered locally"
     );
-    err.into_response()
+    err.into_response_shaped(shape)
 }
 
 /// An HTTP/1 absolute-form target (`GET http://elsewhere/ HTTP/1.1`) is a forward-proxy request;

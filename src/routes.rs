@@ -7,8 +7,10 @@ use http::header::{HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 
 use crate::config::{Config, KeyFormat, Upstream};
+use crate::error::ErrorShape;
 use crate::keys::FormatId;
 use crate::metrics::{Histogram, Metrics};
+use crate::providers::Provider;
 use crate::upstream::{self, UpstreamError, Upstreams};
 
 pub struct Route {
@@ -28,6 +30,11 @@ pub struct Route {
     pub default_headers: Vec<(HeaderName, HeaderValue)>,
     pub upstreams: Upstreams,
     pub latency: Histogram,
+    /// The shape of keyproxy's own errors on this route, so the agent's SDK displays them.
+    pub error_shape: ErrorShape,
+    /// Who refuses keys on this route, as messages name it: the preset, else the profile's
+    /// provider prefix, else the upstream's host.
+    pub provider_name: String,
 }
 
 impl Route {
@@ -112,6 +119,15 @@ impl Routes {
                 add_headers: r.add_headers.clone(),
                 default_headers: r.default_headers.clone(),
                 upstreams,
+                error_shape: match r.provider {
+                    Some(Provider::Anthropic) => ErrorShape::Anthropic,
+                    _ => ErrorShape::OpenAi,
+                },
+                provider_name: match (r.provider, r.profile.split_once(':')) {
+                    (Some(p), _) => p.name().to_owned(),
+                    (None, Some((prefix, _))) => prefix.to_owned(),
+                    (None, None) => r.upstream.authority.host().to_owned(),
+                },
             });
         }
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));

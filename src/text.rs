@@ -19,6 +19,16 @@ impl<'a> LineIndex<'a> {
     }
 }
 
+/// A path as people write it: the home folder as `~`, as the messages agents show have little room.
+pub fn tilde(path: &std::path::Path) -> String {
+    if let Some(home) = std::env::var_os("HOME").filter(|h| h.len() > 1) {
+        if let Ok(rest) = path.strip_prefix(&home) {
+            return format!("~/{}", rest.display());
+        }
+    }
+    path.display().to_string()
+}
+
 /// serde quotes the value it could not use (`invalid type: string "sk-or-v1-..."`); in a keys
 /// file that value may be a key, so every double-quoted run is replaced before a message is shown.
 pub fn redact_quoted(message: &str) -> String {

@@ -29,7 +29,7 @@ fn check_passes_and_lists_each_profile_with_source_and_fingerprints() {
     cmd.arg("--config").arg(&config).arg("check");
     let out = run(cmd);
     assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
-    let keys_path = config.with_file_name("keys.toml").display().to_string();
+    let keys_path = bin.shown(&config.with_file_name("keys.toml"));
     assert!(out.stdout.contains("p: 2 keys"), "{}", out.stdout);
     assert!(
         out.stdout
@@ -206,7 +206,7 @@ fn embedded_default_without_any_key_says_where_it_looked() {
     cmd.arg("check");
     let out = run(cmd);
     assert_eq!(out.code, Some(1));
-    let keys_path = bin.config_dir().join("keys.toml").display().to_string();
+    let keys_path = bin.shown(&bin.config_dir().join("keys.toml"));
     assert!(
         out.stdout.contains("'openrouter:default'"),
         "{}",
@@ -214,12 +214,13 @@ fn embedded_default_without_any_key_says_where_it_looked() {
     );
     assert!(
         out.stdout
-            .contains(&format!("keys file {keys_path}: not found")),
+            .contains(&format!("keys file {keys_path} (not found)")),
         "{}",
         out.stdout
     );
     assert!(
-        out.stdout.contains("env OPENROUTER_API_KEY: not set"),
+        out.stdout
+            .contains("environment variable OPENROUTER_API_KEY (not set)"),
         "{}",
         out.stdout
     );

@@ -100,7 +100,7 @@ async fn a_client_may_name_one_of_its_own_profiles_and_no_other() {
         assert_eq!(body["error"]["type"], "permission_error");
         assert_eq!(
             body["error"]["message"],
-            "keyproxy: client 'laptop' may not use profile 'openrouter:ci'; its profiles are 'openrouter:default', 'openrouter:work'"
+            "keyproxy: client 'laptop' may not use profile 'openrouter:ci'; use one of its profiles: 'openrouter:default', 'openrouter:work'."
         );
         assert_no_key(&reply.text());
         assert_eq!(up.count(), 1, "a forbidden request is not forwarded");

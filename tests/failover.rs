@@ -150,8 +150,8 @@ async fn when_every_key_rests_the_answer_is_local_and_says_when() {
             .as_str()
             .unwrap()
             .to_owned();
-        assert!(msg.contains("every key of profile 'p' is resting"), "{msg}");
-        assert!(msg.contains(&format!("usable in {wait} s")), "{msg}");
+        assert!(msg.contains("every key of profile 'p' rests"), "{msg}");
+        assert!(msg.contains(&format!("retry in {wait} s")), "{msg}");
         assert_eq!(up.count(), 1, "nothing is forwarded while every key rests");
     })
     .await;
@@ -182,7 +182,7 @@ async fn when_every_key_was_rejected_the_answer_is_a_local_401() {
         assert!(reply.json()["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("rejected by the upstream as invalid"));
+            .contains("refused by the upstream as invalid"));
         assert_eq!(up.count(), 2);
 
         // A rotated key is a new key: it is used at once.

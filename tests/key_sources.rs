@@ -112,7 +112,7 @@ fn key_env_and_openrouter_api_key_come_from_the_environment() {
         v["problems"][0]
             .as_str()
             .unwrap()
-            .contains("key_env KP_TEST_Q: not set"),
+            .contains("environment variable KP_TEST_Q (key_env) not set"),
         "{v:#}"
     );
 }
@@ -176,7 +176,7 @@ fn a_missing_env_file_is_named_where_the_key_was_looked_for() {
     let problem = v["problems"][0].as_str().unwrap();
     assert!(
         problem.contains(&format!(
-            "env OPENROUTER_API_KEY: not set in env file {env_path} (not found) or the environment"
+            "environment variable OPENROUTER_API_KEY (not set in env file {env_path} (not found) or the environment)"
         )),
         "{problem}"
     );
@@ -250,7 +250,7 @@ async fn an_openclaw_store_serves_its_profiles_and_rotations_through_it_are_live
         let reply = get(&url, &[("x-keyproxy-profile", "google:me")]).await;
         assert_eq!(reply.status, 401);
         let msg = reply.json()["error"]["message"].as_str().unwrap().to_owned();
-        assert!(msg.contains(&format!("OpenClaw store {store_path}: an OAuth profile")), "{msg}");
+        assert!(msg.contains(&format!("OpenClaw store {store_path} (an OAuth profile")), "{msg}");
 
         let status = get(&format!("{}/_keyproxy/status", proxy.url), &[]).await;
         assert_no_key(&status.text());
@@ -302,7 +302,7 @@ async fn a_missing_openclaw_store_is_named_in_the_401_and_is_not_fatal() {
         assert_eq!(reply.status, 401);
         let msg = reply.json()["error"]["message"].as_str().unwrap().to_owned();
         let store = proxy.path("agents/main/agent/auth-profiles.json").display().to_string();
-        assert!(msg.contains(&format!("OpenClaw store {store}: not found")), "{msg}");
+        assert!(msg.contains(&format!("OpenClaw store {store} (not found)")), "{msg}");
         assert_eq!(up.count(), 0);
         let ready = get(&format!("{}/_keyproxy/ready", proxy.url), &[]).await;
         assert_eq!(ready.status, 503);

@@ -27,12 +27,14 @@ async fn missing_key_answers_401_and_forwards_nothing() {
         assert_eq!(
             body["error"]["message"],
             format!(
-                "keyproxy: no key for profile 'openrouter:work' (keys file {keys_path}: no such profile). Add a key; it is picked up without a restart."
+                "keyproxy: no key for profile 'openrouter:work'; add one to {keys_path} or run keyproxy check. Looked in: keys file {keys_path} (no such profile)."
             )
         );
         assert_eq!(body["error"]["type"], "authentication_error");
         assert_eq!(body["error"]["code"], 401);
         assert_eq!(body["error"]["profile"], "openrouter:work");
+        assert_eq!(body["error"]["looked"][0]["source"], format!("keys file {keys_path}"));
+        assert_eq!(body["error"]["looked"][0]["result"], "no such profile");
         assert_eq!(up.count(), 0, "nothing may be forwarded without a key");
     })
     .await;
@@ -52,9 +54,9 @@ async fn missing_sources_are_named_in_the_401() {
         assert_eq!(reply.status, 401);
         let msg = reply.json()["error"]["message"].as_str().unwrap().to_owned();
         let dir = proxy.dir.path().display().to_string();
-        assert!(msg.contains(&format!("keys file {dir}/absent.toml: not found")), "{msg}");
-        assert!(msg.contains("key_env KEYPROXY_TEST_SURELY_UNSET: not set"), "{msg}");
-        assert!(msg.contains(&format!("key_file {dir}/secret.txt: not found")), "{msg}");
+        assert!(msg.contains(&format!("keys file {dir}/absent.toml (not found)")), "{msg}");
+        assert!(msg.contains("environment variable KEYPROXY_TEST_SURELY_UNSET (key_env) not set"), "{msg}");
+        assert!(msg.contains(&format!("key_file {dir}/secret.txt not found")), "{msg}");
         assert_eq!(up.count(), 0);
     })
     .await;
@@ -90,7 +92,7 @@ async fn a_key_with_header_breaking_bytes_is_refused_at_load_naming_the_profile(
             .as_str()
             .unwrap()
             .to_owned();
-        assert!(msg.contains("keys.toml: line 2:"), "{msg}");
+        assert!(msg.contains("keys.toml (line 2:"), "{msg}");
         assert!(msg.contains("profile 'p'"), "{msg}");
         assert!(!msg.contains("X-Injected"), "{msg}");
         assert_eq!(up.count(), 0);

@@ -6,6 +6,7 @@
 pub mod env;
 pub mod health;
 pub mod openclaw;
+pub mod openclaw_state;
 pub mod reload;
 pub mod sources;
 pub mod watch;
@@ -199,13 +200,14 @@ impl Profile {
 /// What one source said about profiles, for the local 401's "where keyproxy looked".
 #[derive(Debug, Clone)]
 pub struct Looked {
-    /// e.g. `keys file /etc/keyproxy/keys.toml` or `env OPENROUTER_API_KEY`.
+    /// e.g. `keys file ~/.config/keyproxy/keys.toml` or `environment variable OPENROUTER_API_KEY`.
     pub label: String,
     /// What it says of a profile it does not mention: `no such profile`, `not found`, an error.
     pub absent: String,
     /// Only this profile is looked for here (the env var fills one profile).
     pub only_for: Option<String>,
-    /// What it says of profiles it mentions but could not fill (`key_env FOO: not set`).
+    /// What it says of profiles it mentions but could not fill (`environment variable FOO
+    /// (key_env) is not set`).
     pub specific: HashMap<String, String>,
 }
 
@@ -278,22 +280,16 @@ impl KeyStore {
         }
     }
 
-    /// Every place looked for `profile` and what each said, `; `-separated.
-    pub fn looked_for(&self, profile: &str) -> String {
-        let parts: Vec<String> = self
-            .looked
+    /// Every place looked for `profile` and what each said.
+    pub fn looked_for(&self, profile: &str) -> Vec<crate::error::LookedAt> {
+        self.looked
             .iter()
             .filter(|l| l.only_for.as_deref().is_none_or(|p| p == profile))
-            .map(|l| {
-                let said = l.specific.get(profile).unwrap_or(&l.absent);
-                format!("{}: {}", l.label, said)
+            .map(|l| crate::error::LookedAt {
+                source: l.label.clone(),
+                result: l.specific.get(profile).unwrap_or(&l.absent).clone(),
             })
-            .collect();
-        if parts.is_empty() {
-            "no key source is configured".into()
-        } else {
-            parts.join("; ")
-        }
+            .collect()
     }
 }
 

@@ -1,6 +1,7 @@
-//! OpenClaw's auth store (`~/.openclaw/agents/<agent>/agent/auth-profiles.json`) as a key source,
-//! so that an existing OpenClaw setup works unchanged and keys rotated through OpenClaw are
-//! picked up live:
+//! OpenClaw's auth store as a key source, so that an existing OpenClaw setup works unchanged and
+//! keys rotated through OpenClaw are picked up live. OpenClaw 2026.9 keeps it in SQLite (see
+//! [`super::openclaw_state`]); older releases in `agents/<agent>/agent/auth-profiles.json`. Both
+//! hold the same JSON:
 //!
 //! ```json
 //! {"version": 1, "profiles": {
@@ -8,7 +9,8 @@
 //!   "openai:ci": {"type": "api_key", "keyRef": {"source": "env", "id": "OPENAI_API_KEY"}},
 //!   "anthropic:me": {"type": "token", "token": "..."}}}
 //! ```
-//! OAuth profiles hold tokens OpenClaw refreshes itself; they are not keys to inject.
+//! OAuth profiles hold tokens OpenClaw refreshes itself; they are not keys to inject. A profile
+//! marked `"setup": {"replacement": true}` is one that re-onboarding left behind, inactive.
 
 use std::path::Path;
 
@@ -58,6 +60,11 @@ pub fn parse_store(text: &str, path: &Path) -> Result<Store, String> {
 }
 
 fn entry(p: &Value) -> Result<Entry, String> {
+    if p.pointer("/setup/replacement").and_then(Value::as_bool) == Some(true) {
+        return Ok(Entry::Skipped(
+            "an inactive profile left by re-onboarding (setup.replacement)".into(),
+        ));
+    }
     let kind = p.get("type").and_then(Value::as_str).unwrap_or("");
     let (field, reference) = match kind {
         "api_key" => ("key", "keyRef"),
@@ -105,7 +112,8 @@ mod tests {
             "openrouter:default":{"type":"api_key","provider":"openrouter","key":"sk-or-v1-0123456789abcdef"},
             "openai:ci":{"type":"api_key","keyRef":{"source":"env","id":"OPENAI_API_KEY"}},
             "anthropic:me":{"type":"token","token":"tok-0123456789abcdef"},
-            "google:me":{"type":"oauth","access":"x","refresh":"y"}},
+            "google:me":{"type":"oauth","access":"x","refresh":"y"},
+            "openrouter:setup-1":{"type":"api_key","key":"sk-or-v1-left-behind","setup":{"replacement":true}}},
             "order":{},"lastGood":{}}"#;
         let store = parse_store(text, Path::new("auth-profiles.json")).unwrap();
         let get = |id: &str| {
@@ -121,6 +129,7 @@ mod tests {
         assert_eq!(get("openai:ci"), Entry::Env("OPENAI_API_KEY".into()));
         assert!(matches!(get("anthropic:me"), Entry::Key(_)));
         assert!(matches!(get("google:me"), Entry::Skipped(_)));
+        assert!(matches!(get("openrouter:setup-1"), Entry::Skipped(_)));
     }
 
     #[test]

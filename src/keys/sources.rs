@@ -11,11 +11,11 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::env::{parse_env_file, Env, EnvFile};
-use super::openclaw;
 use super::watch::FileSet;
+use super::{openclaw, openclaw_state};
 use super::{KeyStore, Looked, Secret, SourceStatus, StoreBuilder};
 use crate::config::{resolve, Config, KeyFormat, DEFAULT_PROFILE, OPENROUTER_ENV};
-use crate::text::{redact_quoted, LineIndex};
+use crate::text::{redact_quoted, tilde, LineIndex};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -232,6 +232,7 @@ pub struct Loader {
     secret_files: HashMap<PathBuf, Arc<Secret>>,
     env_files: HashMap<PathBuf, Arc<EnvFile>>,
     openclaw_stores: HashMap<PathBuf, Arc<openclaw::Store>>,
+    openclaw_dirs: HashMap<PathBuf, Arc<openclaw_state::StateDir>>,
 }
 
 /// One read of every source: the store being built, what went wrong, and what was read.
@@ -257,6 +258,9 @@ impl Loader {
         for path in &config.keys_files {
             self.add_keys_file(&mut pass, path);
         }
+        for dir in &config.openclaw_state_dirs {
+            self.add_openclaw_state_dir(&mut pass, dir);
+        }
         for path in &config.openclaw_auth_profiles {
             self.add_openclaw_store(&mut pass, path);
         }
@@ -279,7 +283,7 @@ impl Loader {
     }
 
     fn add_keys_file(&mut self, pass: &mut Pass<'_, '_>, path: &Path) {
-        let label = format!("keys file {}", path.display());
+        let label = format!("keys file {}", tilde(path));
         let (file, error) = read_cached(&mut self.keys_files, pass.files, path, |text| {
             let file = parse_keys_file(text, path)?;
             // A file that only points at key_file or key_env holds no secret itself.
@@ -311,7 +315,12 @@ impl Loader {
                 pass.b.add_key(name, secret, &source);
             }
             if let Some(var) = &entry.key_env {
-                if let Some(note) = add_env_key(pass, name, var, &format!("key_env {var}")) {
+                if let Some(note) = add_env_key(
+                    pass,
+                    name,
+                    var,
+                    &format!("environment variable {var} (key_env)"),
+                ) {
                     notes.push(note);
                 }
             }
@@ -342,7 +351,7 @@ impl Loader {
         profile: &str,
         path: &Path,
     ) -> Option<String> {
-        let label = format!("key_file {}", path.display());
+        let label = format!("key_file {}", tilde(path));
         let (secret, error) = read_cached(&mut self.secret_files, pass.files, path, |text| {
             parse_secret_file(text, path)
         });
@@ -357,57 +366,135 @@ impl Loader {
                 None
             }
             None => Some(format!(
-                "{label}: {}",
+                "{label} {}",
                 error.map(|e| e.to_string()).unwrap_or_default()
             )),
         }
     }
 
     fn add_openclaw_store(&mut self, pass: &mut Pass<'_, '_>, path: &Path) {
-        let label = format!("OpenClaw store {}", path.display());
+        let label = format!("OpenClaw store {}", tilde(path));
         let (store, error) = read_cached(&mut self.openclaw_stores, pass.files, path, |text| {
             openclaw::parse_store(text, path)
         });
         push_error(&mut pass.errors, path, &store, &error);
         pass.b
             .source(source_status("openclaw", path, &store, &error));
-        let mut specific = HashMap::new();
-        for (name, entry) in store.iter().flat_map(|s| s.profiles.iter()) {
-            if pass.b.has_keys(name) {
-                continue;
+        let source: Arc<str> = Arc::from(label.as_str());
+        let entries = store
+            .iter()
+            .flat_map(|s| s.profiles.iter())
+            .map(|(name, entry)| (name.as_str(), entry, source.clone()));
+        let absent = absent(&store, error, path);
+        add_openclaw_entries(pass, label, entries, absent);
+    }
+
+    /// An OpenClaw state folder: its SQLite store, legacy JSON files, and the profile its
+    /// `openclaw.json` sends to OpenRouter, which also fills `openrouter:default`.
+    fn add_openclaw_state_dir(&mut self, pass: &mut Pass<'_, '_>, dir: &Path) {
+        let label = format!("OpenClaw state folder {}", tilde(dir));
+        let (state, error) = match openclaw_state::read(dir, pass.files) {
+            Ok(fresh) => {
+                let fresh = Arc::new(fresh);
+                self.openclaw_dirs.insert(dir.to_path_buf(), fresh.clone());
+                (Some(fresh), None)
             }
-            pass.b.declare(name);
-            let note = match entry {
-                openclaw::Entry::Key(secret) => {
-                    pass.b.add_key(name, secret, &Arc::from(label.as_str()));
-                    None
+            Err(e) => (self.openclaw_dirs.get(dir).cloned(), Some(e)),
+        };
+        push_error(&mut pass.errors, dir, &state, &error);
+        if error.is_none() {
+            pass.errors
+                .extend(state.iter().flat_map(|s| s.notes.iter().cloned()));
+        }
+        pass.b
+            .source(source_status("openclaw_state", dir, &state, &error));
+        let mut entries: Vec<(&str, &openclaw::Entry, Arc<str>)> = Vec::new();
+        if let Some(state) = &state {
+            let uses = state.openrouter_profile.as_deref();
+            for (name, entry, from) in &state.profiles {
+                // OpenClaw sends the profile its apiKey names, not its own openrouter:default.
+                if name == DEFAULT_PROFILE && uses.is_some_and(|u| u != DEFAULT_PROFILE) {
+                    continue;
                 }
-                openclaw::Entry::Env(var) => {
-                    add_env_key(pass, name, var, &format!("keyRef env {var}"))
+                entries.push((
+                    name,
+                    entry,
+                    Arc::from(format!("OpenClaw {}", from.display())),
+                ));
+            }
+            if let Some(uses) = uses.filter(|u| *u != DEFAULT_PROFILE) {
+                if let Some(entry) = state.entry(uses) {
+                    let via = format!(
+                        "OpenClaw {} profile '{uses}', which models.providers.openrouter.apiKey names",
+                        openclaw_state::database(dir).display()
+                    );
+                    entries.push((DEFAULT_PROFILE, entry, Arc::from(via)));
                 }
-                openclaw::Entry::Skipped(why) => Some(why.clone()),
-            };
-            if let Some(note) = note {
-                specific.insert(name.clone(), note);
             }
         }
-        let absent = match (&store, error) {
-            (Some(_), _) | (None, None) => "no such profile".to_owned(),
-            (None, Some(e)) => without_path(&e.to_string(), path),
-        };
-        pass.b.looked(Looked {
-            label,
-            absent,
-            only_for: None,
-            specific,
-        });
+        let absent = absent(&state, error, dir);
+        add_openclaw_entries(pass, label, entries.into_iter(), absent);
     }
 }
 
-/// Adds the key in variable `var` to `profile`; returns what to say when there is none.
+/// What a source says of a profile it does not give: why it could not be read, or that it has
+/// no such profile.
+fn absent<T>(value: &Option<Arc<T>>, error: Option<SourceError>, path: &Path) -> String {
+    match (value, error) {
+        (Some(_), _) | (None, None) => "no such profile".to_owned(),
+        (None, Some(e)) => without_path(&e.to_string(), path),
+    }
+}
+
+/// Adds the profiles an OpenClaw store gives, each under its OpenClaw name, to profiles no
+/// earlier source filled.
+fn add_openclaw_entries<'e>(
+    pass: &mut Pass<'_, '_>,
+    label: String,
+    entries: impl Iterator<Item = (&'e str, &'e openclaw::Entry, Arc<str>)>,
+    absent: String,
+) {
+    let mut specific = HashMap::new();
+    for (name, entry, source) in entries {
+        if pass.b.has_keys(name) {
+            continue;
+        }
+        pass.b.declare(name);
+        let note = match entry {
+            openclaw::Entry::Key(secret) => {
+                pass.b.add_key(name, secret, &source);
+                None
+            }
+            openclaw::Entry::Env(var) => add_env_key(
+                pass,
+                name,
+                var,
+                &format!("environment variable {var} (keyRef)"),
+            ),
+            openclaw::Entry::Skipped(why) => Some(why.clone()),
+        };
+        if let Some(note) = note {
+            specific.insert(name.to_owned(), note);
+        }
+    }
+    pass.b.looked(Looked {
+        label,
+        absent,
+        only_for: None,
+        specific,
+    });
+}
+
+/// Adds the key in variable `var` to `profile`; returns what to say when there is none, after
+/// `what` (`environment variable FOO (key_env)`).
 fn add_env_key(pass: &mut Pass<'_, '_>, profile: &str, var: &str, what: &str) -> Option<String> {
+    env_key(pass, profile, var).map(|problem| format!("{what} {problem}"))
+}
+
+/// Adds the key in variable `var` to `profile`, or says why not: `not set ...` or `key ...`.
+fn env_key(pass: &mut Pass<'_, '_>, profile: &str, var: &str) -> Option<String> {
     let Some((value, source)) = pass.env.lookup(var) else {
-        return Some(format!("{what}: not set{}", pass.env.places_suffix()));
+        return Some(format!("not set{}", pass.env.places_suffix()));
     };
     match Secret::new(trim_one_newline(&value)) {
         Ok(secret) => {
@@ -415,10 +502,10 @@ fn add_env_key(pass: &mut Pass<'_, '_>, profile: &str, var: &str, what: &str) ->
             None
         }
         Err(why) => {
-            let msg = format!("{what}: key {why}");
-            pass.errors
-                .push(format!("profile '{profile}': {msg} (from {source})"));
-            Some(msg)
+            pass.errors.push(format!(
+                "profile '{profile}': environment variable {var} holds a key that {why} (from {source})"
+            ));
+            Some(format!("key {why}"))
         }
     }
 }
@@ -428,19 +515,16 @@ fn add_openrouter_env(pass: &mut Pass<'_, '_>) {
     if pass.b.has_keys(DEFAULT_PROFILE) {
         return;
     }
-    let label = format!("env {OPENROUTER_ENV}");
-    let note = add_env_key(pass, DEFAULT_PROFILE, OPENROUTER_ENV, &label);
+    let problem = env_key(pass, DEFAULT_PROFILE, OPENROUTER_ENV);
     pass.b.source(SourceStatus {
         kind: "env",
         path: OPENROUTER_ENV.into(),
-        ok: note.is_none(),
-        error: note.as_ref().map(|n| n[label.len() + 2..].to_owned()),
+        ok: problem.is_none(),
+        error: problem.clone(),
     });
     pass.b.looked(Looked {
-        absent: note
-            .map(|n| n[label.len() + 2..].to_owned())
-            .unwrap_or_default(),
-        label,
+        absent: problem.unwrap_or_default(),
+        label: format!("environment variable {OPENROUTER_ENV}"),
         only_for: Some(DEFAULT_PROFILE.into()),
         specific: HashMap::new(),
     });

@@ -385,6 +385,14 @@ impl Bin {
         c
     }
 
+    /// A path under this HOME as keyproxy shows it to people: `~/...`.
+    pub fn shown(&self, path: &Path) -> String {
+        match path.strip_prefix(self.home.path()) {
+            Ok(rest) => format!("~/{}", rest.display()),
+            Err(_) => path.display().to_string(),
+        }
+    }
+
     pub fn config_dir(&self) -> PathBuf {
         let d = self.home.path().join(".config").join("keyproxy");
         std::fs::create_dir_all(&d).unwrap();

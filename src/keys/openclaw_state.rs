@@ -1,0 +1,228 @@
+//! An OpenClaw state folder (`~/.openclaw`, or `$OPENCLAW_STATE_DIR`) as a key source.
+//!
+//! OpenClaw 2026.9 keeps API keys in SQLite: `<dir>/state/openclaw.sqlite`, table
+//! `config_machine_state`, row `state_key = 'authProfiles.store'`, whose `value_json` has the
+//! shape of the older `auth-profiles.json`. The database runs in WAL mode, so a committed write
+//! may still sit in `openclaw.sqlite-wal`.
+//!
+//! keyproxy must never write to OpenClaw's files nor hold a lock OpenClaw waits on. Even a
+//! read-only SQLite open of a WAL database creates `-wal` and `-shm` files when no writer holds
+//! them, and takes a shared lock while it reads. So keyproxy copies the database with its `-wal`
+//! (and a rollback `-journal`, if one is hot) into a private temporary folder and reads the copy:
+//! opening the copy replays committed WAL frames and rolls back a torn write, which is exactly
+//! what a reader of the original would have seen. A copy taken while OpenClaw writes may be torn;
+//! the bytes read are what the watcher compares, so the next look at the folder reads it again.
+//!
+//! Legacy `agents/*/agent/auth-profiles.json` files in the folder are read too, and
+//! `openclaw.json` tells which profile OpenClaw itself sends to OpenRouter: `openclaw models auth
+//! paste-api-key` stores the key as `openrouter:manual` and sets
+//! `models.providers.openrouter.apiKey` to that profile's name.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::openclaw::{parse_store, Entry, Store};
+use super::sources::SourceError;
+use super::watch::FileSet;
+
+pub const AUTH_ROW: &str = "authProfiles.store";
+
+/// What one state folder gives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateDir {
+    /// Profiles with what each gives and where it was read (`database` or a legacy file).
+    pub profiles: Vec<(String, Entry, PathBuf)>,
+    /// The profile `models.providers.openrouter.apiKey` names, when it names one of `profiles`.
+    pub openrouter_profile: Option<String>,
+    /// Problems that did not stop the folder from being read (a legacy file that did not parse).
+    pub notes: Vec<String>,
+}
+
+impl StateDir {
+    pub fn entry(&self, profile: &str) -> Option<&Entry> {
+        self.profiles
+            .iter()
+            .find(|(n, _, _)| n == profile)
+            .map(|(_, e, _)| e)
+    }
+}
+
+pub fn database(dir: &Path) -> PathBuf {
+    dir.join("state").join("openclaw.sqlite")
+}
+
+pub fn config_file(dir: &Path) -> PathBuf {
+    dir.join("openclaw.json")
+}
+
+/// Reads a state folder; every file read is recorded in `files`, so a change is noticed.
+pub fn read(dir: &Path, files: &mut FileSet) -> Result<StateDir, SourceError> {
+    let db = database(dir);
+    let mut profiles = Vec::new();
+    let mut notes = Vec::new();
+    let mut found = false;
+    match read_auth_row(&db, files)? {
+        Some(json) => {
+            found = true;
+            let label = PathBuf::from(format!("{} ({AUTH_ROW})", db.display()));
+            let store = parse_store(&json, &label).map_err(SourceError::Failed)?;
+            push_new(&mut profiles, store, &db);
+        }
+        None if files_present(&db) => found = true,
+        None => {}
+    }
+    for legacy in legacy_files(dir) {
+        match files.read(&legacy) {
+            Ok(bytes) => {
+                found = true;
+                let parsed = String::from_utf8(bytes)
+                    .map_err(|_| format!("{}: not UTF-8 text", legacy.display()))
+                    .and_then(|text| parse_store(&text, &legacy));
+                match parsed {
+                    Ok(store) => push_new(&mut profiles, store, &legacy),
+                    Err(e) => notes.push(e),
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => notes.push(format!("{}: {e}", legacy.display())),
+        }
+    }
+    if !found {
+        return Err(if dir.is_dir() {
+            SourceError::Failed(format!(
+                "{}: no OpenClaw key store (state/openclaw.sqlite) in this folder; run openclaw onboard",
+                dir.display()
+            ))
+        } else {
+            SourceError::NotFound
+        });
+    }
+    let openrouter_profile =
+        openrouter_api_key(dir, files).filter(|name| profiles.iter().any(|(n, _, _)| n == name));
+    Ok(StateDir {
+        profiles,
+        openrouter_profile,
+        notes,
+    })
+}
+
+/// The database counts as present when it exists even without the row (OpenClaw installed, no
+/// key onboarded yet).
+fn files_present(db: &Path) -> bool {
+    db.is_file()
+}
+
+/// Profiles of `store` that an earlier file of the folder did not give.
+fn push_new(into: &mut Vec<(String, Entry, PathBuf)>, store: Store, from: &Path) {
+    for (name, entry) in store.profiles {
+        if !into.iter().any(|(n, _, _)| *n == name) {
+            into.push((name, entry, from.to_path_buf()));
+        }
+    }
+}
+
+fn legacy_files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(agents) = std::fs::read_dir(dir.join("agents")) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = agents
+        .filter_map(Result::ok)
+        .map(|agent| agent.path().join("agent").join("auth-profiles.json"))
+        .filter(|p| p.is_file())
+        .collect();
+    found.sort();
+    found
+}
+
+/// The `authProfiles.store` row, read from a private copy of the database; `None` when the
+/// database exists but has no such row, `NotFound` when there is no database.
+pub fn read_auth_row(db: &Path, files: &mut FileSet) -> Result<Option<String>, SourceError> {
+    let failed = |why: String| SourceError::Failed(format!("{}: {why}", db.display()));
+    let main = match files.read(db) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(SourceError::NotFound),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            return Err(failed("permission denied".into()))
+        }
+        Err(e) => return Err(failed(e.to_string())),
+    };
+    let copy = tempfile::Builder::new()
+        .prefix("keyproxy-openclaw-")
+        .tempdir()
+        .map_err(|e| failed(format!("cannot make a private copy to read: {e}")))?;
+    let target = copy.path().join("openclaw.sqlite");
+    let write = |suffix: &str, bytes: &[u8]| {
+        let mut name = target.clone().into_os_string();
+        name.push(suffix);
+        std::fs::write(PathBuf::from(name), bytes)
+            .map_err(|e| failed(format!("cannot make a private copy to read: {e}")))
+    };
+    write("", &main)?;
+    for suffix in ["-wal", "-journal"] {
+        let mut side = db.as_os_str().to_owned();
+        side.push(suffix);
+        if let Ok(bytes) = files.read(Path::new(&side)) {
+            write(suffix, &bytes)?;
+        }
+    }
+    query_row(&target).map_err(|e| failed(describe(&e)))
+}
+
+fn query_row(copy: &Path) -> rusqlite::Result<Option<String>> {
+    use rusqlite::{OpenFlags, OptionalExtension as _};
+    // Read-write on the private copy, so that SQLite can replay the WAL and roll back a hot
+    // journal into it.
+    let conn = rusqlite::Connection::open_with_flags(
+        copy,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.query_row(
+        "SELECT value_json FROM config_machine_state WHERE state_key = ?1",
+        [AUTH_ROW],
+        |row| row.get::<_, Option<String>>(0),
+    )
+    .optional()
+    .map(Option::flatten)
+}
+
+/// SQLite's own words, which never quote row contents.
+fn describe(e: &rusqlite::Error) -> String {
+    let text = e.to_string();
+    if text.contains("no such table") {
+        return "no table config_machine_state; is this an OpenClaw 2026.9 state database?".into();
+    }
+    if text.contains("not a database") || text.contains("malformed") {
+        return format!("not a readable SQLite database ({text})");
+    }
+    text
+}
+
+/// The profile name in `models.providers.openrouter.apiKey` of the folder's `openclaw.json`
+/// (JSON5), if it holds a plain string.
+fn openrouter_api_key(dir: &Path, files: &mut FileSet) -> Option<String> {
+    let text = String::from_utf8(files.read(&config_file(dir)).ok()?).ok()?;
+    let root: Value = json5::from_str(&text).ok()?;
+    root.pointer("/models/providers/openrouter/apiKey")?
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// `models.providers.openrouter` of an `openclaw.json`: its `baseUrl` and `apiKey` when they are
+/// plain strings. `Err` says why the file could not be read.
+pub fn openrouter_provider(dir: &Path) -> Result<(Option<String>, Option<String>), String> {
+    let path = config_file(dir);
+    let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => format!("{} not found", path.display()),
+        _ => format!("{}: {e}", path.display()),
+    })?;
+    let root: Value =
+        json5::from_str(&text).map_err(|_| format!("{} is not valid JSON5", path.display()))?;
+    let field = |name: &str| {
+        root.pointer(&format!("/models/providers/openrouter/{name}"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    Ok((field("baseUrl"), field("apiKey")))
+}
