@@ -37,6 +37,8 @@ pin_project_lite::pin_project! {
     /// together are written together ([`Bursts`]).
     pub struct Streamed {
         inner: Bursts<Incoming>,
+        // Bytes read from the upstream before streaming began, sent first.
+        head: Option<Bytes>,
         #[pin]
         idle: Sleep,
         idle_for: Duration,
@@ -69,6 +71,7 @@ impl Streamed {
         let now = Instant::now();
         Self {
             inner: Bursts::new(inner),
+            head: None,
             idle: tokio::time::sleep_until((now + idle_for).into()),
             idle_for,
             last_frame: now,
@@ -78,6 +81,14 @@ impl Streamed {
             meter,
             exchange,
         }
+    }
+}
+
+impl Streamed {
+    /// Sends `head` before the rest of the body.
+    pub fn with_head(mut self, head: Option<Bytes>) -> Self {
+        self.head = head.filter(|h| !h.is_empty());
+        self
     }
 }
 
@@ -95,6 +106,10 @@ impl Body for Streamed {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let mut this = self.project();
+        if let Some(head) = this.head.take() {
+            *this.bytes += head.len() as u64;
+            return Poll::Ready(Some(Ok(Frame::data(head))));
+        }
         match Pin::new(&mut *this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
@@ -131,11 +146,24 @@ impl Body for Streamed {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.head.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.head {
+            None => self.inner.size_hint(),
+            Some(h) => {
+                let rest = self.inner.size_hint();
+                let n = h.len() as u64;
+                let mut hint = SizeHint::new();
+                // Upper first: set_lower asserts lower <= upper.
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper.saturating_add(n));
+                }
+                hint.set_lower(rest.lower().saturating_add(n));
+                hint
+            }
+        }
     }
 }
 

@@ -82,6 +82,51 @@ pub enum LocalError {
     KeysRejected { profile: String, wakes_in_s: u64 },
 }
 
+/// Checks a message against the rules agents' filters impose (see [`LocalError`]): `keyproxy:`
+/// first, at most 180 characters before the first full stop, and nothing that redaction of
+/// `NAME: value` or `NAME=value` (NAME ending in KEY, TOKEN, SECRET or PASSWORD) would mask.
+pub fn check_agent_readable(message: &str) -> Result<(), String> {
+    if !message.starts_with("keyproxy: ") {
+        return Err(format!("does not start with 'keyproxy: ': {message}"));
+    }
+    let first = message.find(". ").map_or(message, |end| &message[..=end]);
+    if first.chars().count() > 180 {
+        return Err(format!(
+            "first sentence is {} characters, over 180: {first}",
+            first.chars().count()
+        ));
+    }
+    for (i, c) in message.char_indices() {
+        if c != ':' && c != '=' {
+            continue;
+        }
+        let before = message[..i].trim_end();
+        let name: String = before
+            .chars()
+            .rev()
+            .take_while(|c| c.is_ascii_alphabetic() || *c == '_')
+            .collect::<String>()
+            .chars()
+            .rev()
+            .collect::<String>()
+            .to_ascii_uppercase();
+        let masked = ["KEY", "TOKEN", "SECRET", "PASSWORD"]
+            .iter()
+            .any(|n| name.ends_with(n));
+        let value_follows = message[i + 1..]
+            .trim_start()
+            .chars()
+            .next()
+            .is_some_and(|c| !c.is_whitespace());
+        if masked && value_follows {
+            return Err(format!(
+                "has the shape {name}{c} value, which log redaction masks: {message}"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The shape of an error body: OpenAI's, which most agents display, or Anthropic's, which Claude
 /// Code and the Anthropic SDKs display.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -284,6 +329,64 @@ mod tests {
             .as_str()
             .unwrap()
             .starts_with("keyproxy: no key"));
+    }
+
+    #[test]
+    fn every_local_message_survives_agents_filters() {
+        let long = "/very/long/client/path".repeat(20);
+        let all = [
+            missing(),
+            LocalError::NoRoute { path: long.clone() },
+            LocalError::UpstreamUnreachable {
+                upstream: "https://openrouter.ai".into(),
+                cause:
+                    "client error (Connect): tcp connect error: Connection refused (os error 111)"
+                        .into(),
+            },
+            LocalError::UpstreamTimeout {
+                upstream: "https://generativelanguage.googleapis.com".into(),
+                after: "10s".into(),
+            },
+            LocalError::ForeignTarget {
+                target: long.clone(),
+            },
+            LocalError::Connect,
+            LocalError::UnknownAdminPath { path: long },
+            LocalError::MissingToken,
+            LocalError::InvalidToken,
+            LocalError::ForbiddenProfile {
+                client: "laptop-agent".into(),
+                profile: "anthropic:work".into(),
+                allowed: "'openrouter:default', 'openrouter:work'".into(),
+            },
+            LocalError::KeysResting {
+                profile: "openrouter:default".into(),
+                why: "rate limited or out of credit".into(),
+                wakes_in_s: 3600,
+            },
+            LocalError::KeysRejected {
+                profile: "openrouter:default".into(),
+                wakes_in_s: 3600,
+            },
+        ];
+        for e in all {
+            let msg = e.to_string();
+            if let Err(why) = check_agent_readable(&msg) {
+                panic!("{}: {why}", e.reason());
+            }
+        }
+    }
+
+    #[test]
+    fn the_readability_check_catches_what_redaction_masks() {
+        assert!(check_agent_readable("keyproxy: env OPENROUTER_API_KEY: not set").is_err());
+        assert!(check_agent_readable("keyproxy: token=abc").is_err());
+        assert!(check_agent_readable("no prefix").is_err());
+        assert!(check_agent_readable(&format!("keyproxy: {}", "x".repeat(200))).is_err());
+        assert!(check_agent_readable(
+            "keyproxy: environment variable OPENROUTER_API_KEY (not set)."
+        )
+        .is_ok());
     }
 
     #[test]

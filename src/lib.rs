@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod probe;
 pub mod providers;
 pub mod proxy;
+pub mod refusal;
 pub mod routes;
 pub mod server;
 pub mod state;

@@ -23,6 +23,7 @@ use crate::config::{DEFAULT_PROFILE, OPENROUTER_ENV};
 use crate::error::{ErrorShape, LocalError};
 use crate::keys::health::{rests_key, retry_after};
 use crate::keys::{AllResting, Key, Profile};
+use crate::refusal::{self, Refused};
 use crate::routes::Route;
 use crate::state::{Snapshot, State};
 use crate::text::tilde;
@@ -156,6 +157,32 @@ pub async fn handle(state: &State, conn: Conn, req: Request<Incoming>) -> Respon
             .headers
             .insert("x-accel-buffering", HeaderValue::from_static("no"));
     }
+    let mut body = body;
+    let mut head = None;
+    if matches!(status.as_u16(), 401..=403) {
+        let refused = Refused {
+            provider: &route.provider_name,
+            fingerprint: key.fingerprint(),
+            profile: &profile,
+            status: status.as_u16(),
+            source: key.source(),
+        };
+        match refusal::read_small(&mut body, snapshot.config.idle_timeout).await {
+            refusal::Read::Whole(bytes) => {
+                let bytes = refusal::rewrite(&bytes, &refused).unwrap_or(bytes);
+                parts.headers.remove(header::CONTENT_LENGTH);
+                state.metrics.response_bytes.inc_by(bytes.len() as u64);
+                tracing::info!(
+                    target: "keyproxy::access",
+                    %method, path = %client_uri.path(), route = %route.name, profile = %profile,
+                    status = status.as_u16(), key = key.fingerprint(), bytes = bytes.len(),
+                    "upstream refused the key"
+                );
+                return Response::from_parts(parts, Either::Right(Full::new(bytes)));
+            }
+            refusal::Read::Partial(bytes) => head = Some(bytes),
+        }
+    }
     let exchange = Exchange {
         method,
         uri: client_uri,
@@ -166,7 +193,7 @@ pub async fn handle(state: &State, conn: Conn, req: Request<Incoming>) -> Respon
         started,
     };
     let meter = state.metrics.response_bytes.clone();
-    let body = Streamed::new(body, snapshot.config.idle_timeout, meter, exchange);
+    let body = Streamed::new(body, snapshot.config.idle_timeout, meter, exchange).with_head(head);
     Response::from_parts(parts, Either::Left(body))
 }
 

@@ -89,7 +89,15 @@ async fn upstream_401_passes_through_annotated_with_profile_and_fingerprint() {
         .await;
         let reply = get(&format!("{}/api/v1/models", proxy.url), &[]).await;
         assert_eq!(reply.status, 401);
-        assert_eq!(reply.json()["error"]["message"], "User not found.");
+        let msg = reply.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            msg.ends_with("openrouter said: User not found."),
+            "the provider's words are kept: {msg}"
+        );
+        assert_eq!(reply.json()["error"]["code"], 401);
         assert_eq!(reply.headers["x-keyproxy-profile"], "openrouter:default");
         assert_eq!(reply.headers["x-keyproxy-key"], FP_A);
         assert!(
