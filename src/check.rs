@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use crate::admin;
 use crate::config::Origin;
 use crate::keys::reload::Reloader;
+use crate::openclaw_setup;
 
 /// What `check` found; `ok` is true when every route's default profile has a key.
 pub struct Report {
@@ -100,6 +101,11 @@ pub fn run(origin: Origin) -> Report {
             );
         }
     }
+    let openclaw = (!snapshot.config.openclaw_state_dirs.is_empty()).then(|| {
+        let (_, section, value) = openclaw_setup::report(&snapshot.config, &snapshot);
+        let _ = write!(text, "openclaw:\n{section}");
+        value
+    });
     for p in &problems {
         let _ = writeln!(text, "problem: {p}");
     }
@@ -116,6 +122,7 @@ pub fn run(origin: Origin) -> Report {
         })).collect::<Vec<_>>(),
         "profiles": profiles,
         "problems": problems,
+        "openclaw": openclaw,
     });
     Report { ok, json, text }
 }

@@ -55,6 +55,42 @@ pub enum Command {
         #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
     },
+    /// Set up and diagnose OpenClaw: `connect` points it at keyproxy, `status` says why it gets
+    /// a 401.
+    Openclaw {
+        #[command(subcommand)]
+        action: OpenclawAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OpenclawAction {
+    /// Point an OpenClaw install at this keyproxy: sets models.providers.openrouter.baseUrl and
+    /// a placeholder apiKey (or your client token) with `openclaw config set`, or prints the
+    /// commands when openclaw is not on PATH.
+    Connect {
+        /// The OpenClaw state folder to set up (as OPENCLAW_STATE_DIR); default: OpenClaw's own.
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// What OpenClaw sends as its API key: your client token when keyproxy has clients.
+        #[arg(
+            long,
+            env = "KEYPROXY_CLIENT_TOKEN",
+            value_name = "TOKEN",
+            hide_env_values = true
+        )]
+        api_key: Option<String>,
+        /// Print the commands instead of running them.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// For every OpenClaw state folder (configured, ~/.openclaw, OPENCLAW_STATE_DIR, the
+    /// gateway service's): does it point at this keyproxy, and does keyproxy have its key?
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -13,6 +13,7 @@ pub mod error;
 pub mod keys;
 pub mod log_buffer;
 pub mod metrics;
+pub mod openclaw_setup;
 pub mod probe;
 pub mod providers;
 pub mod proxy;

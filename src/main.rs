@@ -1,3 +1,5 @@
+mod openclaw_cmd;
+
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
@@ -30,6 +32,7 @@ fn main() -> ExitCode {
             }
         }
         Some(Command::Health { url, timeout }) => health(origin, cli.listen, url, timeout),
+        Some(Command::Openclaw { action }) => openclaw_cmd::run(origin, cli.listen, action),
         Some(Command::Serve { listen }) => serve(origin, listen.or(cli.listen)),
         None => serve(origin, cli.listen),
     }

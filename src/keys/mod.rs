@@ -247,18 +247,23 @@ impl KeyStore {
 
     /// Logs which profiles gained, lost or changed keys since `old`, by fingerprint, so an
     /// operator can see a rotation land.
-    pub fn log_changes_since(&self, old: &KeyStore) {
+    /// Returns whether anything changed.
+    pub fn log_changes_since(&self, old: &KeyStore) -> bool {
+        let mut changed = false;
         for (name, _) in self.profiles() {
             let (now, before) = (self.fingerprints(name), old.fingerprints(name));
             if now != before {
+                changed = true;
                 tracing::info!(profile = name, keys = %now.join(", "), was = %before.join(", "), "keys changed");
             }
         }
         for (name, p) in old.profiles() {
             if self.profile(name).is_none() && !p.keys().is_empty() {
+                changed = true;
                 tracing::info!(profile = name, "profile removed");
             }
         }
+        changed
     }
 
     pub fn sources(&self) -> &[SourceStatus] {

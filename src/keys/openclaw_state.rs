@@ -26,6 +26,7 @@ use serde_json::Value;
 use super::openclaw::{parse_store, Entry, Store};
 use super::sources::SourceError;
 use super::watch::FileSet;
+use crate::config::DEFAULT_PROFILE;
 
 pub const AUTH_ROW: &str = "authProfiles.store";
 
@@ -34,8 +35,11 @@ pub const AUTH_ROW: &str = "authProfiles.store";
 pub struct StateDir {
     /// Profiles with what each gives and where it was read (`database` or a legacy file).
     pub profiles: Vec<(String, Entry, PathBuf)>,
-    /// The profile `models.providers.openrouter.apiKey` names, when it names one of `profiles`.
-    pub openrouter_profile: Option<String>,
+    /// The profile OpenClaw sends to OpenRouter when it is not `openrouter:default`, and why:
+    /// the one `models.providers.openrouter.apiKey` names, else, with no `openrouter:default`
+    /// in the store, its first OpenRouter profile (as `paste-api-key` leaves `openrouter:manual`
+    /// after `keyproxy openclaw connect` replaced the apiKey with a placeholder).
+    pub openrouter_profile: Option<(String, &'static str)>,
     /// Problems that did not stop the folder from being read (a legacy file that did not parse).
     pub notes: Vec<String>,
 }
@@ -99,8 +103,22 @@ pub fn read(dir: &Path, files: &mut FileSet) -> Result<StateDir, SourceError> {
             SourceError::NotFound
         });
     }
-    let openrouter_profile =
-        openrouter_api_key(dir, files).filter(|name| profiles.iter().any(|(n, _, _)| n == name));
+    let named = openrouter_api_key(dir, files)
+        .filter(|name| profiles.iter().any(|(n, _, _)| n == name))
+        .map(|name| (name, "which models.providers.openrouter.apiKey names"));
+    let has_default = profiles.iter().any(|(n, _, _)| n == DEFAULT_PROFILE);
+    let first = || {
+        profiles
+            .iter()
+            .find(|(n, e, _)| n.starts_with("openrouter:") && !matches!(e, Entry::Skipped(_)))
+            .map(|(n, _, _)| {
+                (
+                    n.clone(),
+                    "the first OpenRouter profile in OpenClaw's store",
+                )
+            })
+    };
+    let openrouter_profile = named.or_else(|| (!has_default).then(first).flatten());
     Ok(StateDir {
         profiles,
         openrouter_profile,

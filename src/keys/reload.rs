@@ -110,7 +110,11 @@ impl Reloader {
         errors.extend(built.errors);
         let mut keys = built.store;
         keys.adopt_health(&current.keys);
-        keys.log_changes_since(&current.keys);
+        // OpenClaw writes its database on every turn; a reload that changed nothing is routine.
+        let recovered = self.state.log().last_error.is_some();
+        let changed = keys.log_changes_since(&current.keys)
+            || !Arc::ptr_eq(&config, &current.config)
+            || recovered;
         self.state
             .store(Snapshot::new(config, routes, keys, &self.state.metrics));
         self.files = files;
@@ -130,11 +134,16 @@ impl Reloader {
             }
         });
         if errors.is_empty() {
-            tracing::info!(
-                reload = self.state.log().count,
-                trigger,
-                "reloaded config and keys"
-            );
+            let count = self.state.log().count;
+            if changed || trigger == "SIGHUP" {
+                tracing::info!(reload = count, trigger, "reloaded config and keys");
+            } else {
+                tracing::debug!(
+                    reload = count,
+                    trigger,
+                    "reloaded config and keys; nothing changed"
+                );
+            }
         } else {
             for e in &errors {
                 tracing::error!(trigger, "reload kept the last good keys: {e}");

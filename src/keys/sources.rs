@@ -410,7 +410,7 @@ impl Loader {
             .source(source_status("openclaw_state", dir, &state, &error));
         let mut entries: Vec<(&str, &openclaw::Entry, Arc<str>)> = Vec::new();
         if let Some(state) = &state {
-            let uses = state.openrouter_profile.as_deref();
+            let uses = state.openrouter_profile.as_ref().map(|(p, _)| p.as_str());
             for (name, entry, from) in &state.profiles {
                 // OpenClaw sends the profile its apiKey names, not its own openrouter:default.
                 if name == DEFAULT_PROFILE && uses.is_some_and(|u| u != DEFAULT_PROFILE) {
@@ -422,10 +422,10 @@ impl Loader {
                     Arc::from(format!("OpenClaw {}", from.display())),
                 ));
             }
-            if let Some(uses) = uses.filter(|u| *u != DEFAULT_PROFILE) {
-                if let Some(entry) = state.entry(uses) {
+            if let Some((uses, why)) = &state.openrouter_profile {
+                if let Some(entry) = state.entry(uses).filter(|_| uses != DEFAULT_PROFILE) {
                     let via = format!(
-                        "OpenClaw {} profile '{uses}', which models.providers.openrouter.apiKey names",
+                        "OpenClaw {} profile '{uses}', {why}",
                         openclaw_state::database(dir).display()
                     );
                     entries.push((DEFAULT_PROFILE, entry, Arc::from(via)));
