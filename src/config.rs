@@ -367,12 +367,6 @@ impl Config {
             Some(files) => files.iter().map(|f| resolve(dir, f)).collect(),
             None => base.keys_files,
         };
-        if raw.routes.is_empty() {
-            return Err(ConfigError::Validation {
-                path: name,
-                message: "no [[routes]]: add at least one route".into(),
-            });
-        }
         let mut routes: Vec<RouteConfig> = Vec::with_capacity(raw.routes.len());
         for r in raw.routes {
             let span = r.span();
@@ -382,6 +376,10 @@ impl Config {
             }
             let route = route_from_raw(r, dir).map_err(|m| at(span, m))?;
             routes.push(route);
+        }
+        // A config that only names key sources keeps the embedded route to OpenRouter.
+        if routes.is_empty() {
+            routes = base.routes;
         }
         let workers = match raw.workers {
             None => base.workers,
@@ -561,6 +559,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("{key}"), "{err}");
+    }
+
+    #[test]
+    fn a_config_without_routes_keeps_the_embedded_route() {
+        let c = parse_str("openclaw_state_dirs = [\"~/.openclaw\"]\n").unwrap();
+        assert_eq!(c.routes, Config::embedded().routes);
+        assert_eq!(c.routes[0].profile, DEFAULT_PROFILE);
     }
 
     #[test]
