@@ -79,8 +79,12 @@ pub fn run(origin: Origin) -> Report {
     for r in snapshot.config.routes.iter() {
         let _ = writeln!(
             text,
-            "  {} -> {} (profile {}, header {})",
-            r.prefix, r.upstream, r.profile, r.header
+            "  {} -> {} (profile {}, header {}; may inject {})",
+            r.prefix,
+            r.upstream,
+            r.profile,
+            r.header,
+            r.allowed_label()
         );
     }
     let _ = writeln!(text, "profiles:");
@@ -118,7 +122,7 @@ pub fn run(origin: Origin) -> Report {
         "sources": snapshot.keys.sources(),
         "routes": snapshot.config.routes.iter().map(|r| json!({
             "prefix": r.prefix, "upstream": r.upstream.to_string(), "profile": r.profile,
-            "header": r.header.as_str(),
+            "header": r.header.as_str(), "profiles": r.profiles, "may_inject": r.allowed_label(),
         })).collect::<Vec<_>>(),
         "profiles": profiles,
         "problems": problems,

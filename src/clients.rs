@@ -29,23 +29,26 @@ impl Client {
         self.profiles.iter().any(|p| p == profile)
     }
 
-    /// The profile for a request on a route whose default is `route_profile`, when the request
-    /// names none: the route's own default if this client may use it, else the client's first
-    /// profile of the same provider (the part before ':'), else the client's default.
-    pub fn profile_for<'a>(&'a self, route_profile: &'a str) -> &'a str {
+    /// The profile for a request that names none: the route's default if this client may use
+    /// it, else the client's first profile the route may inject; `None` when it has none, since
+    /// a key goes only to the upstreams configured for it.
+    pub fn profile_for<'a>(
+        &'a self,
+        route_profile: &'a str,
+        route_allows: impl Fn(&str) -> bool,
+    ) -> Option<&'a str> {
         if self.may_use(route_profile) {
-            return route_profile;
+            return Some(route_profile);
         }
-        let provider = provider_of(route_profile);
         self.profiles
             .iter()
-            .find(|p| provider_of(p) == provider)
-            .or_else(|| self.profiles.first())
-            .map_or(route_profile, String::as_str)
+            .map(String::as_str)
+            .find(|p| route_allows(p))
     }
 }
 
-fn provider_of(profile: &str) -> &str {
+/// The provider part of a profile name: `openrouter` of `openrouter:work`.
+pub fn provider_of(profile: &str) -> &str {
     profile.split_once(':').map_or(profile, |(p, _)| p)
 }
 
@@ -212,11 +215,23 @@ mod tests {
     }
 
     #[test]
-    fn a_client_without_a_named_profile_gets_the_routes_or_its_providers() {
+    fn a_client_without_a_named_profile_gets_the_routes_or_one_the_route_allows() {
         let c = client(&["openrouter:work", "anthropic:me"]);
-        assert_eq!(c.profile_for("openrouter:work"), "openrouter:work");
-        assert_eq!(c.profile_for("anthropic:default"), "anthropic:me");
-        assert_eq!(c.profile_for("gemini:default"), "openrouter:work");
+        let same_provider =
+            |route: &'static str| move |p: &str| provider_of(p) == provider_of(route);
+        assert_eq!(
+            c.profile_for("openrouter:work", same_provider("openrouter:work")),
+            Some("openrouter:work")
+        );
+        assert_eq!(
+            c.profile_for("anthropic:default", same_provider("anthropic:default")),
+            Some("anthropic:me")
+        );
+        assert_eq!(
+            c.profile_for("gemini:default", same_provider("gemini:default")),
+            None,
+            "no key of another provider is sent on the Gemini route"
+        );
     }
 
     #[test]

@@ -61,6 +61,8 @@ pub struct RouteConfig {
     pub prefix: String,
     pub upstream: Upstream,
     pub profile: String,
+    /// Other profiles this route may inject; empty: those of `profile`'s provider.
+    pub profiles: Vec<String>,
     pub header: HeaderName,
     pub format: KeyFormat,
     pub strip_prefix: bool,
@@ -70,6 +72,41 @@ pub struct RouteConfig {
     pub add_headers: Vec<(HeaderName, HeaderValue)>,
     /// Set when the client did not send them (the provider's required headers).
     pub default_headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl RouteConfig {
+    /// May this route inject `profile`? Its own, the ones it lists, or, when it lists none,
+    /// every profile of its own profile's provider. Anything else would let an agent steer a
+    /// key to an upstream it was not configured for.
+    pub fn allows(&self, profile: &str) -> bool {
+        route_allows(&self.profile, &self.profiles, profile)
+    }
+
+    /// The profiles it may inject, as `check` lists them.
+    pub fn allowed_label(&self) -> String {
+        if self.profiles.is_empty() {
+            format!(
+                "'{}' and every '{}:*'",
+                self.profile,
+                crate::clients::provider_of(&self.profile)
+            )
+        } else {
+            let mut all = vec![format!("'{}'", self.profile)];
+            all.extend(self.profiles.iter().map(|p| format!("'{p}'")));
+            all.join(", ")
+        }
+    }
+}
+
+/// [`RouteConfig::allows`], for the built route too.
+pub fn route_allows(own: &str, listed: &[String], profile: &str) -> bool {
+    use crate::clients::provider_of;
+    profile == own
+        || if listed.is_empty() {
+            provider_of(profile) == provider_of(own)
+        } else {
+            listed.iter().any(|p| p == profile)
+        }
 }
 
 /// Where a route forwards to: scheme and authority, plus a base path that is put in front of the
@@ -165,6 +202,8 @@ struct RawRoute {
     #[serde(default, deserialize_with = "upstream")]
     upstream: Option<Upstream>,
     profile: Option<String>,
+    #[serde(default)]
+    profiles: Vec<String>,
     provider: Option<Provider>,
     #[serde(default)]
     add_headers: BTreeMap<String, String>,
@@ -339,6 +378,7 @@ impl Config {
                 prefix: "/".into(),
                 upstream,
                 profile: DEFAULT_PROFILE.into(),
+                profiles: Vec::new(),
                 header: http::header::AUTHORIZATION,
                 format: KeyFormat::parse(KeyFormat::BEARER).unwrap_or_else(|_| unreachable!()),
                 strip_prefix: false,
@@ -476,6 +516,7 @@ fn route_from_raw(r: RawRoute, dir: &Path) -> Result<RouteConfig, String> {
         prefix: r.prefix,
         upstream,
         profile,
+        profiles: r.profiles,
         header,
         format,
         strip_prefix: r.strip_prefix,

@@ -72,6 +72,8 @@ pub enum LocalError {
         profile: String,
         allowed: String,
     },
+    #[error("keyproxy: route '{route}' may not use profile '{profile}'; use one of its own profiles, or list it in the route's profiles in keyproxy.toml.")]
+    ProfileNotOnRoute { route: String, profile: String },
     #[error("keyproxy: every key of profile '{profile}' rests after the upstream refused it ({why}); retry in {wakes_in_s} s or add another key.")]
     KeysResting {
         profile: String,
@@ -163,7 +165,7 @@ impl LocalError {
             | Self::MissingToken
             | Self::InvalidToken
             | Self::KeysRejected { .. } => StatusCode::UNAUTHORIZED,
-            Self::ForbiddenProfile { .. } => StatusCode::FORBIDDEN,
+            Self::ForbiddenProfile { .. } | Self::ProfileNotOnRoute { .. } => StatusCode::FORBIDDEN,
             Self::KeysResting { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::NoRoute { .. } | Self::UnknownAdminPath { .. } => StatusCode::NOT_FOUND,
             Self::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
@@ -186,6 +188,7 @@ impl LocalError {
             Self::MissingToken => "missing-token",
             Self::InvalidToken => "invalid-token",
             Self::ForbiddenProfile { .. } => "forbidden-profile",
+            Self::ProfileNotOnRoute { .. } => "profile-not-on-route",
             Self::KeysResting { .. } => "keys-resting",
             Self::KeysRejected { .. } => "keys-rejected",
         }
@@ -197,7 +200,7 @@ impl LocalError {
             | Self::MissingToken
             | Self::InvalidToken
             | Self::KeysRejected { .. } => "authentication_error",
-            Self::ForbiddenProfile { .. } => "permission_error",
+            Self::ForbiddenProfile { .. } | Self::ProfileNotOnRoute { .. } => "permission_error",
             Self::KeysResting { .. } => "rate_limit_error",
             Self::NoRoute { .. } | Self::UnknownAdminPath { .. } => "not_found_error",
             // Anthropic's own types for these, so its SDKs classify them.
@@ -213,6 +216,7 @@ impl LocalError {
         match self {
             Self::MissingKey { profile, .. }
             | Self::ForbiddenProfile { profile, .. }
+            | Self::ProfileNotOnRoute { profile, .. }
             | Self::KeysResting { profile, .. }
             | Self::KeysRejected { profile, .. } => Some(profile),
             _ => None,
@@ -358,6 +362,10 @@ mod tests {
                 client: "laptop-agent".into(),
                 profile: "anthropic:work".into(),
                 allowed: "'openrouter:default', 'openrouter:work'".into(),
+            },
+            LocalError::ProfileNotOnRoute {
+                route: "/local".into(),
+                profile: "openrouter:default".into(),
             },
             LocalError::KeysResting {
                 profile: "openrouter:default".into(),

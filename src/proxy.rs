@@ -226,7 +226,10 @@ pub fn plan<'s>(snapshot: &'s Snapshot, parts: &mut Parts) -> Result<Plan<'s>, L
             upstream: route.upstream_label.clone(),
             cause: format!("cannot build the upstream URL: {e}"),
         })?;
-    parts.uri = uri;
+    parts.uri = match route.key_in_query {
+        true => strip_key_param(&uri).unwrap_or(uri),
+        false => uri,
+    };
     // The client picks HTTP/1.1 or HTTP/2 per upstream connection (ALPN); it needs 1.1 here.
     parts.version = Version::HTTP_11;
     strip_request_headers(&mut parts.headers, &route.header);
@@ -278,7 +281,8 @@ fn rest(key: &Key, profile: &str, route: &Route, resp: &Response<Incoming>) {
 
 /// The profile for a request: the one it names in `x-keyproxy-profile`, else its client's, else
 /// the route's. With clients configured, every request needs a known token and may name only
-/// that client's profiles.
+/// that client's profiles. Whatever the choice, the route must allow it: a key goes only to the
+/// upstreams configured for it.
 fn choose_profile<'a>(
     snapshot: &'a Snapshot,
     route: &'a Route,
@@ -288,25 +292,36 @@ fn choose_profile<'a>(
         .get(PROFILE_HEADER)
         .map(|v| v.to_str().unwrap_or_default());
     let clients = &snapshot.config.clients;
-    if clients.is_empty() {
-        return Ok(named.unwrap_or(&route.profile));
-    }
-    let token = clients::presented(headers, &route.header).ok_or(LocalError::MissingToken)?;
-    let client = clients.find(token).ok_or(LocalError::InvalidToken)?;
-    match named {
-        Some(p) if client.may_use(p) => Ok(p),
-        Some(p) => Err(LocalError::ForbiddenProfile {
+    let chosen = if clients.is_empty() {
+        named.unwrap_or(&route.profile)
+    } else {
+        let token = clients::presented(headers, &route.header).ok_or(LocalError::MissingToken)?;
+        let client = clients.find(token).ok_or(LocalError::InvalidToken)?;
+        let forbidden = |profile: &str| LocalError::ForbiddenProfile {
             client: client.name.clone(),
-            profile: p.to_owned(),
+            profile: profile.to_owned(),
             allowed: client
                 .profiles
                 .iter()
                 .map(|p| format!("'{p}'"))
                 .collect::<Vec<_>>()
                 .join(", "),
-        }),
-        None => Ok(client.profile_for(&route.profile)),
+        };
+        match named {
+            Some(p) if client.may_use(p) => p,
+            Some(p) => return Err(forbidden(p)),
+            None => client
+                .profile_for(&route.profile, |p| route.allows(p))
+                .ok_or_else(|| forbidden(&route.profile))?,
+        }
+    };
+    if !route.allows(chosen) {
+        return Err(LocalError::ProfileNotOnRoute {
+            route: route.prefix.clone(),
+            profile: chosen.to_owned(),
+        });
     }
+    Ok(chosen)
 }
 
 /// The local 401: what to do first, where keyproxy looked after.
@@ -426,12 +441,46 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::UPGRADE);
 }
 
+const CREDENTIAL_HEADERS: [HeaderName; 4] = [
+    header::AUTHORIZATION,
+    HeaderName::from_static("x-api-key"),
+    HeaderName::from_static("api-key"),
+    HeaderName::from_static("x-goog-api-key"),
+];
+
+/// Gemini also takes its key as `?key=`; on a route to Gemini the client's is removed.
+fn strip_key_param(uri: &http::Uri) -> Option<http::Uri> {
+    let query = uri.query()?;
+    if !query
+        .split('&')
+        .any(|p| p == "key" || p.starts_with("key="))
+    {
+        return None;
+    }
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|p| *p != "key" && !p.starts_with("key="))
+        .collect();
+    let pq = if kept.is_empty() {
+        uri.path().to_owned()
+    } else {
+        format!("{}?{}", uri.path(), kept.join("&"))
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = pq.parse().ok();
+    http::Uri::from_parts(parts).ok()
+}
+
 /// Also removes what the client sent as its own credential, keyproxy's control headers and Host
 /// (the client sets it from the upstream URI).
 fn strip_request_headers(headers: &mut HeaderMap, credential: &HeaderName) {
     strip_hop_by_hop(headers);
     headers.remove(header::HOST);
-    headers.remove(header::AUTHORIZATION);
+    // Every provider's credential header, on every route: a real key left in an agent's
+    // settings must not reach another provider.
+    for name in CREDENTIAL_HEADERS {
+        headers.remove(name);
+    }
     headers.remove(credential);
     while let Some(name) = headers
         .keys()
@@ -507,14 +556,31 @@ mod tests {
             HeaderValue::from_static("Bearer client"),
         );
         h.insert("x-api-key", HeaderValue::from_static("client"));
+        h.insert("api-key", HeaderValue::from_static("client"));
+        h.insert("x-goog-api-key", HeaderValue::from_static("client"));
         h.insert("x-keyproxy-profile", HeaderValue::from_static("p"));
         h.insert("x-keyproxy-other", HeaderValue::from_static("p"));
         h.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        strip_request_headers(&mut h, &HeaderName::from_static("x-api-key"));
+        strip_request_headers(&mut h, &HeaderName::from_static("x-custom-key"));
         let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, vec!["content-type"]);
+    }
+
+    #[test]
+    fn geminis_key_parameter_goes_and_the_rest_of_the_query_stays() {
+        let uri: http::Uri = "https://g/v1beta/models?alt=sse&key=AIza-client&x=1"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            strip_key_param(&uri).unwrap().to_string(),
+            "https://g/v1beta/models?alt=sse&x=1"
+        );
+        let uri: http::Uri = "https://g/m?key=a".parse().unwrap();
+        assert_eq!(strip_key_param(&uri).unwrap().to_string(), "https://g/m");
+        let uri: http::Uri = "https://g/m?monkey=1".parse().unwrap();
+        assert!(strip_key_param(&uri).is_none());
     }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use http::header::{HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 
-use crate::config::{Config, KeyFormat, Upstream};
+use crate::config::{route_allows, Config, KeyFormat, Upstream};
 use crate::error::ErrorShape;
 use crate::keys::FormatId;
 use crate::metrics::{Histogram, Metrics};
@@ -23,6 +23,8 @@ pub struct Route {
     /// `upstream` as text, made once for logs and errors.
     pub upstream_label: String,
     pub profile: String,
+    /// Other profiles it may inject (see [`crate::config::RouteConfig::allows`]).
+    pub profiles: Vec<String>,
     pub header: HeaderName,
     pub format: FormatId,
     pub strip_prefix: bool,
@@ -35,9 +37,16 @@ pub struct Route {
     /// Who refuses keys on this route, as messages name it: the preset, else the profile's
     /// provider prefix, else the upstream's host.
     pub provider_name: String,
+    /// Gemini takes a key as `?key=`, which a client's must not carry through.
+    pub key_in_query: bool,
 }
 
 impl Route {
+    /// May this route inject `profile`?
+    pub fn allows(&self, profile: &str) -> bool {
+        route_allows(&self.profile, &self.profiles, profile)
+    }
+
     /// Does `prefix` cover `path`? Whole segments only: `/anthropic` covers `/anthropic` and
     /// `/anthropic/v1`, not `/anthropicx`.
     fn covers(&self, path: &str) -> bool {
@@ -113,6 +122,7 @@ impl Routes {
                 upstream_label: r.upstream.to_string(),
                 upstream: r.upstream.clone(),
                 profile: r.profile.clone(),
+                profiles: r.profiles.clone(),
                 header: r.header.clone(),
                 format,
                 strip_prefix: r.strip_prefix,
@@ -123,6 +133,8 @@ impl Routes {
                     Some(Provider::Anthropic) => ErrorShape::Anthropic,
                     _ => ErrorShape::OpenAi,
                 },
+                key_in_query: r.provider == Some(Provider::Gemini)
+                    || r.upstream.authority.host().ends_with("googleapis.com"),
                 provider_name: match (r.provider, r.profile.split_once(':')) {
                     (Some(p), _) => p.name().to_owned(),
                     (None, Some((prefix, _))) => prefix.to_owned(),

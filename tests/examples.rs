@@ -87,7 +87,15 @@ fn the_two_agent_example_loads_and_resolves_profiles_as_documented() {
         .clients
         .find("kp-replace-me-with-openssl-rand-hex-24")
         .unwrap();
-    assert_eq!(claude.profile_for("openrouter:default"), "openrouter:work");
-    assert_eq!(claude.profile_for("anthropic:default"), "anthropic:default");
+    for route in &config.routes {
+        let own = match route.prefix.as_str() {
+            "/" => "openrouter:work",
+            _ => "anthropic:default",
+        };
+        assert_eq!(
+            claude.profile_for(&route.profile, |p| route.allows(p)),
+            Some(own)
+        );
+    }
     assert_eq!(config.clients.iter().count(), 2);
 }

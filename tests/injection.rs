@@ -75,7 +75,7 @@ async fn profile_header_selects_another_profile_and_is_not_forwarded() {
         let keys = format!(
             "{}{}",
             keys_toml("a:default", KEY_A),
-            keys_toml("b:work", KEY_B)
+            keys_toml("a:work", KEY_B)
         );
         let proxy = Proxy::start(
             &simple_config(&up.url, "a:default"),
@@ -84,7 +84,7 @@ async fn profile_header_selects_another_profile_and_is_not_forwarded() {
         .await;
         get(
             &format!("{}/x", proxy.url),
-            &[("x-keyproxy-profile", "b:work"), ("x-keyproxy-debug", "1")],
+            &[("x-keyproxy-profile", "a:work"), ("x-keyproxy-debug", "1")],
         )
         .await;
         get(&format!("{}/x", proxy.url), &[]).await;

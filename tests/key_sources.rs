@@ -233,7 +233,7 @@ async fn an_openclaw_store_serves_its_profiles_and_rotations_through_it_are_live
         let up = Mock::start(ok_handler()).await;
         let config = format!(
             "poll_interval = \"1h\"\nkeys_files = []\nopenclaw_auth_profiles = [\"auth-profiles.json\"]\n{}",
-            simple_config(&up.url, "openrouter:default").replace("keys_files = [\"keys.toml\"]\n", "")
+            simple_config(&up.url, "openrouter:default").replace("keys_files = [\"keys.toml\"]\n", "") + "profiles = [\"anthropic:me\", \"google:me\"]\n"
         );
         let proxy =
             Proxy::start(&config, &[("auth-profiles.json", &openclaw_store(KEY_A))]).await;

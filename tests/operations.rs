@@ -63,7 +63,7 @@ async fn metrics_count_known_traffic() {
         assert_eq!(
             get(
                 &format!("{}/api/x", proxy.url),
-                &[("x-keyproxy-profile", "none")]
+                &[("x-keyproxy-profile", "p:none")]
             )
             .await
             .status,
