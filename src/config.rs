@@ -46,6 +46,8 @@ pub struct Config {
     pub connect_timeout: Duration,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
+    /// From sending a request to the upstream's response head, DNS and TLS included.
+    pub response_timeout: Duration,
     pub poll_interval: Duration,
     /// Requests with bodies up to this many bytes are kept so they can be retried on another key.
     pub retry_body_limit: u64,
@@ -95,6 +97,14 @@ impl RouteConfig {
             all.extend(self.profiles.iter().map(|p| format!("'{p}'")));
             all.join(", ")
         }
+    }
+}
+
+impl Config {
+    /// Would serving this config on `addr` let anyone who can reach it spend the keys? A
+    /// non-loopback address needs client tokens, or an explicit `allow_unauthenticated`.
+    pub fn exposes(&self, addr: SocketAddr) -> bool {
+        !addr.ip().is_loopback() && self.clients.is_empty() && !self.allow_unauthenticated
     }
 }
 
@@ -176,7 +186,7 @@ struct RawConfig {
     openclaw_auth_profiles: Vec<String>,
     #[serde(default)]
     allow_unauthenticated: bool,
-    #[serde(default, deserialize_with = "duration")]
+    #[serde(default, deserialize_with = "duration_or_zero")]
     shutdown_grace: Option<Duration>,
     #[serde(default, deserialize_with = "duration")]
     connect_timeout: Option<Duration>,
@@ -184,6 +194,8 @@ struct RawConfig {
     header_read_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "duration")]
     idle_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    response_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "duration")]
     poll_interval: Option<Duration>,
     retry_body_limit: Option<u64>,
@@ -225,13 +237,32 @@ fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D:
     })
 }
 
+/// No timeout or interval keyproxy uses is longer than this; a larger one would overflow the
+/// clock arithmetic of the request path (`Instant + Duration`) or mean "never" by accident.
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// A duration that must be more than zero: a zero timeout or poll interval makes no sense.
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let value = duration_or_zero(d)?;
+    if value == Some(Duration::ZERO) {
+        return Err(D::Error::custom("must be more than zero"));
+    }
+    Ok(value)
+}
+
+fn duration_or_zero<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let s = String::deserialize(d)?;
-    humantime::parse_duration(&s).map(Some).map_err(|e| {
+    let value = humantime::parse_duration(&s).map_err(|e| {
         D::Error::custom(format!(
             "{s:?} is not a duration like \"250ms\", \"10s\" or \"5m\": {e}"
         ))
-    })
+    })?;
+    if value > MAX_DURATION {
+        return Err(D::Error::custom(format!(
+            "{s:?} is longer than the most keyproxy accepts, 30 days"
+        )));
+    }
+    Ok(Some(value))
 }
 
 fn prefix<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
@@ -370,6 +401,7 @@ impl Config {
             connect_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(300),
+            response_timeout: Duration::from_secs(300),
             poll_interval: Duration::from_secs(2),
             retry_body_limit: 1024 * 1024,
             workers: std::thread::available_parallelism().map_or(1, usize::from),
@@ -455,6 +487,10 @@ impl Config {
             connect_timeout: raw.connect_timeout.unwrap_or(base.connect_timeout),
             header_read_timeout: raw.header_read_timeout.unwrap_or(base.header_read_timeout),
             idle_timeout: raw.idle_timeout.unwrap_or(base.idle_timeout),
+            response_timeout: raw
+                .response_timeout
+                .or(raw.idle_timeout)
+                .unwrap_or(base.response_timeout),
             poll_interval: raw.poll_interval.unwrap_or(base.poll_interval),
             retry_body_limit: raw.retry_body_limit.unwrap_or(base.retry_body_limit),
             workers,
@@ -607,6 +643,33 @@ mod tests {
         let c = parse_str("openclaw_state_dirs = [\"~/.openclaw\"]\n").unwrap();
         assert_eq!(c.routes, Config::embedded().routes);
         assert_eq!(c.routes[0].profile, DEFAULT_PROFILE);
+    }
+
+    #[test]
+    fn durations_are_positive_and_bounded_so_nothing_can_overflow() {
+        for bad in [
+            "poll_interval = \"0s\"",
+            "idle_timeout = \"0ms\"",
+            "header_read_timeout = \"500000000000y\"",
+            "idle_timeout = \"31days\"",
+        ] {
+            let err = parse_str(&format!("{bad}\n")).unwrap_err().to_string();
+            assert!(err.starts_with("conf/keyproxy.toml:1:"), "{bad}: {err}");
+        }
+        assert_eq!(
+            parse_str("shutdown_grace = \"0s\"\n")
+                .unwrap()
+                .shutdown_grace,
+            Duration::ZERO
+        );
+        let c = parse_str("idle_timeout = \"2s\"\n").unwrap();
+        assert_eq!(
+            c.response_timeout,
+            Duration::from_secs(2),
+            "defaults to idle_timeout"
+        );
+        let c = parse_str("idle_timeout = \"2s\"\nresponse_timeout = \"9s\"\n").unwrap();
+        assert_eq!(c.response_timeout, Duration::from_secs(9));
     }
 
     #[test]

@@ -54,10 +54,16 @@ pub enum LocalError {
     NoRoute { path: String },
     #[error("keyproxy: cannot reach upstream {upstream}; check the network and the route's upstream in keyproxy.toml. Cause: {cause}.")]
     UpstreamUnreachable { upstream: String, cause: String },
-    #[error("keyproxy: upstream {upstream} did not accept a connection within {after}; check the network, or raise connect_timeout in keyproxy.toml.")]
-    UpstreamTimeout { upstream: String, after: String },
+    #[error("keyproxy: upstream {upstream} {} within {after}; {} in keyproxy.toml. Timed out: {}.", .phase.what(), .phase.todo(), .phase.name())]
+    UpstreamTimeout {
+        upstream: String,
+        after: String,
+        phase: TimeoutPhase,
+    },
     #[error("keyproxy: refusing to forward to '{}'; send requests to keyproxy's own routes, it is not an open proxy.", shorten(.target))]
     ForeignTarget { target: String },
+    #[error("keyproxy: TRACE is not forwarded, since an upstream that echoes the request would show the injected key; use another method.")]
+    Trace,
     #[error("keyproxy: CONNECT is not supported; keyproxy forwards only to its configured upstreams and is not an open proxy.")]
     Connect,
     #[error("keyproxy: unknown admin path '{}'; try /_keyproxy/health, ready, status or metrics.", shorten(.path))]
@@ -129,6 +135,39 @@ pub fn check_agent_readable(message: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Which deadline an upstream missed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutPhase {
+    /// The TCP connect (`connect_timeout`).
+    Connect,
+    /// From sending the request to the response head: DNS, connect, TLS and the upstream's
+    /// answer (`response_timeout`).
+    ResponseHead,
+}
+
+impl TimeoutPhase {
+    fn what(self) -> &'static str {
+        match self {
+            Self::Connect => "did not accept a connection",
+            Self::ResponseHead => "sent no response head",
+        }
+    }
+
+    fn todo(self) -> &'static str {
+        match self {
+            Self::Connect => "check the network, or raise connect_timeout",
+            Self::ResponseHead => "check the upstream, or raise response_timeout",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Connect => "TCP connect",
+            Self::ResponseHead => "DNS, connect, TLS or the wait for the status line",
+        }
+    }
+}
+
 /// The shape of an error body: OpenAI's, which most agents display, or Anthropic's, which Claude
 /// Code and the Anthropic SDKs display.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -171,7 +210,7 @@ impl LocalError {
             Self::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::ForeignTarget { .. } => StatusCode::BAD_REQUEST,
-            Self::Connect => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Connect | Self::Trace => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 
@@ -184,6 +223,7 @@ impl LocalError {
             Self::UpstreamTimeout { .. } => "upstream-timeout",
             Self::ForeignTarget { .. } => "foreign-target",
             Self::Connect => "connect-refused",
+            Self::Trace => "trace-refused",
             Self::UnknownAdminPath { .. } => "unknown-admin-path",
             Self::MissingToken => "missing-token",
             Self::InvalidToken => "invalid-token",
@@ -208,7 +248,7 @@ impl LocalError {
             Self::UpstreamTimeout { .. } if shape == ErrorShape::Anthropic => "timeout_error",
             Self::UpstreamUnreachable { .. } => "upstream_error",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
-            Self::ForeignTarget { .. } | Self::Connect => "invalid_request_error",
+            Self::ForeignTarget { .. } | Self::Connect | Self::Trace => "invalid_request_error",
         }
     }
 
@@ -261,7 +301,7 @@ impl LocalError {
         {
             headers.insert(http::header::RETRY_AFTER, HeaderValue::from(*wakes_in_s));
         }
-        if matches!(self, Self::Connect) {
+        if matches!(self, Self::Connect | Self::Trace) {
             headers.insert(
                 http::header::ALLOW,
                 HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
@@ -350,11 +390,18 @@ mod tests {
             LocalError::UpstreamTimeout {
                 upstream: "https://generativelanguage.googleapis.com".into(),
                 after: "10s".into(),
+                phase: TimeoutPhase::Connect,
+            },
+            LocalError::UpstreamTimeout {
+                upstream: "https://generativelanguage.googleapis.com".into(),
+                after: "5m".into(),
+                phase: TimeoutPhase::ResponseHead,
             },
             LocalError::ForeignTarget {
                 target: long.clone(),
             },
             LocalError::Connect,
+            LocalError::Trace,
             LocalError::UnknownAdminPath { path: long },
             LocalError::MissingToken,
             LocalError::InvalidToken,

@@ -19,8 +19,8 @@ use http_body_util::Full;
 use crate::admin;
 use crate::body::{Exchange, KeptBody, Outbound, ResponseBody, Streamed, UpstreamBody};
 use crate::clients;
-use crate::config::{DEFAULT_PROFILE, OPENROUTER_ENV};
-use crate::error::{ErrorShape, LocalError};
+use crate::config::{Config, DEFAULT_PROFILE, OPENROUTER_ENV};
+use crate::error::{ErrorShape, LocalError, TimeoutPhase};
 use crate::keys::health::{rests_key, retry_after};
 use crate::keys::{AllResting, Key, Profile};
 use crate::refusal::{self, Refused};
@@ -46,6 +46,9 @@ pub async fn handle(state: &State, conn: Conn, req: Request<Incoming>) -> Respon
     }
     if req.method() == Method::CONNECT {
         return reject(state, &req, LocalError::Connect);
+    }
+    if req.method() == Method::TRACE {
+        return reject(state, &req, LocalError::Trace);
     }
     if let Some(target) = foreign_target(&req, conn.local) {
         return reject(state, &req, LocalError::ForeignTarget { target });
@@ -92,7 +95,8 @@ pub async fn handle(state: &State, conn: Conn, req: Request<Incoming>) -> Respon
     let body = UpstreamBody::new(body, meter());
 
     let started = Instant::now();
-    let mut sent = forward(route, conn.worker, parts, body).await;
+    let deadline = snapshot.config.response_timeout;
+    let mut sent = forward(route, conn.worker, parts, body, deadline).await;
     if let Ok(resp) = &sent {
         if rests_key(resp.status()) {
             rest(key, &profile, route, resp);
@@ -107,7 +111,7 @@ pub async fn handle(state: &State, conn: Conn, req: Request<Incoming>) -> Respon
                 (parts.method, parts.uri, parts.headers) = (method, uri, headers);
                 inject(route, key, &mut parts.headers);
                 let body = UpstreamBody::new(Outbound::Replay(Full::new(body)), meter());
-                sent = forward(route, conn.worker, parts, body).await;
+                sent = forward(route, conn.worker, parts, body, deadline).await;
                 if let Ok(resp) = &sent {
                     if rests_key(resp.status()) {
                         rest(key, &profile, route, resp);
@@ -120,7 +124,7 @@ pub async fn handle(state: &State, conn: Conn, req: Request<Incoming>) -> Respon
     let resp = match sent {
         Ok(resp) => resp,
         Err(e) => {
-            let err = upstream_error(&route.upstream_label, &snapshot.config.connect_timeout, &e);
+            let err = upstream_error(&route.upstream_label, &snapshot.config, &e);
             tracing::warn!(
                 route = %route.prefix, profile = %profile, upstream = %route.upstream_label,
                 "{err}"
@@ -257,15 +261,26 @@ pub fn inject(route: &Route, key: &Key, headers: &mut HeaderMap) {
     }
 }
 
-/// Sends the request upstream.
+/// Why no response came from the upstream.
+enum Unanswered {
+    Failed(hyper_util::client::legacy::Error),
+    /// `response_timeout` passed before the response head.
+    TimedOut,
+}
+
+/// Sends the request upstream and waits at most `deadline` for the response head.
 async fn forward(
     route: &Route,
     worker: usize,
     parts: Parts,
     body: UpstreamBody,
-) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
+    deadline: std::time::Duration,
+) -> Result<Response<Incoming>, Unanswered> {
     let client = route.upstreams.for_worker(worker);
-    client.request(Request::from_parts(parts, body)).await
+    match tokio::time::timeout(deadline, client.request(Request::from_parts(parts, body))).await {
+        Ok(answer) => answer.map_err(Unanswered::Failed),
+        Err(_) => Err(Unanswered::TimedOut),
+    }
 }
 
 /// Puts a key the upstream refused to rest, and says so.
@@ -502,12 +517,20 @@ fn is_event_stream(headers: &HeaderMap) -> bool {
         })
 }
 
-/// 504 for a connect timeout, 502 for anything else, naming the upstream and the cause.
-fn upstream_error(
-    upstream: &str,
-    connect_timeout: &std::time::Duration,
-    e: &hyper_util::client::legacy::Error,
-) -> LocalError {
+/// 504 for a connect or response-head timeout, 502 for anything else, naming the upstream and
+/// the cause.
+fn upstream_error(upstream: &str, config: &Config, e: &Unanswered) -> LocalError {
+    let timeout = |phase: TimeoutPhase, after: &std::time::Duration| LocalError::UpstreamTimeout {
+        upstream: upstream.to_owned(),
+        after: humantime::format_duration(*after).to_string(),
+        phase,
+    };
+    let e = match e {
+        Unanswered::TimedOut => {
+            return timeout(TimeoutPhase::ResponseHead, &config.response_timeout)
+        }
+        Unanswered::Failed(e) => e,
+    };
     let mut causes: Vec<String> = Vec::new();
     let mut timed_out = false;
     let mut source = e.source();
@@ -522,10 +545,7 @@ fn upstream_error(
         source = s.source();
     }
     if timed_out && e.is_connect() {
-        return LocalError::UpstreamTimeout {
-            upstream: upstream.to_owned(),
-            after: humantime::format_duration(*connect_timeout).to_string(),
-        };
+        return timeout(TimeoutPhase::Connect, &config.connect_timeout);
     }
     if causes.is_empty() {
         causes.push(e.to_string());

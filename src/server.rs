@@ -91,7 +91,7 @@ pub async fn start(origin: Origin, listen: Option<SocketAddr>) -> Result<Running
     let state = reloader.state().clone();
     let config = state.load().config.clone();
     let addr = listen.unwrap_or(config.listen);
-    if !addr.ip().is_loopback() && config.clients.is_empty() && !config.allow_unauthenticated {
+    if config.exposes(addr) {
         return Err(ServeError::Exposed { addr });
     }
     let listener = TcpListener::bind(addr)
@@ -103,6 +103,7 @@ pub async fn start(origin: Origin, listen: Option<SocketAddr>) -> Result<Running
 
     let workers = Workers::start(config.workers).map_err(ServeError::Workers)?;
 
+    reloader.listening_on(local_addr);
     let (reload_tx, reload_rx) = mpsc::channel(16);
     let watcher = reloader.watch();
     tokio::spawn(reloader.run(watcher, reload_rx));

@@ -29,25 +29,43 @@ pub fn tilde(path: &std::path::Path) -> String {
     path.display().to_string()
 }
 
-/// serde quotes the value it could not use (`invalid type: string "sk-or-v1-..."`); in a keys
-/// file that value may be a key, so every double-quoted run is replaced before a message is shown.
+/// serde quotes the value it could not use (`invalid type: string "sk-or-v1-..."`), and a key
+/// pasted where a field name belongs comes back as ``unknown field `sk-or-v1-...` ``; in a keys
+/// or config file that text may be a key. So every double-quoted run is replaced, and a run in
+/// backticks is kept only when it reads as one of keyproxy's field names
+/// (short, lowercase, `_`), which keeps typos such as ``unknown field `upstrem` `` helpful.
 pub fn redact_quoted(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
-    let mut parts = message.split('"');
-    if let Some(first) = parts.next() {
-        out.push_str(first);
-    }
-    let mut inside = true;
-    for part in parts {
-        if inside {
-            out.push_str("\"…");
+    let mut rest = message;
+    while let Some(start) = rest.find(['"', '`']) {
+        let quote = rest[start..].chars().next().unwrap_or('"');
+        let after = &rest[start + 1..];
+        let Some(len) = after.find(quote) else {
+            // An unclosed quote: what follows it may be the value.
+            out.push_str(&rest[..=start]);
+            out.push('…');
+            return out;
+        };
+        let inner = &after[..len];
+        out.push_str(&rest[..start]);
+        out.push(quote);
+        if quote != '"' && looks_like_a_field_name(inner) {
+            out.push_str(inner);
         } else {
-            out.push('"');
-            out.push_str(part);
+            out.push('…');
         }
-        inside = !inside;
+        out.push(quote);
+        rest = &after[len + 1..];
     }
+    out.push_str(rest);
     out
+}
+
+fn looks_like_a_field_name(text: &str) -> bool {
+    (1..=24).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit())
 }
 
 #[cfg(test)]
@@ -69,5 +87,11 @@ mod tests {
             "invalid type: string \"…\", expected a sequence"
         );
         assert_eq!(redact_quoted("unknown field `kee`"), "unknown field `kee`");
+        assert_eq!(
+            redact_quoted("unknown field `sk-or-v1-0123456789abcdef`, expected `key` or `keys`"),
+            "unknown field `…`, expected `key` or `keys`"
+        );
+        assert_eq!(redact_quoted("no closing \"sk-secret"), "no closing \"…");
+        assert_eq!(redact_quoted("it can't be"), "it can't be");
     }
 }

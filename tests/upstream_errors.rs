@@ -134,3 +134,33 @@ async fn upstream_403_is_annotated_but_a_200_is_not() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_upstream_that_never_answers_gets_a_504_within_response_timeout() {
+    bounded(async {
+        // Reads the request and says nothing, like a stuck provider or a black-holed TLS peer.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let silent = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                held.push(conn);
+            }
+        });
+        let config = format!(
+            "response_timeout = \"300ms\"\nidle_timeout = \"1h\"\n{}",
+            simple_config(&silent, "p")
+        );
+        let proxy = Proxy::start(&config, &[("keys.toml", &keys_toml("p", KEY_A))]).await;
+        let reply = get(&format!("{}/v1/chat/completions", proxy.url), &[]).await;
+        assert_eq!(reply.status, 504);
+        assert_eq!(reply.headers["x-keyproxy-error"], "upstream-timeout");
+        let msg = reply.json()["error"]["message"].as_str().unwrap().to_owned();
+        assert!(
+            msg.starts_with(&format!("keyproxy: upstream {silent} sent no response head within 300ms; check the upstream, or raise response_timeout")),
+            "{msg}"
+        );
+        assert!(msg.contains("DNS, connect, TLS or the wait for the status line"), "{msg}");
+    })
+    .await;
+}

@@ -21,15 +21,16 @@ use http::HeaderValue;
 use crate::config::KeyFormat;
 use health::{Health, KeyState};
 
-/// The fingerprint of a key: first 8 characters, `...`, last 8. Keys shorter than 20 characters
-/// show `...` and the last 4; keys of 8 characters or fewer show only `...`, because their last 4
-/// would be half the key.
+/// The fingerprint of a key: first 8 characters, `...`, last 8, for keys of 40 characters or
+/// more (as OpenClaw shows them); shorter keys show `...` and the last 4, since 16 characters of
+/// a 20-character key would be most of it; keys of 8 characters or fewer show only `...`,
+/// because their last 4 would be half the key.
 pub fn fingerprint(key: &str) -> String {
     let n = key.len();
     if !key.is_ascii() {
         return "...".into();
     }
-    if n >= 20 {
+    if n >= 40 {
         format!("{}...{}", &key[..8], &key[n - 8..])
     } else if n > 8 {
         format!("...{}", &key[n - 4..])
@@ -369,16 +370,17 @@ mod tests {
     #[test]
     fn fingerprints_hide_the_middle() {
         assert_eq!(
-            fingerprint("sk-or-v1-0123456789abcdef968304f4"),
+            fingerprint("sk-or-v1-0123456789abcdef0123456789abcdef968304f4"),
             "sk-or-v1...968304f4"
         );
         assert_eq!(fingerprint("short-key-1234"), "...1234");
+        assert_eq!(fingerprint("twenty-char-key-5678"), "...5678");
         assert_eq!(fingerprint("tiny"), "...");
     }
 
     #[test]
     fn secrets_never_print_their_text() {
-        let s = Secret::new("sk-or-v1-0123456789abcdef968304f4").unwrap();
+        let s = Secret::new("sk-or-v1-0123456789abcdef0123456789abcdef968304f4").unwrap();
         assert_eq!(format!("{s}"), "sk-or-v1...968304f4");
         assert!(!format!("{s:?}").contains("0123456789abcdef"));
     }

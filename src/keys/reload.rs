@@ -31,6 +31,8 @@ pub struct Reloader {
     loader: Loader,
     /// The files the current snapshot was built from, as they were read.
     files: FileSet,
+    /// Where the server listens: a reload may not expose it (see [`Config::exposes`]).
+    listening: Option<std::net::SocketAddr>,
 }
 
 /// After an event, wait until the folder has been quiet this long before reading, so that a
@@ -71,7 +73,12 @@ impl Reloader {
             state: Arc::new(State::new(origin, snapshot, log, metrics)),
             loader,
             files,
+            listening: None,
         })
+    }
+
+    pub fn listening_on(&mut self, addr: std::net::SocketAddr) {
+        self.listening = Some(addr);
     }
 
     pub fn state(&self) -> &Arc<State> {
@@ -83,7 +90,18 @@ impl Reloader {
         let current = self.state.load();
         let mut errors = Vec::new();
         let mut files = FileSet::default();
-        let (config, routes) = match read_config(&self.state.origin, &mut files) {
+        let read = read_config(&self.state.origin, &mut files).and_then(|c| match self.listening {
+            // The rule start-up enforces holds after every reload, or deleting [[clients]]
+            // would open a network listener to everyone.
+            Some(addr) if c.exposes(addr) => Err(ConfigError::Validation {
+                path: c.path.clone().unwrap_or_default(),
+                message: format!(
+                    "refusing this config: keyproxy listens on {addr}, not a loopback address, and it has no [[clients]] nor allow_unauthenticated = true; keeping the last good config"
+                ),
+            }),
+            _ => Ok(c),
+        });
+        let (config, routes) = match read {
             Ok(c) if c == *current.config => (current.config.clone(), current.routes.clone()),
             Ok(c) => match Routes::build(&c, &self.state.metrics) {
                 Ok(r) => {

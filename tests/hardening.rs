@@ -1,0 +1,157 @@
+//! Found by adversarial runs: rules that must hold after every reload, keys that must not leak
+//! through a parse error, values that must not panic the server, and methods not to forward.
+
+mod support;
+use support::*;
+
+const CLIENTS: &str =
+    "[[clients]]\nname = \"laptop\"\ntoken = \"kp-laptop-0123456789\"\nprofiles = [\"p\"]\n";
+
+#[tokio::test]
+async fn a_reload_cannot_open_a_network_listener_to_everyone() {
+    bounded(async {
+        let up = Mock::start(ok_handler()).await;
+        let dir = tempfile::tempdir().unwrap();
+        write_private(&dir.path().join("keys.toml"), &keys_toml("p", KEY_A));
+        let path = dir.path().join("keyproxy.toml");
+        let with_clients = format!("{}{CLIENTS}", simple_config(&up.url, "p"));
+        std::fs::write(&path, &with_clients).unwrap();
+        let running = keyproxy::start(
+            keyproxy::Origin::File(path.clone()),
+            Some("0.0.0.0:0".parse().unwrap()),
+        )
+        .await
+        .unwrap();
+        let url = format!("http://127.0.0.1:{}/v1/models", running.local_addr.port());
+        assert_eq!(get(&url, &[]).await.status, 401);
+
+        // The clients table is deleted while keyproxy listens on every interface.
+        std::fs::write(&path, simple_config(&up.url, "p")).unwrap();
+        running.reload("test").await;
+        let (_, error) = running
+            .state
+            .log()
+            .last_error
+            .expect("the reload is refused");
+        assert!(error.contains("refusing this config"), "{error}");
+        let reply = get(&url, &[]).await;
+        assert_eq!(
+            reply.status,
+            401,
+            "still only for clients: {}",
+            reply.text()
+        );
+        assert_eq!(reply.headers["x-keyproxy-error"], "missing-token");
+        assert_eq!(up.count(), 0);
+
+        // Putting the clients back is accepted.
+        std::fs::write(&path, &with_clients).unwrap();
+        running.reload("test").await;
+        assert!(running.state.log().last_error.is_none());
+        running.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_key_written_as_a_field_name_is_never_echoed() {
+    bounded(async {
+        let up = Mock::start(ok_handler()).await;
+        let keys = format!("[profiles.p]\n{KEY_A} = 1\n");
+        let proxy = Proxy::start(&simple_config(&up.url, "p"), &[("keys.toml", &keys)]).await;
+        let reply = get(&format!("{}/v1/models", proxy.url), &[]).await;
+        assert_eq!(reply.status, 401);
+        assert!(reply.text().contains("unknown field"), "{}", reply.text());
+        assert_no_key(&reply.text());
+        let status = get(&format!("{}/_keyproxy/status", proxy.url), &[]).await;
+        assert!(status.text().contains("unknown field"), "{}", status.text());
+        assert_no_key(&status.text());
+        assert_no_key(&proxy.status().last_error.unwrap().1);
+
+        let bin = Bin::new();
+        let config = bin.config_dir().join("keyproxy.toml");
+        std::fs::write(&config, simple_config(&up.url, "p")).unwrap();
+        write_private(&bin.config_dir().join("keys.toml"), &keys);
+        let mut cmd = bin.command();
+        cmd.args(["check", "--json"]);
+        let out = run(cmd);
+        assert_eq!(out.code, Some(1));
+        assert_no_key(&out.stdout);
+        assert_no_key(&out.stderr);
+        // A key pasted into the config file as a field name is not echoed either.
+        std::fs::write(&config, format!("{KEY_B} = true\n")).unwrap();
+        let mut cmd = bin.command();
+        cmd.arg("check");
+        let out = run(cmd);
+        assert_eq!(out.code, Some(1));
+        assert!(out.stdout.contains("unknown field"), "{}", out.stdout);
+        assert_no_key(&out.stdout);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn trace_is_refused_locally_so_no_upstream_can_echo_the_key() {
+    bounded(async {
+        let up = Mock::start(ok_handler()).await;
+        let proxy = Proxy::start(
+            &simple_config(&up.url, "p"),
+            &[("keys.toml", &keys_toml("p", KEY_A))],
+        )
+        .await;
+        let reply = send(
+            &client(),
+            request("TRACE", &format!("{}/v1/x", proxy.url), &[], ""),
+        )
+        .await;
+        assert_eq!(reply.status, 405);
+        assert_eq!(reply.headers["x-keyproxy-error"], "trace-refused");
+        assert_eq!(up.count(), 0);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn durations_that_would_panic_are_refused_at_start_and_on_reload() {
+    bounded(async {
+        let bin = Bin::new();
+        let config = bin.config_dir().join("keyproxy.toml");
+        for bad in [
+            "poll_interval = \"0s\"",
+            "idle_timeout = \"500000000000y\"",
+            "header_read_timeout = \"0s\"",
+        ] {
+            std::fs::write(&config, format!("{bad}\n")).unwrap();
+            let mut cmd = bin.command();
+            cmd.arg("check");
+            let out = run(cmd);
+            assert_eq!(out.code, Some(1), "{bad}: {}", out.stdout);
+            assert!(
+                out.stdout.contains("keyproxy.toml:1:"),
+                "{bad}: {}",
+                out.stdout
+            );
+        }
+
+        let up = Mock::start(ok_handler()).await;
+        let proxy = Proxy::start(
+            &simple_config(&up.url, "p"),
+            &[("keys.toml", &keys_toml("p", KEY_A))],
+        )
+        .await;
+        std::fs::write(
+            proxy.path("keyproxy.toml"),
+            format!("poll_interval = \"0s\"\n{}", simple_config(&up.url, "p")),
+        )
+        .unwrap();
+        proxy.running.reload("test").await;
+        assert!(proxy.status().last_error.is_some());
+        let reply = get(&format!("{}/v1/models", proxy.url), &[]).await;
+        assert_eq!(reply.status, 200, "the last good config keeps serving");
+        // The reloader still works after the refused value.
+        std::fs::write(proxy.path("keys.toml"), keys_toml("p", KEY_B)).unwrap();
+        proxy.running.reload("test").await;
+        assert_eq!(proxy.keys_of("p"), vec![FP_B.to_owned()]);
+    })
+    .await;
+}
