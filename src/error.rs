@@ -86,8 +86,6 @@ pub enum LocalError {
         why: String,
         wakes_in_s: u64,
     },
-    #[error("keyproxy: every key of profile '{profile}' was refused by the upstream as invalid (401/403); replace the key, or retry in {wakes_in_s} s.")]
-    KeysRejected { profile: String, wakes_in_s: u64 },
 }
 
 /// Checks a message against the rules agents' filters impose (see [`LocalError`]): `keyproxy:`
@@ -200,10 +198,9 @@ fn shorten(text: &str) -> std::borrow::Cow<'_, str> {
 impl LocalError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::MissingKey { .. }
-            | Self::MissingToken
-            | Self::InvalidToken
-            | Self::KeysRejected { .. } => StatusCode::UNAUTHORIZED,
+            Self::MissingKey { .. } | Self::MissingToken | Self::InvalidToken => {
+                StatusCode::UNAUTHORIZED
+            }
             Self::ForbiddenProfile { .. } | Self::ProfileNotOnRoute { .. } => StatusCode::FORBIDDEN,
             Self::KeysResting { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::NoRoute { .. } | Self::UnknownAdminPath { .. } => StatusCode::NOT_FOUND,
@@ -230,16 +227,14 @@ impl LocalError {
             Self::ForbiddenProfile { .. } => "forbidden-profile",
             Self::ProfileNotOnRoute { .. } => "profile-not-on-route",
             Self::KeysResting { .. } => "keys-resting",
-            Self::KeysRejected { .. } => "keys-rejected",
         }
     }
 
     fn kind(&self, shape: ErrorShape) -> &'static str {
         match self {
-            Self::MissingKey { .. }
-            | Self::MissingToken
-            | Self::InvalidToken
-            | Self::KeysRejected { .. } => "authentication_error",
+            Self::MissingKey { .. } | Self::MissingToken | Self::InvalidToken => {
+                "authentication_error"
+            }
             Self::ForbiddenProfile { .. } | Self::ProfileNotOnRoute { .. } => "permission_error",
             Self::KeysResting { .. } => "rate_limit_error",
             Self::NoRoute { .. } | Self::UnknownAdminPath { .. } => "not_found_error",
@@ -257,8 +252,7 @@ impl LocalError {
             Self::MissingKey { profile, .. }
             | Self::ForbiddenProfile { profile, .. }
             | Self::ProfileNotOnRoute { profile, .. }
-            | Self::KeysResting { profile, .. }
-            | Self::KeysRejected { profile, .. } => Some(profile),
+            | Self::KeysResting { profile, .. } => Some(profile),
             _ => None,
         }
     }
@@ -297,8 +291,7 @@ impl LocalError {
         if let Some(profile) = self.profile().and_then(|p| HeaderValue::from_str(p).ok()) {
             headers.insert("x-keyproxy-profile", profile);
         }
-        if let Self::KeysResting { wakes_in_s, .. } | Self::KeysRejected { wakes_in_s, .. } = &self
-        {
+        if let Self::KeysResting { wakes_in_s, .. } = &self {
             headers.insert(http::header::RETRY_AFTER, HeaderValue::from(*wakes_in_s));
         }
         if matches!(self, Self::Connect | Self::Trace) {
@@ -417,10 +410,6 @@ mod tests {
             LocalError::KeysResting {
                 profile: "openrouter:default".into(),
                 why: "rate limited or out of credit".into(),
-                wakes_in_s: 3600,
-            },
-            LocalError::KeysRejected {
-                profile: "openrouter:default".into(),
                 wakes_in_s: 3600,
             },
         ];

@@ -60,17 +60,16 @@ impl TypedMetric for Histogram {
 
 impl EncodeMetric for Histogram {
     fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
-        let mut cumulative = 0;
+        // prometheus-client makes the buckets cumulative itself: hand it each bucket's own
+        // count, and the observations above the last bound under +Inf.
         let mut buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
             .iter()
             .zip(&self.buckets)
-            .map(|(bound, n)| {
-                cumulative += n.load(Ordering::Relaxed);
-                (*bound, cumulative)
-            })
+            .map(|(bound, n)| (*bound, n.load(Ordering::Relaxed)))
             .collect();
         let count = self.count.load(Ordering::Relaxed);
-        buckets.push((f64::MAX, count));
+        let bounded: u64 = buckets.iter().map(|(_, n)| n).sum();
+        buckets.push((f64::INFINITY, count.saturating_sub(bounded)));
         let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
         encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
     }
@@ -95,6 +94,12 @@ pub struct RouteLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RetryLabels {
+    pub route: String,
+    pub profile: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -147,6 +152,7 @@ pub struct Metrics {
     latency: Family<RouteLabel, Histogram>,
     local: Family<ReasonLabel, Counter>,
     keys: Family<KeyLabels, Gauge>,
+    retries: Family<RetryLabels, Counter>,
     pub request_bytes: Counter,
     pub response_bytes: Counter,
     pub reloads: Counter,
@@ -167,6 +173,7 @@ impl Metrics {
             latency: Family::default(),
             local: Family::default(),
             keys: Family::default(),
+            retries: Family::default(),
             request_bytes: Counter::default(),
             response_bytes: Counter::default(),
             reloads: Counter::default(),
@@ -209,6 +216,11 @@ impl Metrics {
             "Keys by profile and state (active, resting)",
             m.keys.clone(),
         );
+        registry.register(
+            "retries",
+            "Requests sent again on another key after the upstream refused one, by route and profile",
+            m.retries.clone(),
+        );
         Self { registry, ..m }
     }
 
@@ -231,6 +243,16 @@ impl Metrics {
                 })
                 .clone()
         })
+    }
+
+    /// A retry on another key: rare, so the family's lock is fine here.
+    pub fn retried(&self, route: &str, profile: &str) {
+        self.retries
+            .get_or_create(&RetryLabels {
+                route: route.to_owned(),
+                profile: profile.to_owned(),
+            })
+            .inc();
     }
 
     pub fn local(&self, reason: &'static str) {

@@ -99,13 +99,14 @@ pub async fn handle(state: &State, conn: Conn, req: Request<Incoming>) -> Respon
     let mut sent = forward(route, conn.worker, parts, body, deadline).await;
     if let Ok(resp) = &sent {
         if rests_key(resp.status()) {
-            rest(key, &profile, route, resp);
+            rest(key, pool, &profile, route, resp);
             let retry = kept.and_then(|(keeper, again)| {
                 let other = pool.pick_other(key)?;
                 Some((other, keeper.take()?, again))
             });
             if let Some((other, body, (method, uri, headers))) = retry {
                 tracing::info!(profile = %profile, from = key.fingerprint(), to = other.fingerprint(), "retrying on the next key");
+                state.metrics.retried(&route.prefix, &profile);
                 key = other;
                 let mut parts = Request::new(()).into_parts().0;
                 (parts.method, parts.uri, parts.headers) = (method, uri, headers);
@@ -114,7 +115,7 @@ pub async fn handle(state: &State, conn: Conn, req: Request<Incoming>) -> Respon
                 sent = forward(route, conn.worker, parts, body, deadline).await;
                 if let Ok(resp) = &sent {
                     if rests_key(resp.status()) {
-                        rest(key, &profile, route, resp);
+                        rest(key, pool, &profile, route, resp);
                     }
                 }
             }
@@ -283,9 +284,20 @@ async fn forward(
     }
 }
 
-/// Puts a key the upstream refused to rest, and says so.
-fn rest(key: &Key, profile: &str, route: &Route, resp: &Response<Incoming>) {
+/// Puts a key the upstream refused to rest, and says so. A refusal (401, 402, 403) rests a key
+/// only while another key of its profile is awake: the last one keeps being forwarded, so that
+/// topping up credit or a provider's passing error never locks an agent out for an hour.
+fn rest(key: &Key, pool: &Profile, profile: &str, route: &Route, resp: &Response<Incoming>) {
     let status = resp.status();
+    let refused = status != http::StatusCode::TOO_MANY_REQUESTS;
+    if refused && pool.pick_other(key).is_none() {
+        tracing::warn!(
+            profile = %profile, key = key.fingerprint(), status = status.as_u16(),
+            upstream = %route.upstream_label,
+            "upstream refused the injected key; it is the profile's last key awake, so it stays in use"
+        );
+        return;
+    }
     let rest = key.health().rest(status, retry_after(resp.headers()));
     tracing::warn!(
         profile = %profile, key = key.fingerprint(), status = status.as_u16(),
@@ -360,18 +372,10 @@ fn missing_key(snapshot: &Snapshot, profile: String) -> LocalError {
 }
 
 fn all_resting(profile: String, all: AllResting) -> LocalError {
-    let wakes_in_s = all.wakes_in.as_secs_f64().ceil() as u64;
-    if all.rejected {
-        LocalError::KeysRejected {
-            profile,
-            wakes_in_s,
-        }
-    } else {
-        LocalError::KeysResting {
-            profile,
-            why: "rate limited or out of credit".into(),
-            wakes_in_s,
-        }
+    LocalError::KeysResting {
+        profile,
+        why: "rate limited".into(),
+        wakes_in_s: all.wakes_in.as_secs_f64().ceil() as u64,
     }
 }
 

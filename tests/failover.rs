@@ -158,9 +158,9 @@ async fn when_every_key_rests_the_answer_is_local_and_says_when() {
 }
 
 #[tokio::test]
-async fn when_every_key_was_rejected_the_answer_is_a_local_401() {
+async fn the_last_key_awake_keeps_being_forwarded_after_a_refusal() {
     bounded(async {
-        let up = Mock::start(per_key(|_| (401, vec![]))).await;
+        let up = Mock::start(per_key(|_| (402, vec![]))).await;
         let proxy = Proxy::start(
             &simple_config(&up.url, "p"),
             &[("keys.toml", &pool_of_two())],
@@ -168,31 +168,98 @@ async fn when_every_key_was_rejected_the_answer_is_a_local_401() {
         .await;
         let url = format!("{}/v1/models", proxy.url);
 
-        // A is refused, the retry on B is refused too: the client gets the upstream's answer,
-        // naming the key that was tried last.
+        // A is refused and rests; the retry on B is refused too, but B is the last key awake:
+        // it stays in use and the client gets the provider's own answer, naming B.
         let first = get(&url, &[]).await;
-        assert_eq!(first.status, 401);
-        assert_eq!(first.json()["status"], 401);
+        assert_eq!(first.status, 402);
         assert_eq!(first.headers["x-keyproxy-key"], FP_B);
         assert_eq!(up.count(), 2);
+        let status = get(&format!("{}/_keyproxy/status", proxy.url), &[])
+            .await
+            .json();
+        assert_eq!(key_state(&status, FP_A)["state"], "resting");
+        assert_eq!(key_state(&status, FP_B)["state"], "active");
 
+        // Credit topped up a minute later: the next request is forwarded at once, never a
+        // local refusal for an hour.
         let reply = get(&url, &[]).await;
-        assert_eq!(reply.status, 401);
-        assert_eq!(reply.headers["x-keyproxy-error"], "keys-rejected");
-        assert!(reply.json()["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("refused by the upstream as invalid"));
-        assert_eq!(up.count(), 2);
-
-        // A rotated key is a new key: it is used at once.
-        write_private(
-            &proxy.path("keys.toml"),
-            &keys_toml("p", KEY_A).replace("11111111", "33333333"),
+        assert_eq!(reply.status, 402);
+        assert!(
+            reply.headers.get("x-keyproxy-error").is_none(),
+            "the provider's answer"
         );
-        proxy.wait_for_key("p", "sk-or-v1...33333333").await;
-        get(&url, &[]).await;
         assert_eq!(up.count(), 3);
+
+        // A single-key profile is never benched by a refusal either.
+        let single = Proxy::start(
+            &simple_config(&up.url, "p"),
+            &[("keys.toml", &keys_toml("p", KEY_A))],
+        )
+        .await;
+        for _ in 0..3 {
+            assert_eq!(
+                get(&format!("{}/v1/models", single.url), &[]).await.status,
+                402
+            );
+        }
+        assert_eq!(up.count(), 6);
+
+        // SIGHUP (here: a reload request with its reason) wakes every key.
+        proxy.running.reload("SIGHUP").await;
+        let status = get(&format!("{}/_keyproxy/status", proxy.url), &[])
+            .await
+            .json();
+        assert_eq!(key_state(&status, FP_A)["state"], "active");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn concurrent_refusals_count_one_strike_and_retries_are_counted() {
+    bounded(async {
+        let up = Mock::start(per_key(|k| {
+            if k == KEY_A {
+                (401, vec![])
+            } else {
+                (200, vec![])
+            }
+        }))
+        .await;
+        let proxy = Proxy::start(
+            &simple_config(&up.url, "p"),
+            &[("keys.toml", &pool_of_two())],
+        )
+        .await;
+        let url = format!("{}/v1/models", proxy.url);
+        let replies = futures_util::future::join_all((0..16).map(|_| get(&url, &[]))).await;
+        assert!(
+            replies.iter().all(|r| r.status == 200),
+            "every request retried on B"
+        );
+        let status = get(&format!("{}/_keyproxy/status", proxy.url), &[])
+            .await
+            .json();
+        let a = key_state(&status, FP_A);
+        assert_eq!(a["state"], "resting");
+        let rest = a["resting_for_s"].as_u64().unwrap();
+        assert!(
+            rest <= 60,
+            "one incident is one strike (60 s), not {rest} s"
+        );
+
+        let metrics = get(&format!("{}/_keyproxy/metrics", proxy.url), &[])
+            .await
+            .text();
+        let retries = metrics
+            .lines()
+            .find(|l| l.starts_with("keyproxy_retries_total{"))
+            .unwrap_or_else(|| panic!("no retries metric:\n{metrics}"));
+        assert!(
+            retries.contains("route=\"/\"") && retries.contains("profile=\"p\""),
+            "{retries}"
+        );
+        let counted: f64 = retries.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(counted >= 1.0, "{retries}");
     })
     .await;
 }

@@ -123,6 +123,26 @@ async fn metrics_count_known_traffic() {
                 ),
             "{text}"
         );
+        // The histogram as Prometheus reads it: cumulative once, non-decreasing, +Inf last and
+        // equal to the count.
+        let buckets: Vec<(String, f64)> = text
+            .lines()
+            .filter(|l| l.starts_with("keyproxy_upstream_latency_seconds_bucket{"))
+            .map(|l| {
+                let le = l.split("le=\"").nth(1).unwrap().split('"').next().unwrap();
+                (
+                    le.to_owned(),
+                    l.rsplit(' ').next().unwrap().parse().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(buckets.len(), 15, "14 bounds and +Inf: {buckets:?}");
+        assert_eq!(
+            buckets.last().unwrap(),
+            &("+Inf".to_owned(), 4.0),
+            "{buckets:?}"
+        );
+        assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "{buckets:?}");
     })
     .await;
 }

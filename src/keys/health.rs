@@ -61,21 +61,40 @@ impl Health {
         }
     }
 
-    /// Puts the key to rest after an upstream `status`; returns for how long. 429 honours
-    /// `retry_after`; refusals back off exponentially from a minute to an hour.
+    /// Puts the key to rest after an upstream `status`; returns until when, from now. 429
+    /// honours `retry_after`; refusals back off exponentially from a minute to an hour.
+    ///
+    /// Requests in flight on the same key all see the same refusal: the first to arrive starts
+    /// a rest episode and counts one strike; the others, finding the key already resting, count
+    /// none. And no refusal shortens a rest already set: a concurrent 429 with `Retry-After: 2`
+    /// does not wake a key benched for an hour.
     pub fn rest(&self, status: StatusCode, retry_after: Option<Duration>) -> Duration {
+        let now = now_ms();
+        let resting = self.resting_until_ms.load(Ordering::Relaxed) > now;
         let rest = if status == StatusCode::TOO_MANY_REQUESTS {
             retry_after.unwrap_or(RATE_LIMIT_REST)
         } else {
-            let strikes = self.strikes.fetch_add(1, Ordering::Relaxed).min(6);
-            REJECTED_REST.saturating_mul(1 << strikes)
+            let strikes = if resting {
+                self.strikes.load(Ordering::Relaxed).saturating_sub(1)
+            } else {
+                self.strikes.fetch_add(1, Ordering::Relaxed)
+            };
+            REJECTED_REST.saturating_mul(1 << strikes.min(6))
         }
         .min(MAX_REST);
-        self.reason.store(status.as_u16(), Ordering::Relaxed);
-        let ms = u64::try_from(rest.as_millis()).unwrap_or(u64::MAX);
-        self.resting_until_ms
-            .store(now_ms().saturating_add(ms.max(1)), Ordering::Relaxed);
-        rest
+        let ms = u64::try_from(rest.as_millis()).unwrap_or(u64::MAX).max(1);
+        let until = now.saturating_add(ms);
+        let before = self.resting_until_ms.fetch_max(until, Ordering::Relaxed);
+        if before < until {
+            self.reason.store(status.as_u16(), Ordering::Relaxed);
+        }
+        Duration::from_millis(before.max(until) - now)
+    }
+
+    /// Wakes the key: SIGHUP, or a reload that changed where it comes from or goes.
+    pub fn wake(&self) {
+        self.resting_until_ms.store(0, Ordering::Relaxed);
+        self.strikes.store(0, Ordering::Relaxed);
     }
 
     /// The upstream accepted the key: refusals in a row start again from zero.
@@ -112,22 +131,45 @@ mod tests {
     fn refusals_back_off_exponentially_and_429_honours_retry_after() {
         let h = Health::default();
         assert_eq!(h.state(), KeyState::Active);
-        assert_eq!(
-            h.rest(StatusCode::UNAUTHORIZED, None),
-            Duration::from_secs(60)
-        );
-        assert_eq!(
-            h.rest(StatusCode::UNAUTHORIZED, None),
-            Duration::from_secs(120)
-        );
+        let first = h.rest(StatusCode::UNAUTHORIZED, None);
+        assert!(first <= Duration::from_secs(60) && first > Duration::from_secs(59));
         assert!(h.is_resting());
         assert!(matches!(h.state(), KeyState::Resting { reason: 401, .. }));
+        // A second episode (the rest ran out) doubles.
+        h.resting_until_ms.store(1, Ordering::Relaxed);
+        let second = h.rest(StatusCode::UNAUTHORIZED, None);
+        assert!(second > Duration::from_secs(119), "{second:?}");
         h.accepted();
-        assert_eq!(h.rest(StatusCode::FORBIDDEN, None), Duration::from_secs(60));
+        h.resting_until_ms.store(1, Ordering::Relaxed);
+        let after_success = h.rest(StatusCode::FORBIDDEN, None);
+        assert!(
+            after_success <= Duration::from_secs(60),
+            "{after_success:?}"
+        );
+        h.wake();
         assert_eq!(
             h.rest(StatusCode::TOO_MANY_REQUESTS, Some(Duration::from_secs(7))),
             Duration::from_secs(7)
         );
+    }
+
+    #[test]
+    fn concurrent_refusals_count_one_strike_and_never_shorten_a_rest() {
+        let h = Health::default();
+        let rests: Vec<Duration> = (0..16)
+            .map(|_| h.rest(StatusCode::UNAUTHORIZED, None))
+            .collect();
+        assert!(
+            rests.iter().all(|r| *r <= Duration::from_secs(60)),
+            "{rests:?}"
+        );
+        assert_eq!(h.strikes.load(Ordering::Relaxed), 1);
+        let left = h.rest(StatusCode::TOO_MANY_REQUESTS, Some(Duration::from_secs(2)));
+        assert!(
+            left > Duration::from_secs(50),
+            "a 429 must not shorten the rest: {left:?}"
+        );
+        assert!(matches!(h.state(), KeyState::Resting { reason: 401, .. }));
     }
 
     #[test]

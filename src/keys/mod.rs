@@ -147,17 +147,19 @@ pub struct Profile {
     next: AtomicUsize,
 }
 
-/// Every key of a profile rests; when the first wakes and whether all were refused as invalid.
+/// Every key of a profile rests after a 429; when the first wakes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AllResting {
     pub wakes_in: std::time::Duration,
-    /// Every key's rest began with a 401 or 403: they are likely revoked, not rate limited.
-    pub rejected: bool,
 }
 
 impl Profile {
     /// The next key of the pool that is not resting, round-robin. Lock-free: one relaxed
     /// atomic add, and one relaxed load per key looked at.
+    ///
+    /// When every key rests, a key refused with 401/402/403 is still better than no answer: the
+    /// provider's own (annotated) refusal goes back, and topping up credit takes effect at once.
+    /// Only when every key rests after a 429 is the answer local.
     pub fn pick(&self) -> Result<&Key, AllResting> {
         let n = self.keys.len();
         let start = match n {
@@ -170,27 +172,36 @@ impl Profile {
                 return Ok(key);
             }
         }
-        Err(self.all_resting())
+        let mut refused: Option<(&Key, std::time::Duration)> = None;
+        let mut wakes_in = std::time::Duration::MAX;
+        for k in &self.keys {
+            match k.health.state() {
+                KeyState::Resting { left, reason } if reason != 429 => {
+                    if refused.is_none_or(|(_, l)| left < l) {
+                        refused = Some((k, left));
+                    }
+                }
+                KeyState::Resting { left, .. } => wakes_in = wakes_in.min(left),
+                KeyState::Active => return Ok(k),
+            }
+        }
+        refused.map(|(k, _)| k).ok_or(AllResting { wakes_in })
     }
 
     /// Another key than `tried` that is not resting, for a retry.
     pub fn pick_other(&self, tried: &Key) -> Option<&Key> {
-        self.pick().ok().filter(|k| k.id != tried.id)
+        let n = self.keys.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|i| &self.keys[(start + i) % n])
+            .find(|k| k.id != tried.id && !k.health.is_resting())
     }
 
-    fn all_resting(&self) -> AllResting {
-        let mut wakes_in = std::time::Duration::MAX;
-        let mut rejected = true;
+    /// Wakes every key: SIGHUP.
+    pub fn wake_all(&self) {
         for k in &self.keys {
-            if let KeyState::Resting { left, reason } = k.health.state() {
-                wakes_in = wakes_in.min(left);
-                rejected &= matches!(reason, 401 | 403);
-            } else {
-                wakes_in = std::time::Duration::ZERO;
-                rejected = false;
-            }
+            k.health.wake();
         }
-        AllResting { wakes_in, rejected }
     }
 
     pub fn keys(&self) -> &[Key] {
@@ -271,17 +282,25 @@ impl KeyStore {
         &self.sources
     }
 
-    /// Takes over the health of keys `old` also had, so a reload does not wake resting keys.
-    pub fn adopt_health(&mut self, old: &KeyStore) {
-        let known: HashMap<u64, &Arc<Health>> = old
+    /// Takes over the health of keys `old` also had, so a reload does not wake resting keys;
+    /// a key now read from another source, or of a profile `wake` names, starts awake.
+    pub fn adopt_health(&mut self, old: &KeyStore, wake: impl Fn(&str) -> bool) {
+        let known: HashMap<u64, (&Arc<Health>, &Arc<str>)> = old
             .profiles
             .values()
             .flat_map(|p| p.keys.iter())
-            .map(|k| (k.id, &k.health))
+            .map(|k| (k.id, (&k.health, &k.source)))
             .collect();
-        for key in self.profiles.values_mut().flat_map(|p| p.keys.iter_mut()) {
-            if let Some(h) = known.get(&key.id) {
-                key.health = Arc::clone(h);
+        for (name, profile) in self.profiles.iter_mut() {
+            if wake(name) {
+                continue;
+            }
+            for key in profile.keys.iter_mut() {
+                if let Some((h, source)) = known.get(&key.id) {
+                    if **source == key.source {
+                        key.health = Arc::clone(h);
+                    }
+                }
             }
         }
     }

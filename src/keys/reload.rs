@@ -127,7 +127,21 @@ impl Reloader {
         let built = self.loader.build(&config, routes.formats(), &mut files);
         errors.extend(built.errors);
         let mut keys = built.store;
-        keys.adopt_health(&current.keys);
+        // SIGHUP wakes every key; a route whose upstream changed wakes the keys it may inject.
+        let moved: Vec<&crate::config::RouteConfig> = config
+            .routes
+            .iter()
+            .filter(|r| {
+                current
+                    .config
+                    .routes
+                    .iter()
+                    .any(|o| o.prefix == r.prefix && o.upstream != r.upstream)
+            })
+            .collect();
+        keys.adopt_health(&current.keys, |profile| {
+            trigger == "SIGHUP" || moved.iter().any(|r| r.allows(profile))
+        });
         // OpenClaw writes its database on every turn; a reload that changed nothing is routine.
         let recovered = self.state.log().last_error.is_some();
         let changed = keys.log_changes_since(&current.keys)
