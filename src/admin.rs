@@ -94,7 +94,7 @@ pub fn status(state: &State) -> Value {
     };
     json!({
         "config": config,
-        "sources": snapshot.keys.sources(),
+        "sources": sources(state, &snapshot),
         "profiles": profiles(&snapshot),
         "reload": {
             "count": log.count,
@@ -103,6 +103,24 @@ pub fn status(state: &State) -> Value {
             "last_trigger": log.last_trigger,
         },
     })
+}
+
+/// The key sources, and a file the reloader has been reading for over two seconds: a hung mount
+/// or a FIFO, while keyproxy keeps serving the keys it has.
+fn sources(state: &State, snapshot: &Snapshot) -> Vec<Value> {
+    let mut out: Vec<Value> = snapshot
+        .keys
+        .sources()
+        .iter()
+        .map(|s| serde_json::to_value(s).unwrap_or(Value::Null))
+        .collect();
+    if let Some((path, waited)) = state.reading.stuck(std::time::Duration::from_secs(2)) {
+        out.push(json!({
+            "kind": "reading", "path": path, "ok": false,
+            "error": format!("not answering: a read has waited {} s (a hung mount?); keyproxy keeps serving the keys it has", waited.as_secs()),
+        }));
+    }
+    out
 }
 
 /// Every profile a source declared or a route uses, with its keys by fingerprint.

@@ -145,7 +145,10 @@ async fn run(origin: Origin, listen: Option<std::net::SocketAddr>) -> anyhow::Re
         tokio::select! {
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading config and keys");
-                let _ = reload.send(ReloadRequest { reason: "SIGHUP", done: None }).await;
+                // try_send: a reloader stuck on a hung mount must not stop signal handling.
+                if reload.try_send(ReloadRequest { reason: "SIGHUP", done: None }).is_err() {
+                    tracing::warn!("a reload is still running or queued; SIGHUP ignored");
+                }
             }
             _ = term.recv() => break,
             _ = int.recv() => break,

@@ -105,8 +105,7 @@ pub async fn start(origin: Origin, listen: Option<SocketAddr>) -> Result<Running
 
     reloader.listening_on(local_addr);
     let (reload_tx, reload_rx) = mpsc::channel(16);
-    let watcher = reloader.watch();
-    tokio::spawn(reloader.run(watcher, reload_rx));
+    reloader.spawn(reload_rx).map_err(ServeError::Workers)?;
 
     let mut builder = auto::Builder::new(CountedExecutor);
     builder

@@ -8,6 +8,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use crate::config::{Config, Origin};
+use crate::keys::watch::ReadProbe;
 use crate::keys::KeyStore;
 use crate::metrics::{Metrics, RequestMeters};
 use crate::routes::Routes;
@@ -69,16 +70,25 @@ pub struct State {
     reloads: watch::Sender<u64>,
     pub origin: Origin,
     pub metrics: Arc<Metrics>,
+    /// What the reloader is reading, so `status` can name a source that does not answer.
+    pub reading: Arc<ReadProbe>,
 }
 
 impl State {
-    pub fn new(origin: Origin, snapshot: Snapshot, log: ReloadLog, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        origin: Origin,
+        snapshot: Snapshot,
+        log: ReloadLog,
+        metrics: Arc<Metrics>,
+        reading: Arc<ReadProbe>,
+    ) -> Self {
         Self {
             metrics,
             snapshot: ArcSwap::from_pointee(snapshot),
             reloads: watch::Sender::new(log.count),
             log: Mutex::new(log),
             origin,
+            reading,
         }
     }
 

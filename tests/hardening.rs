@@ -155,3 +155,44 @@ async fn durations_that_would_panic_are_refused_at_start_and_on_reload() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_keys_file_that_never_answers_stops_neither_health_nor_sigterm() {
+    let up = Mock::start(ok_handler()).await;
+    let bin = Bin::new();
+    let dir = bin.config_dir();
+    std::fs::write(dir.join("keyproxy.toml"), simple_config(&up.url, "p")).unwrap();
+    write_private(&dir.join("keys.toml"), &keys_toml("p", KEY_A));
+    let mut served = Served::start(bin.command()).await;
+
+    // A FIFO with no writer stands in for a hung NFS or FUSE mount: opening it blocks for ever.
+    let keys = dir.join("keys.toml");
+    std::fs::remove_file(&keys).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&keys)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    served.signal("HUP");
+    served.wait_for_log("SIGHUP").await;
+
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let health = get(&format!("{}/_keyproxy/health", served.url), &[]).await;
+        assert_eq!(health.status, 200);
+        let status = get(&format!("{}/_keyproxy/status", served.url), &[]).await;
+        if status.text().contains("not answering") {
+            let reply = get(&format!("{}/v1/models", served.url), &[]).await;
+            assert_eq!(reply.status, 200, "the keys it had keep serving");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "status never named the stuck read: {}",
+            status.text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let (code, _, _) = served.stop().await;
+    assert_eq!(code, Some(0), "SIGTERM still ends keyproxy cleanly");
+}

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 
 use super::sources::Loader;
-use super::watch::{FileSet, Watcher};
+use super::watch::{FileSet, ReadProbe, Watcher};
 use crate::config::{self, Config, Origin};
 use crate::error::ConfigError;
 use crate::metrics::Metrics;
@@ -46,7 +46,8 @@ const SETTLE_MAX: Duration = Duration::from_millis(500);
 impl Reloader {
     /// The first load. A bad config is fatal here; a missing or broken key source is not.
     pub fn start(origin: Origin) -> Result<Self, StartError> {
-        let mut files = FileSet::default();
+        let probe = Arc::new(ReadProbe::default());
+        let mut files = FileSet::probed(probe.clone());
         let config = read_config(&origin, &mut files)?;
         let metrics = Arc::new(Metrics::new());
         let routes = Routes::build(&config, &metrics).map_err(|source| StartError::Upstream {
@@ -70,7 +71,7 @@ impl Reloader {
         }
         let snapshot = Snapshot::new(Arc::new(config), Arc::new(routes), built.store, &metrics);
         Ok(Self {
-            state: Arc::new(State::new(origin, snapshot, log, metrics)),
+            state: Arc::new(State::new(origin, snapshot, log, metrics, probe)),
             loader,
             files,
             listening: None,
@@ -89,7 +90,7 @@ impl Reloader {
     pub fn reload(&mut self, trigger: &'static str) {
         let current = self.state.load();
         let mut errors = Vec::new();
-        let mut files = FileSet::default();
+        let mut files = FileSet::probed(self.state.reading.clone());
         let read = read_config(&self.state.origin, &mut files).and_then(|c| match self.listening {
             // The rule start-up enforces holds after every reload, or deleting [[clients]]
             // would open a network listener to everyone.
@@ -183,11 +184,50 @@ impl Reloader {
         }
     }
 
+    /// Runs reloads on a thread of its own, so that no file read, however stuck (a hung NFS or
+    /// FUSE mount, a FIFO), can stop accepting, health answers or SIGTERM. A reloader that
+    /// panics is restarted from the current snapshot, and the panic shows in `status`.
+    pub fn spawn(mut self, requests: mpsc::Receiver<ReloadRequest>) -> std::io::Result<()> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let mut watcher = self.watch();
+        let mut requests = requests;
+        std::thread::Builder::new()
+            .name("keyproxy-reload".into())
+            .spawn(move || loop {
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    runtime.block_on(self.run(&mut watcher, &mut requests))
+                }));
+                if ran.is_ok() {
+                    return; // every sender is gone: keyproxy is stopping
+                }
+                let state = self.state.clone();
+                state.record(|log| {
+                    log.last_error = Some((
+                        SystemTime::now(),
+                        "the reloader stopped on a panic and was restarted; see the log".into(),
+                    ));
+                });
+                tracing::error!("the reloader panicked; restarting it in a second");
+                std::thread::sleep(Duration::from_secs(1));
+                self = Self {
+                    files: FileSet::probed(state.reading.clone()),
+                    loader: Loader::default(),
+                    listening: self.listening,
+                    state,
+                };
+                self.reload("restart");
+                watcher = self.watch();
+            })?;
+        Ok(())
+    }
+
     /// A watcher armed on the folders of every file the snapshot was built from. A file that
     /// changed between the first load and the arming is read again here, so no change is missed.
     pub fn watch(&mut self) -> Watcher {
         let mut watcher = Watcher::new();
-        watcher.arm(self.files.paths());
+        let _ = watcher.arm(self.files.paths());
         self.reload_if_changed("file change");
         watcher
     }
@@ -203,7 +243,11 @@ impl Reloader {
     /// Runs reloads until every sender of `requests` is gone: each request (SIGHUP, a test)
     /// reloads at once; a file event or a poll tick reloads when a file's contents changed.
     /// `watcher` comes from [`Reloader::watch`], called before anyone may change a file.
-    pub async fn run(mut self, mut watcher: Watcher, mut requests: mpsc::Receiver<ReloadRequest>) {
+    pub async fn run(
+        &mut self,
+        watcher: &mut Watcher,
+        requests: &mut mpsc::Receiver<ReloadRequest>,
+    ) {
         let mut every = self.state.load().config.poll_interval;
         let mut poll = poll_timer(every);
         loop {
@@ -229,8 +273,13 @@ impl Reloader {
                 }
                 _ = poll.tick() => self.reload_if_changed("poll"),
             }
-            // The set of files may have changed, and a watched folder may have been replaced.
-            watcher.arm(self.files.paths());
+            // The set of files may have changed, and a watched folder may have been replaced;
+            // a file written into a folder before its watch was armed sent no event.
+            let mut rounds = 0;
+            while watcher.arm(self.files.paths()) && rounds < 8 {
+                self.reload_if_changed("file change");
+                rounds += 1;
+            }
             let now = self.state.load().config.poll_interval;
             if now != every {
                 every = now;

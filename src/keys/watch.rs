@@ -44,16 +44,57 @@ impl Seen {
     }
 }
 
+/// The file the reloader is reading right now, if any, and since when: a read that never
+/// returns (a hung NFS or FUSE mount, a FIFO) shows in `status` as a source not answering.
+#[derive(Debug, Default)]
+pub struct ReadProbe(std::sync::Mutex<Option<(PathBuf, std::time::Instant)>>);
+
+impl ReadProbe {
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        self.set(Some((path.to_path_buf(), std::time::Instant::now())));
+        let read = std::fs::read(path);
+        self.set(None);
+        read
+    }
+
+    fn set(&self, value: Option<(PathBuf, std::time::Instant)>) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = value;
+    }
+
+    /// The file being read for longer than `patience`, and for how long.
+    pub fn stuck(&self, patience: std::time::Duration) -> Option<(PathBuf, std::time::Duration)> {
+        let guard = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (path, since) = guard.as_ref()?;
+        let waited = since.elapsed();
+        (waited > patience).then(|| (path.clone(), waited))
+    }
+}
+
 /// Every file a snapshot was built from, as it was read.
 #[derive(Debug, Default, Clone)]
 pub struct FileSet {
     files: BTreeMap<PathBuf, Seen>,
+    probe: Arc<ReadProbe>,
 }
 
 impl FileSet {
+    /// A set whose reads are watched by `probe`.
+    pub fn probed(probe: Arc<ReadProbe>) -> Self {
+        Self {
+            files: BTreeMap::new(),
+            probe,
+        }
+    }
+
     /// Reads a file and remembers what it held.
     pub fn read(&mut self, path: &Path) -> io::Result<Vec<u8>> {
-        let read = std::fs::read(path);
+        let read = self.probe.read(path);
         self.files.insert(path.to_path_buf(), Seen::of(&read));
         read
     }
@@ -62,7 +103,7 @@ impl FileSet {
     pub fn changed(&self) -> Option<&Path> {
         self.files
             .iter()
-            .find(|(path, seen)| Seen::now(path) != **seen)
+            .find(|(path, seen)| Seen::of(&self.probe.read(path)) != **seen)
             .map(|(path, _)| path.as_path())
     }
 
@@ -145,10 +186,14 @@ impl Watcher {
 
     /// Watches the folders of `files`: new ones are added, ones no longer needed dropped, and a
     /// folder that was replaced since it was armed is armed again.
-    pub fn arm<'a>(&mut self, files: impl IntoIterator<Item = &'a Path>) {
+    ///
+    /// Returns whether a folder was newly armed: a file written there before the watch existed
+    /// sent no event, so the caller must look at the files once more.
+    pub fn arm<'a>(&mut self, files: impl IntoIterator<Item = &'a Path>) -> bool {
         let Some(inner) = self.inner.as_mut() else {
-            return;
+            return false;
         };
+        let mut armed_new = false;
         let wanted: HashMap<PathBuf, Option<(u64, u64)>> = files
             .into_iter()
             .map(folder_for)
@@ -173,12 +218,14 @@ impl Watcher {
                 Ok(()) => {
                     tracing::debug!(folder = %dir.display(), "watching");
                     self.armed.insert(dir, id);
+                    armed_new = true;
                 }
                 Err(e) => {
                     tracing::warn!(folder = %dir.display(), "cannot watch ({e}); polling finds its changes");
                 }
             }
         }
+        armed_new
     }
 
     /// Waits for the next event in a watched folder; never returns when nothing can be watched.
