@@ -13,6 +13,7 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    not_dumpable();
     let origin = config::discover(cli.config.as_deref());
     match cli.command {
         Some(Command::Check { json }) => {
@@ -72,6 +73,22 @@ fn health(
         }
     }
 }
+
+/// Another process of the same user could otherwise read the keys from this one's memory or
+/// environment through /proc (`/proc/PID/mem`, `environ`) or ptrace; a process that is not
+/// dumpable is off limits to them, and leaves no core dump. It does not stop root, nor a
+/// debugger the kernel's ptrace rules still allow.
+#[cfg(target_os = "linux")]
+fn not_dumpable() {
+    if let Err(e) =
+        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+    {
+        tracing::warn!("cannot mark the process not dumpable ({e}); other processes of this user may read its memory");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn not_dumpable() {}
 
 /// Logs go to stderr; see `log_buffer` for why the worker threads collect theirs.
 fn init_logging(format: LogFormat) {

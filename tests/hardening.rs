@@ -196,3 +196,63 @@ async fn a_keys_file_that_never_answers_stops_neither_health_nor_sigterm() {
     let (code, _, _) = served.stop().await;
     assert_eq!(code, Some(0), "SIGTERM still ends keyproxy cleanly");
 }
+
+/// Runs `args` as the unprivileged user `nobody`, so that /proc's access rules apply.
+fn as_nobody(args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .args(args)
+        .env_clear()
+        .env("HOME", "/nonexistent")
+        .env("XDG_CONFIG_HOME", "/nonexistent")
+        .env("OPENROUTER_API_KEY", KEY_A)
+        .current_dir("/");
+    cmd
+}
+
+#[tokio::test]
+async fn another_process_of_the_same_user_cannot_read_keyproxys_environment() {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n");
+    let setpriv = std::process::Command::new("setpriv")
+        .arg("--version")
+        .output();
+    if root.ok() != Some(true) || setpriv.is_err() {
+        eprintln!("SKIPPED: needs root and setpriv to run processes as another user");
+        return;
+    }
+    let proc_readable = |pid: u32| {
+        let out = as_nobody(&["cat", &format!("/proc/{pid}/environ")])
+            .output()
+            .unwrap();
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("OPENROUTER_API_KEY")
+    };
+    // Control: an ordinary process of that user is readable by the user's other processes.
+    let mut plain = as_nobody(&["sleep", "30"]).spawn().unwrap();
+    // Until setpriv has exec'd sleep, the process is setpriv's own, not yet dumpable again.
+    let readable = (0..100).any(|_| {
+        proc_readable(plain.id()) || {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            false
+        }
+    });
+    assert!(
+        readable,
+        "the check itself must be able to read a dumpable process"
+    );
+    plain.kill().unwrap();
+    let _ = plain.wait();
+
+    let served = Served::start(as_nobody(&[env!("CARGO_BIN_EXE_keyproxy")])).await;
+    let pid = served.child.id().unwrap();
+    // The pid is setpriv's, which exec'd keyproxy in place.
+    assert!(
+        !proc_readable(pid),
+        "keyproxy's environment must not be readable through /proc"
+    );
+    let (code, _, log) = served.stop().await;
+    assert_eq!(code, Some(0));
+    assert_no_key(&log.join("\n"));
+}
