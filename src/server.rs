@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
+use crate::activity::{Active, Activity};
 use crate::burst::CountedExecutor;
 use crate::config::Origin;
 use crate::keys::reload::{ReloadRequest, Reloader, StartError};
@@ -117,7 +118,11 @@ pub async fn start(origin: Origin, listen: Option<SocketAddr>) -> Result<Running
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(MAX_HEAD_BYTES as u32);
+        .max_header_list_size(MAX_HEAD_BYTES as u32)
+        // Pings find a vanished peer on a busy connection; an idle one is closed by the
+        // connection's idle deadline first (see `activity`), so pings do not keep it alive.
+        .keep_alive_interval(config.idle_timeout.checked_mul(2))
+        .keep_alive_timeout(Duration::from_secs(20));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let serving = Arc::new(Serving {
@@ -212,6 +217,7 @@ impl Serving {
         worker: usize,
         watcher: Watcher,
     ) {
+        let started = tokio::time::Instant::now().into_std();
         let _ = stream.set_nodelay(true);
         let conn = Conn {
             local: stream.local_addr().unwrap_or(self.local_addr),
@@ -227,6 +233,9 @@ impl Serving {
             return;
         }
         let state = self.state.clone();
+        let idle = state.load().config.idle_timeout;
+        let activity = Activity::new();
+        let seen = activity.clone();
         let service = tower::ServiceBuilder::new()
             .layer(SetSensitiveRequestHeadersLayer::new([
                 http::header::AUTHORIZATION,
@@ -235,13 +244,33 @@ impl Serving {
             ]))
             .service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(proxy::handle(&state, conn, req).await) }
+                let waiting = seen.request();
+                async move {
+                    let resp = proxy::handle(&state, conn, req).await;
+                    drop(waiting);
+                    Ok::<_, Infallible>(resp)
+                }
             });
+        let io = TokioIo::new(Active::new(stream, activity.clone()));
         let connection = self
             .builder
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-        if let Err(e) = watcher.watch(connection).await {
-            tracing::debug!(%peer, "connection ended: {e}");
+            .serve_connection(io, TowerToHyperService::new(service));
+        let watched = watcher.watch(connection);
+        tokio::pin!(watched);
+        loop {
+            let Some(wait) = activity.due_in(started, self.first_bytes_within, idle) else {
+                tracing::debug!(%peer, "closed: no request within {:?}, or nothing moved for {:?}", self.first_bytes_within, idle);
+                return;
+            };
+            tokio::select! {
+                ended = &mut watched => {
+                    if let Err(e) = ended {
+                        tracing::debug!(%peer, "connection ended: {e}");
+                    }
+                    return;
+                }
+                () = tokio::time::sleep(wait) => {}
+            }
         }
     }
 }
@@ -254,6 +283,11 @@ async fn first_bytes(stream: &tokio::net::TcpStream, within: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + within;
     let mut buf = [0u8; PREFACE.len()];
     loop {
+        // timeout_at polls the peek first, and a peek over unread bytes is ready at once: without
+        // this check, a client that sends "P" and hangs up would never meet the deadline.
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
         match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return false,
             Ok(Ok(n)) if n == PREFACE.len() || buf[..n] != PREFACE[..n] => return true,
