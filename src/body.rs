@@ -167,12 +167,60 @@ impl Body for Streamed {
     }
 }
 
-/// What keyproxy sends to an upstream; the bytes sent are counted when it is dropped.
+/// What keyproxy sends to an upstream; the bytes sent are counted when it is dropped. A client
+/// body that breaks (bad chunked encoding) or stalls for `idle_timeout` ends the request, and
+/// [`ClientFault`] tells the request path it was the client's fault, not the upstream's.
 pub struct UpstreamBody {
     kind: Outbound,
     sent: u64,
     meter: Counter,
+    stall: Option<(Pin<Box<Sleep>>, Duration)>,
+    fault: Arc<ClientFault>,
 }
+
+/// What went wrong with the client's request body, if anything, and whether it was all sent:
+/// the response deadline counts from then, so a slow upload is bounded by its own stall timer.
+#[derive(Debug, Default)]
+pub struct ClientFault(std::sync::atomic::AtomicU8, std::sync::atomic::AtomicBool);
+
+impl ClientFault {
+    const MALFORMED: u8 = 1;
+    const STALLED: u8 = 2;
+
+    fn set(&self, fault: u8) {
+        self.0.store(fault, std::sync::atomic::Ordering::Relaxed);
+        self.sent();
+    }
+
+    fn sent(&self) {
+        self.1.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A body already sent in full, as a retry's kept copy is.
+    pub fn done() -> Self {
+        let f = Self::default();
+        f.sent();
+        f
+    }
+
+    /// The body has ended, or failed: nothing more is coming from the client.
+    pub fn body_done(&self) -> bool {
+        self.1.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn malformed(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed) == Self::MALFORMED
+    }
+
+    pub fn stalled(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed) == Self::STALLED
+    }
+}
+
+/// The client sent no body bytes for `idle_timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("the client sent no request body bytes for {0:?}")]
+pub struct BodyStalled(Duration);
 
 pub enum Outbound {
     /// The client's body as it streams in.
@@ -189,7 +237,20 @@ impl UpstreamBody {
             kind,
             sent: 0,
             meter,
+            stall: None,
+            fault: Arc::default(),
         }
+    }
+
+    /// Cuts the body when the client sends nothing for `after`; faults are noted in `fault`.
+    pub fn watched(mut self, after: Duration, fault: Arc<ClientFault>) -> Self {
+        if !matches!(self.kind, Outbound::Replay(_)) && !self.is_end_stream() {
+            self.stall = Some((Box::pin(tokio::time::sleep(after)), after));
+        } else {
+            fault.sent();
+        }
+        self.fault = fault;
+        self
     }
 }
 
@@ -201,12 +262,12 @@ impl Drop for UpstreamBody {
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
         let polled = match &mut this.kind {
             Outbound::Stream(b) => Pin::new(b).poll_frame(cx),
@@ -215,12 +276,39 @@ impl Body for UpstreamBody {
                 .poll_frame(cx)
                 .map(|f| f.map(|r| r.map_err(|never| match never {}))),
         };
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref() {
-                this.sent += data.len() as u64;
+        match polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.sent += data.len() as u64;
+                }
+                if let Some((sleep, after)) = &mut this.stall {
+                    let at = tokio::time::Instant::now() + *after;
+                    sleep.as_mut().reset(at);
+                }
+                if this.is_end_stream() {
+                    this.fault.sent();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.fault.set(ClientFault::MALFORMED);
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Ready(None) => {
+                this.fault.sent();
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                let Some((sleep, after)) = &mut this.stall else {
+                    return Poll::Pending;
+                };
+                if sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                this.fault.set(ClientFault::STALLED);
+                Poll::Ready(Some(Err(Box::new(BodyStalled(*after)))))
             }
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {

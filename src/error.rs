@@ -62,6 +62,10 @@ pub enum LocalError {
     },
     #[error("keyproxy: refusing to forward to '{}'; send requests to keyproxy's own routes, it is not an open proxy.", shorten(.target))]
     ForeignTarget { target: String },
+    #[error("keyproxy: the request body is malformed (a broken chunked encoding); fix the client's request. Nothing was answered by the upstream.")]
+    MalformedBody,
+    #[error("keyproxy: the client sent no request body bytes for {after}, so the request was cut; send the body without pausing, or raise idle_timeout in keyproxy.toml.")]
+    BodyStalled { after: String },
     #[error("keyproxy: TRACE is not forwarded, since an upstream that echoes the request would show the injected key; use another method.")]
     Trace,
     #[error("keyproxy: CONNECT is not supported; keyproxy forwards only to its configured upstreams and is not an open proxy.")]
@@ -208,6 +212,8 @@ impl LocalError {
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::ForeignTarget { .. } => StatusCode::BAD_REQUEST,
             Self::Connect | Self::Trace => StatusCode::METHOD_NOT_ALLOWED,
+            Self::MalformedBody => StatusCode::BAD_REQUEST,
+            Self::BodyStalled { .. } => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -221,6 +227,8 @@ impl LocalError {
             Self::ForeignTarget { .. } => "foreign-target",
             Self::Connect => "connect-refused",
             Self::Trace => "trace-refused",
+            Self::MalformedBody => "malformed-body",
+            Self::BodyStalled { .. } => "body-timeout",
             Self::UnknownAdminPath { .. } => "unknown-admin-path",
             Self::MissingToken => "missing-token",
             Self::InvalidToken => "invalid-token",
@@ -243,7 +251,11 @@ impl LocalError {
             Self::UpstreamTimeout { .. } if shape == ErrorShape::Anthropic => "timeout_error",
             Self::UpstreamUnreachable { .. } => "upstream_error",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
-            Self::ForeignTarget { .. } | Self::Connect | Self::Trace => "invalid_request_error",
+            Self::ForeignTarget { .. }
+            | Self::Connect
+            | Self::Trace
+            | Self::MalformedBody
+            | Self::BodyStalled { .. } => "invalid_request_error",
         }
     }
 
@@ -395,6 +407,8 @@ mod tests {
             },
             LocalError::Connect,
             LocalError::Trace,
+            LocalError::MalformedBody,
+            LocalError::BodyStalled { after: "5m".into() },
             LocalError::UnknownAdminPath { path: long },
             LocalError::MissingToken,
             LocalError::InvalidToken,

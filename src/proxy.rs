@@ -5,6 +5,7 @@
 
 use std::error::Error as _;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -17,7 +18,9 @@ use http_body::Body as _;
 use http_body_util::Full;
 
 use crate::admin;
-use crate::body::{Exchange, KeptBody, Outbound, ResponseBody, Streamed, UpstreamBody};
+use crate::body::{
+    ClientFault, Exchange, KeptBody, Outbound, ResponseBody, Streamed, UpstreamBody,
+};
 use crate::clients;
 use crate::config::{Config, DEFAULT_PROFILE, OPENROUTER_ENV};
 use crate::error::{ErrorShape, LocalError, TimeoutPhase};
@@ -92,11 +95,13 @@ pub async fn handle(state: &State, conn: Conn, req: Request<Incoming>) -> Respon
         (Outbound::Stream(body), None)
     };
     let meter = || state.metrics.request_bytes.clone();
-    let body = UpstreamBody::new(body, meter());
+    let fault = Arc::new(ClientFault::default());
+    let body =
+        UpstreamBody::new(body, meter()).watched(snapshot.config.idle_timeout, fault.clone());
 
     let started = Instant::now();
     let deadline = snapshot.config.response_timeout;
-    let mut sent = forward(route, conn.worker, parts, body, deadline).await;
+    let mut sent = forward(route, conn.worker, parts, body, deadline, &fault).await;
     if let Ok(resp) = &sent {
         if rests_key(resp.status()) {
             rest(key, pool, &profile, route, resp);
@@ -112,7 +117,15 @@ pub async fn handle(state: &State, conn: Conn, req: Request<Incoming>) -> Respon
                 (parts.method, parts.uri, parts.headers) = (method, uri, headers);
                 inject(route, key, &mut parts.headers);
                 let body = UpstreamBody::new(Outbound::Replay(Full::new(body)), meter());
-                sent = forward(route, conn.worker, parts, body, deadline).await;
+                sent = forward(
+                    route,
+                    conn.worker,
+                    parts,
+                    body,
+                    deadline,
+                    &ClientFault::done(),
+                )
+                .await;
                 if let Ok(resp) = &sent {
                     if rests_key(resp.status()) {
                         rest(key, pool, &profile, route, resp);
@@ -125,7 +138,15 @@ pub async fn handle(state: &State, conn: Conn, req: Request<Incoming>) -> Respon
     let resp = match sent {
         Ok(resp) => resp,
         Err(e) => {
-            let err = upstream_error(&route.upstream_label, &snapshot.config, &e);
+            let err = if fault.malformed() {
+                LocalError::MalformedBody
+            } else if fault.stalled() {
+                LocalError::BodyStalled {
+                    after: humantime::format_duration(snapshot.config.idle_timeout).to_string(),
+                }
+            } else {
+                upstream_error(&route.upstream_label, &snapshot.config, &e)
+            };
             tracing::warn!(
                 route = %route.prefix, profile = %profile, upstream = %route.upstream_label,
                 "{err}"
@@ -135,6 +156,18 @@ pub async fn handle(state: &State, conn: Conn, req: Request<Incoming>) -> Respon
     };
 
     route.latency.observe(upstream_time);
+    if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        // keyproxy strips Upgrade and forwards no protocol switch; passing the 101 on would
+        // leave the client's connection in a state neither side can use.
+        let err = LocalError::UpstreamUnreachable {
+            upstream: route.upstream_label.clone(),
+            cause:
+                "it answered 101 Switching Protocols, and keyproxy does not proxy protocol upgrades"
+                    .into(),
+        };
+        tracing::warn!(route = %route.prefix, upstream = %route.upstream_label, "{err}");
+        return reject_parts(state, &method, client_uri.path(), err, route.error_shape);
+    }
     let (mut parts, body) = resp.into_parts();
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
@@ -269,18 +302,25 @@ enum Unanswered {
     TimedOut,
 }
 
-/// Sends the request upstream and waits at most `deadline` for the response head.
+/// Sends the request upstream and waits at most `deadline` for the response head, counted
+/// from when the client's body has been sent (an upload has its own stall deadline).
 async fn forward(
     route: &Route,
     worker: usize,
     parts: Parts,
     body: UpstreamBody,
     deadline: std::time::Duration,
+    body_sent: &ClientFault,
 ) -> Result<Response<Incoming>, Unanswered> {
     let client = route.upstreams.for_worker(worker);
-    match tokio::time::timeout(deadline, client.request(Request::from_parts(parts, body))).await {
-        Ok(answer) => answer.map_err(Unanswered::Failed),
-        Err(_) => Err(Unanswered::TimedOut),
+    let answer = client.request(Request::from_parts(parts, body));
+    tokio::pin!(answer);
+    loop {
+        match tokio::time::timeout(deadline, &mut answer).await {
+            Ok(answer) => return answer.map_err(Unanswered::Failed),
+            Err(_) if body_sent.body_done() => return Err(Unanswered::TimedOut),
+            Err(_) => continue,
+        }
     }
 }
 

@@ -37,11 +37,16 @@ async fn closed_by_keyproxy(mut conn: TcpStream, within: Duration) {
         }
     })
     .await;
-    assert!(ended.is_ok(), "keyproxy kept the connection open for over {within:?}");
+    assert!(
+        ended.is_ok(),
+        "keyproxy kept the connection open for over {within:?}"
+    );
 }
 
 async fn connect(proxy: &Proxy, first: &[&[u8]]) -> TcpStream {
-    let mut conn = TcpStream::connect(proxy.url.trim_start_matches("http://")).await.unwrap();
+    let mut conn = TcpStream::connect(proxy.url.trim_start_matches("http://"))
+        .await
+        .unwrap();
     for bytes in first {
         conn.write_all(bytes).await.unwrap();
     }
@@ -86,7 +91,9 @@ async fn a_headers_frame_never_finished_is_closed() {
 async fn an_idle_http2_connection_is_closed_after_idle_timeout() {
     bounded(async {
         let (up, proxy) = proxy().await;
-        let stream = TcpStream::connect(proxy.url.trim_start_matches("http://")).await.unwrap();
+        let stream = TcpStream::connect(proxy.url.trim_start_matches("http://"))
+            .await
+            .unwrap();
         let (mut send, conn) = hyper::client::conn::http2::handshake(
             hyper_util::rt::TokioExecutor::new(),
             hyper_util::rt::TokioIo::new(stream),
@@ -103,7 +110,67 @@ async fn an_idle_http2_connection_is_closed_after_idle_timeout() {
         assert_eq!(up.count(), 1);
         // Nothing more is sent: keyproxy ends the connection after idle_timeout (1 s).
         let ended = tokio::time::timeout(Duration::from_secs(5), driver).await;
-        assert!(ended.is_ok(), "the idle HTTP/2 connection was still open after 5 s");
+        assert!(
+            ended.is_ok(),
+            "the idle HTTP/2 connection was still open after 5 s"
+        );
+    })
+    .await;
+}
+
+/// Sends a raw HTTP/1.1 request and returns the status line keyproxy answers with.
+async fn raw_status(proxy: &Proxy, head_and_body: &[u8], then_wait: bool) -> String {
+    let mut conn = connect(proxy, &[head_and_body]).await;
+    if !then_wait {
+        conn.shutdown().await.ok();
+    }
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = conn.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+            if got.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+    })
+    .await;
+    String::from_utf8_lossy(&got)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_malformed_chunked_body_is_the_clients_fault_400() {
+    bounded(async {
+        let (_up, proxy) = proxy().await;
+        let status = raw_status(
+            &proxy,
+            b"POST /v1/chat HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nnot hex\r\n0\r\n\r\n",
+            true,
+        )
+        .await;
+        assert!(status.starts_with("HTTP/1.1 400"), "{status:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_request_body_that_stalls_past_idle_timeout_is_cut_with_408() {
+    bounded(async {
+        let (_up, proxy) = proxy().await;
+        let status = raw_status(
+            &proxy,
+            b"POST /v1/chat HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\n{",
+            true,
+        )
+        .await;
+        assert!(status.starts_with("HTTP/1.1 408"), "{status:?}");
     })
     .await;
 }

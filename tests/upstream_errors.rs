@@ -164,3 +164,38 @@ async fn an_upstream_that_never_answers_gets_a_504_within_response_timeout() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_101_from_the_upstream_is_never_passed_on() {
+    bounded(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upgrading = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = conn.read(&mut buf).await;
+                    let _ = conn
+                        .write_all(b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n")
+                        .await;
+                    let _ = conn.read(&mut buf).await;
+                });
+            }
+        });
+        let proxy = Proxy::start(
+            &simple_config(&upgrading, "p"),
+            &[("keys.toml", &keys_toml("p", KEY_A))],
+        )
+        .await;
+        let c = client();
+        let url = format!("{}/v1/realtime", proxy.url);
+        let reply = send(&c, request("GET", &url, &[], "")).await;
+        assert_eq!(reply.status, 502);
+        assert!(reply.text().contains("101 Switching Protocols"), "{}", reply.text());
+        // The client's connection is still a plain HTTP connection: the next request works.
+        let reply = send(&c, request("GET", &url, &[], "")).await;
+        assert_eq!(reply.status, 502);
+    })
+    .await;
+}
