@@ -390,3 +390,41 @@ async fn rotation_under_load_fails_no_request() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_that_truncates_then_pauses_drops_no_key() {
+    bounded(async {
+        let up = Mock::start(ok_handler()).await;
+        let proxy = Proxy::start(
+            &format!("poll_interval = \"1h\"\n{}", simple_config(&up.url, "p")),
+            &[("keys.toml", &keys_toml("p", KEY_A))],
+        )
+        .await;
+        let path = proxy.path("keys.toml");
+        // An in-place writer: truncate, think for 40 ms, write the new key.
+        let writer = std::thread::spawn(move || {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(&path)
+                .unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(40));
+            use std::io::Write;
+            (&file).write_all(keys_toml("p", KEY_B).as_bytes()).unwrap();
+        });
+        let url = format!("{}/v1/models", proxy.url);
+        let mut statuses = Vec::new();
+        while proxy.keys_of("p") != [FP_B] {
+            statuses.push(get(&url, &[]).await.status.as_u16());
+            assert!(statuses.len() < 100_000, "the new key never arrived");
+        }
+        writer.join().unwrap();
+        assert!(
+            statuses.iter().all(|s| *s == 200),
+            "{} of {} requests got no key while the file was being written",
+            statuses.iter().filter(|s| **s != 200).count(),
+            statuses.len()
+        );
+    })
+    .await;
+}

@@ -44,6 +44,9 @@ impl Seen {
     }
 }
 
+/// How long an empty file is given to fill before it is taken as empty.
+const EMPTY_SETTLE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The file the reloader is reading right now, if any, and since when: a read that never
 /// returns (a hung NFS or FUSE mount, a FIFO) shows in `status` as a source not answering.
 #[derive(Debug, Default)]
@@ -52,7 +55,15 @@ pub struct ReadProbe(std::sync::Mutex<Option<(PathBuf, std::time::Instant)>>);
 impl ReadProbe {
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         self.set(Some((path.to_path_buf(), std::time::Instant::now())));
-        let read = std::fs::read(path);
+        let mut read = std::fs::read(path);
+        if read.as_ref().is_ok_and(Vec::is_empty) {
+            // An in-place writer truncates first and writes after: an empty file seen just
+            // after a change is most often half of a write, and applying it would drop every
+            // key until the next event. Look once more after a pause (this is the reloader's
+            // own thread).
+            std::thread::sleep(EMPTY_SETTLE);
+            read = std::fs::read(path);
+        }
         self.set(None);
         read
     }
