@@ -14,22 +14,11 @@ use hyper::body::Incoming;
 use prometheus_client::metrics::counter::Counter;
 use tokio::time::Sleep;
 
+use crate::access_log::AccessRecord;
 use crate::burst::Bursts;
 
 /// What keyproxy sends to a client: the upstream's body as it streams in, or a local reply.
 pub type ResponseBody = Either<Streamed, Full<Bytes>>;
-
-/// What the access log line says of a forwarded request; written when its response ends.
-pub struct Exchange {
-    pub method: http::Method,
-    /// As the client sent it, before the route's prefix was stripped.
-    pub uri: http::Uri,
-    pub route: Arc<str>,
-    pub profile: String,
-    pub status: u16,
-    pub upstream_ms: f64,
-    pub started: Instant,
-}
 
 pin_project_lite::pin_project! {
     /// An upstream response body on its way to the client: counted, closed when the upstream
@@ -46,28 +35,21 @@ pin_project_lite::pin_project! {
         bytes: u64,
         outcome: &'static str,
         meter: Counter,
-        exchange: Exchange,
+        record: AccessRecord,
     }
 
     impl PinnedDrop for Streamed {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             this.meter.inc_by(*this.bytes);
-            let e = &this.exchange;
-            tracing::info!(
-                target: "keyproxy::access",
-                method = %e.method, path = %e.uri.path(), route = %e.route, profile = %e.profile,
-                status = e.status, upstream_ms = format_args!("{:.1}", e.upstream_ms),
-                bytes = *this.bytes, ms = format_args!("{:.1}", e.started.elapsed().as_secs_f64() * 1e3),
-                outcome = *this.outcome,
-                "proxied"
-            );
+            // The record is written when it drops, right after this.
+            this.record.ended(*this.bytes, this.outcome);
         }
     }
 }
 
 impl Streamed {
-    pub fn new(inner: Incoming, idle_for: Duration, meter: Counter, exchange: Exchange) -> Self {
+    pub fn new(inner: Incoming, idle_for: Duration, meter: Counter, record: AccessRecord) -> Self {
         let now = Instant::now();
         Self {
             inner: Bursts::new(inner),
@@ -79,7 +61,7 @@ impl Streamed {
             // Until the end is seen: a client that hangs up mid-stream leaves it so.
             outcome: "client gone",
             meter,
-            exchange,
+            record,
         }
     }
 }
@@ -137,7 +119,12 @@ impl Body for Streamed {
             let deadline = *this.last_frame + *this.idle_for;
             if Instant::now() >= deadline {
                 *this.outcome = "idle timeout";
-                tracing::warn!(route = %this.exchange.route, path = %this.exchange.uri.path(), "{}", IdleTimeout(*this.idle_for));
+                tracing::warn!(
+                    route = this.record.route.as_deref(),
+                    request_id = this.record.request_id.to_str().unwrap_or("-"),
+                    "{}",
+                    IdleTimeout(*this.idle_for)
+                );
                 return Poll::Ready(Some(Err(Box::new(IdleTimeout(*this.idle_for)))));
             }
             this.idle.as_mut().reset(deadline.into());

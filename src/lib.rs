@@ -2,6 +2,7 @@
 //!
 //! The binary is a thin shell over this library; tests and benches use it directly.
 
+pub mod access_log;
 pub mod activity;
 pub mod admin;
 pub mod body;

@@ -17,10 +17,9 @@ use hyper::body::Incoming;
 use http_body::Body as _;
 use http_body_util::Full;
 
+use crate::access_log::{AccessRecord, REQUEST_ID};
 use crate::admin;
-use crate::body::{
-    ClientFault, Exchange, KeptBody, Outbound, ResponseBody, Streamed, UpstreamBody,
-};
+use crate::body::{ClientFault, KeptBody, Outbound, ResponseBody, Streamed, UpstreamBody};
 use crate::clients;
 use crate::config::{Config, DEFAULT_PROFILE, OPENROUTER_ENV};
 use crate::error::{ErrorShape, LocalError, TimeoutPhase};
@@ -47,25 +46,30 @@ pub async fn handle(state: &State, conn: Conn, req: Request<Incoming>) -> Respon
     if path == "/_keyproxy" || path.starts_with("/_keyproxy/") {
         return admin::handle(state, &req);
     }
+    let mut record = AccessRecord::begin(req.method(), path, req.headers());
     if req.method() == Method::CONNECT {
-        return reject(state, &req, LocalError::Connect);
+        return reject(state, record, LocalError::Connect, ErrorShape::OpenAi);
     }
     if req.method() == Method::TRACE {
-        return reject(state, &req, LocalError::Trace);
+        return reject(state, record, LocalError::Trace, ErrorShape::OpenAi);
     }
     if let Some(target) = foreign_target(&req, conn.local) {
-        return reject(state, &req, LocalError::ForeignTarget { target });
+        return reject(
+            state,
+            record,
+            LocalError::ForeignTarget { target },
+            ErrorShape::OpenAi,
+        );
     }
 
     let snapshot = state.load();
     let (mut parts, body) = req.into_parts();
-    // For the access log: a cheap clone (shared bytes) of what the client asked for.
-    let client_uri = parts.uri.clone();
     let Plan {
         route,
         profile,
         pool,
         mut key,
+        client,
     } = match plan(&snapshot, &mut parts) {
         Ok(plan) => plan,
         Err(e) => {
@@ -74,10 +78,17 @@ pub async fn handle(state: &State, conn: Conn, req: Request<Incoming>) -> Respon
                 .find(parts.uri.path())
                 .map(|r| r.error_shape)
                 .unwrap_or_default();
-            return reject_parts(state, &parts.method, parts.uri.path(), e, shape);
+            return reject(state, record, e, shape);
         }
     };
-    let method = parts.method.clone();
+    record.route = Some(route.name.clone());
+    record.profile = Some(profile.clone());
+    record.client = client.map(str::to_owned);
+    // The upstream sees the same request id as the log and the client.
+    parts
+        .headers
+        .entry(REQUEST_ID)
+        .or_insert_with(|| record.request_id.clone());
 
     // With another key to fail over to, keep a copy of a small body as it streams past, so the
     // request can be sent again if the upstream refuses this key.
@@ -151,9 +162,11 @@ pub async fn handle(state: &State, conn: Conn, req: Request<Incoming>) -> Respon
                 route = %route.prefix, profile = %profile, upstream = %route.upstream_label,
                 "{err}"
             );
-            return reject_parts(state, &method, client_uri.path(), err, route.error_shape);
+            record.key = Some(key.fingerprint().into());
+            return reject(state, record, err, route.error_shape);
         }
     };
+    record.key = Some(key.fingerprint().into());
 
     route.latency.observe(upstream_time);
     if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
@@ -166,7 +179,7 @@ pub async fn handle(state: &State, conn: Conn, req: Request<Incoming>) -> Respon
                     .into(),
         };
         tracing::warn!(route = %route.prefix, upstream = %route.upstream_label, "{err}");
-        return reject_parts(state, &method, client_uri.path(), err, route.error_shape);
+        return reject(state, record, err, route.error_shape);
     }
     let (mut parts, body) = resp.into_parts();
     parts.version = Version::HTTP_11;
@@ -210,28 +223,18 @@ pub async fn handle(state: &State, conn: Conn, req: Request<Incoming>) -> Respon
                 let bytes = refusal::rewrite(&bytes, &refused).unwrap_or(bytes);
                 parts.headers.remove(header::CONTENT_LENGTH);
                 state.metrics.response_bytes.inc_by(bytes.len() as u64);
-                tracing::info!(
-                    target: "keyproxy::access",
-                    %method, path = %client_uri.path(), route = %route.name, profile = %profile,
-                    status = status.as_u16(), key = key.fingerprint(), bytes = bytes.len(),
-                    "upstream refused the key"
-                );
+                record.answered(status.as_u16(), upstream_time.as_secs_f64() * 1e3);
+                record.ended(bytes.len() as u64, "complete");
+                parts.headers.insert(REQUEST_ID, record.request_id.clone());
                 return Response::from_parts(parts, Either::Right(Full::new(bytes)));
             }
             refusal::Read::Partial(bytes) => head = Some(bytes),
         }
     }
-    let exchange = Exchange {
-        method,
-        uri: client_uri,
-        route: route.name.clone(),
-        profile,
-        status: status.as_u16(),
-        upstream_ms: upstream_time.as_secs_f64() * 1e3,
-        started,
-    };
+    record.answered(status.as_u16(), upstream_time.as_secs_f64() * 1e3);
+    parts.headers.insert(REQUEST_ID, record.request_id.clone());
     let meter = state.metrics.response_bytes.clone();
-    let body = Streamed::new(body, snapshot.config.idle_timeout, meter, exchange).with_head(head);
+    let body = Streamed::new(body, snapshot.config.idle_timeout, meter, record).with_head(head);
     Response::from_parts(parts, Either::Left(body))
 }
 
@@ -241,6 +244,8 @@ pub struct Plan<'s> {
     pub profile: String,
     pub pool: &'s Profile,
     pub key: &'s Key,
+    /// The client's name, when clients are configured.
+    pub client: Option<&'s str>,
 }
 
 /// Steps 2 to 5 of the request path, everything but I/O: picks the route, the profile and a
@@ -251,7 +256,7 @@ pub fn plan<'s>(snapshot: &'s Snapshot, parts: &mut Parts) -> Result<Plan<'s>, L
             path: parts.uri.path().to_owned(),
         });
     };
-    let profile = choose_profile(snapshot, route, &parts.headers)?.to_owned();
+    let (profile, client) = choose_profile(snapshot, route, &parts.headers)?;
     let Some(pool) = snapshot.keys.profile(&profile) else {
         return Err(missing_key(snapshot, profile));
     };
@@ -285,6 +290,7 @@ pub fn plan<'s>(snapshot: &'s Snapshot, parts: &mut Parts) -> Result<Plan<'s>, L
         profile,
         pool,
         key,
+        client,
     })
 }
 
@@ -350,17 +356,17 @@ fn rest(key: &Key, pool: &Profile, profile: &str, route: &Route, resp: &Response
 /// the route's. With clients configured, every request needs a known token and may name only
 /// that client's profiles. Whatever the choice, the route must allow it: a key goes only to the
 /// upstreams configured for it.
-fn choose_profile<'a>(
-    snapshot: &'a Snapshot,
-    route: &'a Route,
-    headers: &'a HeaderMap,
-) -> Result<&'a str, LocalError> {
+fn choose_profile<'s>(
+    snapshot: &'s Snapshot,
+    route: &'s Route,
+    headers: &HeaderMap,
+) -> Result<(String, Option<&'s str>), LocalError> {
     let named = headers
         .get(PROFILE_HEADER)
         .map(|v| v.to_str().unwrap_or_default());
     let clients = &snapshot.config.clients;
-    let chosen = if clients.is_empty() {
-        named.unwrap_or(&route.profile)
+    let (chosen, client) = if clients.is_empty() {
+        (named.unwrap_or(&route.profile), None)
     } else {
         let token = clients::presented(headers, &route.header).ok_or(LocalError::MissingToken)?;
         let client = clients.find(token).ok_or(LocalError::InvalidToken)?;
@@ -374,13 +380,14 @@ fn choose_profile<'a>(
                 .collect::<Vec<_>>()
                 .join(", "),
         };
-        match named {
+        let chosen = match named {
             Some(p) if client.may_use(p) => p,
             Some(p) => return Err(forbidden(p)),
             None => client
                 .profile_for(&route.profile, |p| route.allows(p))
                 .ok_or_else(|| forbidden(&route.profile))?,
-        }
+        };
+        (chosen, Some(client.name.as_str()))
     };
     if !route.allows(chosen) {
         return Err(LocalError::ProfileNotOnRoute {
@@ -388,7 +395,7 @@ fn choose_profile<'a>(
             profile: chosen.to_owned(),
         });
     }
-    Ok(chosen)
+    Ok((chosen.to_owned(), client))
 }
 
 /// The local 401: what to do first, where keyproxy looked after.
@@ -419,31 +426,19 @@ fn all_resting(profile: String, all: AllResting) -> LocalError {
     }
 }
 
-/// Refusals made before a route is chosen, in the OpenAI shape.
-fn reject(state: &State, req: &Request<Incoming>, err: LocalError) -> Response<ResponseBody> {
-    reject_parts(
-        state,
-        req.method(),
-        req.uri().path(),
-        err,
-        ErrorShape::OpenAi,
-    )
-}
-
-fn reject_parts(
+/// The one point where a local refusal becomes the reply and the access record.
+fn reject(
     state: &State,
-    method: &Method,
-    path: &str,
+    mut record: AccessRecord,
     err: LocalError,
     shape: ErrorShape,
 ) -> Response<ResponseBody> {
     state.metrics.local(err.reason());
-    tracing::info!(
-        target: "keyproxy::access",
-        %method, path = %path, status = err.status().as_u16(), reason = err.reason(),
-        "answered locally"
-    );
-    err.into_response_shaped(shape)
+    record.local(err.status().as_u16(), err.reason());
+    let mut resp = err.into_response_shaped(shape);
+    resp.headers_mut()
+        .insert(REQUEST_ID, record.request_id.clone());
+    resp
 }
 
 /// An HTTP/1 absolute-form target (`GET http://elsewhere/ HTTP/1.1`) is a forward-proxy request;

@@ -1,0 +1,120 @@
+//! One access record per request: created when the request arrives, filled in as the request
+//! path decides, and written exactly once when it is dropped, whatever the outcome (answered,
+//! answered locally, upstream error, the client gone before the answer, a stream cut), as flat
+//! fields with numbers as numbers.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use http::{HeaderMap, HeaderValue, Method};
+
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// A request id unique to this process run: the start time and a counter, in hex.
+fn new_request_id() -> HeaderValue {
+    static START: OnceLock<u64> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let start = *START.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64)
+    });
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    HeaderValue::from_str(&format!("{:011x}-{n:x}", start & 0xfff_ffff_ffff))
+        .unwrap_or(HeaderValue::from_static("-"))
+}
+
+#[derive(Debug)]
+pub struct AccessRecord {
+    pub request_id: HeaderValue,
+    method: Method,
+    path: String,
+    started: Instant,
+    pub route: Option<Arc<str>>,
+    pub profile: Option<String>,
+    pub key: Option<Box<str>>,
+    pub client: Option<String>,
+    status: Option<u16>,
+    reason: Option<&'static str>,
+    upstream_ms: Option<f64>,
+    bytes: u64,
+    outcome: &'static str,
+}
+
+impl AccessRecord {
+    /// The client's `x-request-id` when it sent a usable one, else a new one.
+    pub fn begin(method: &Method, path: &str, headers: &HeaderMap) -> Self {
+        let request_id = headers
+            .get(REQUEST_ID)
+            .filter(|v| !v.is_empty() && v.len() <= 200)
+            .cloned()
+            .unwrap_or_else(new_request_id);
+        Self {
+            request_id,
+            method: method.clone(),
+            path: path.to_owned(),
+            started: Instant::now(),
+            route: None,
+            profile: None,
+            key: None,
+            client: None,
+            status: None,
+            reason: None,
+            upstream_ms: None,
+            bytes: 0,
+            outcome: "client gone before the answer",
+        }
+    }
+
+    /// keyproxy answered itself with `status`, for `reason` (the `x-keyproxy-error` value).
+    pub fn local(&mut self, status: u16, reason: &'static str) {
+        self.status = Some(status);
+        self.reason = Some(reason);
+        self.outcome = "answered locally";
+    }
+
+    /// The upstream's response head came after `upstream_ms`.
+    pub fn answered(&mut self, status: u16, upstream_ms: f64) {
+        self.status = Some(status);
+        self.upstream_ms = Some(upstream_ms);
+        self.outcome = "client gone mid-answer";
+    }
+
+    /// The answer's body ended: `outcome` says how, after `bytes`.
+    pub fn ended(&mut self, bytes: u64, outcome: &'static str) {
+        self.bytes = bytes;
+        self.outcome = outcome;
+    }
+
+    pub fn outcome(&self) -> &'static str {
+        self.outcome
+    }
+}
+
+impl Drop for AccessRecord {
+    fn drop(&mut self) {
+        let message = match (self.reason, self.upstream_ms) {
+            (Some(_), _) => "answered locally",
+            (None, Some(_)) => "proxied",
+            (None, None) => "client gone",
+        };
+        tracing::info!(
+            target: "keyproxy::access",
+            request_id = self.request_id.to_str().unwrap_or("-"),
+            method = %self.method,
+            path = %self.path,
+            route = self.route.as_deref(),
+            profile = self.profile.as_deref(),
+            key = self.key.as_deref(),
+            client = self.client.as_deref(),
+            status = self.status,
+            reason = self.reason,
+            upstream_ms = self.upstream_ms.map(|ms| (ms * 10.0).round() / 10.0),
+            bytes = self.bytes,
+            ms = (self.started.elapsed().as_secs_f64() * 1e4).round() / 10.0,
+            outcome = self.outcome,
+            "{message}"
+        );
+    }
+}

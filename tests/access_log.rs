@@ -1,0 +1,124 @@
+//! One access record per request, whatever its outcome, with a request id the client, the
+//! upstream and the log share, the key's fingerprint and the client's name; in JSON, flat
+//! fields with numbers as numbers.
+
+mod support;
+use std::time::Duration;
+
+use support::*;
+
+const TOKEN: &str = "kp-laptop-0123456789";
+
+fn access_lines(log: &[String]) -> Vec<serde_json::Value> {
+    log.iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "keyproxy::access")
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_leaves_one_record_with_its_id_key_and_client() {
+    let up = Mock::start(ok_handler()).await;
+    // A port that accepts and never answers, for the request whose client gives up.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_url = format!("http://{}", silent.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((c, _)) = silent.accept().await {
+            held.push(c);
+        }
+    });
+    let bin = Bin::new();
+    let dir = bin.config_dir();
+    write_private(&dir.join("keys.toml"), &keys_toml("p", KEY_A));
+    std::fs::write(
+        dir.join("keyproxy.toml"),
+        format!(
+            "keys_files = [\"keys.toml\"]\n\
+             [[routes]]\nprefix = \"/\"\nupstream = \"{}\"\nprofile = \"p\"\n\
+             [[routes]]\nprefix = \"/silent\"\nupstream = \"{silent_url}\"\nprofile = \"p\"\n\
+             [[clients]]\nname = \"laptop\"\ntoken = \"{TOKEN}\"\nprofiles = [\"p\"]\n",
+            up.url
+        ),
+    )
+    .unwrap();
+    let mut served = Served::start(bin.command()).await;
+    let auth = format!("Bearer {TOKEN}");
+
+    let ok = get(
+        &format!("{}/v1/models", served.url),
+        &[("authorization", &auth)],
+    )
+    .await;
+    assert_eq!(ok.status, 200);
+    let id = ok.headers["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(
+        up.received()[0].headers["x-request-id"],
+        id.as_str(),
+        "the upstream sees the same id"
+    );
+    let theirs = get(
+        &format!("{}/v1/models", served.url),
+        &[
+            ("authorization", &auth),
+            ("x-request-id", "agent-chosen-42"),
+        ],
+    )
+    .await;
+    assert_eq!(theirs.headers["x-request-id"], "agent-chosen-42");
+    let local = get(&format!("{}/v1/models", served.url), &[]).await;
+    assert_eq!(local.status, 401);
+
+    // A client that gives up while the upstream has not answered.
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(300),
+        get(
+            &format!("{}/silent/v1/models", served.url),
+            &[("authorization", &auth)],
+        ),
+    )
+    .await;
+    assert!(gave_up.is_err());
+    served.wait_for_log("client gone").await;
+
+    let (code, _, log) = served.stop().await;
+    assert_eq!(code, Some(0));
+    let lines = access_lines(&log);
+    let f = |v: &serde_json::Value, k: &str| v["fields"][k].clone();
+    let proxied = lines
+        .iter()
+        .find(|v| f(v, "request_id") == id.as_str())
+        .unwrap_or_else(|| panic!("no record for {id}: {lines:#?}"));
+    assert_eq!(f(proxied, "message"), "proxied");
+    assert_eq!(f(proxied, "status"), 200);
+    assert!(f(proxied, "upstream_ms").is_number());
+    assert!(f(proxied, "ms").is_number());
+    assert_eq!(f(proxied, "bytes"), 11);
+    assert_eq!(f(proxied, "key"), FP_A);
+    assert_eq!(f(proxied, "client"), "laptop");
+    assert_eq!(f(proxied, "outcome"), "complete");
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|v| f(v, "request_id") == id.as_str())
+            .count(),
+        1,
+        "exactly one record per request"
+    );
+    assert!(lines
+        .iter()
+        .any(|v| f(v, "request_id") == "agent-chosen-42"));
+    let refused = lines
+        .iter()
+        .find(|v| f(v, "reason") == "missing-token")
+        .expect("a record for the local answer");
+    assert_eq!(f(refused, "status"), 401);
+    let gone = lines
+        .iter()
+        .find(|v| f(v, "route") == "/silent")
+        .expect("a record for the request whose client went away");
+    assert_eq!(f(gone, "outcome"), "client gone before the answer");
+    assert_eq!(f(gone, "client"), "laptop");
+    assert_eq!(lines.len(), 4, "{lines:#?}");
+    assert_no_key(&log.join("\n"));
+}
