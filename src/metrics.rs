@@ -83,6 +83,8 @@ impl EncodeMetric for Histogram {
 pub struct RequestLabels {
     pub route: String,
     pub profile: String,
+    /// The client's name, empty without clients; bounded by the config.
+    pub client: String,
     pub status: &'static str,
 }
 
@@ -110,37 +112,59 @@ pub struct KeyLabels {
 
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
-/// Request counters for every (route, profile) a snapshot knows, resolved when it is built, so
-/// counting a request is one hash lookup and an atomic add.
+/// Request counters for every (route, profile, client) a snapshot knows, resolved when it is
+/// built, so counting a request is two hash lookups and an atomic add.
 #[derive(Debug, Default)]
 pub struct RequestMeters {
-    by_profile: HashMap<String, Vec<[Counter; 5]>>,
+    by_profile: HashMap<String, HashMap<String, Vec<[Counter; 5]>>>,
 }
 
 impl RequestMeters {
+    /// `series` are (profile, client) pairs, client empty for requests without one. Series of
+    /// routes, profiles and clients the new snapshot no longer has stop being exported.
     pub fn build<'a>(
         metrics: &Metrics,
         routes: &[&str],
-        profiles: impl IntoIterator<Item = &'a str>,
+        series: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Self {
-        let mut by_profile = HashMap::new();
-        for profile in profiles {
+        let mut by_profile: HashMap<String, HashMap<String, Vec<[Counter; 5]>>> = HashMap::new();
+        let mut live = std::collections::HashSet::new();
+        for (profile, client) in series {
             let per_route = routes
                 .iter()
-                .map(|route| metrics.request_counters(route, profile))
+                .map(|route| {
+                    live.insert((route.to_string(), profile.to_owned(), client.to_owned()));
+                    metrics.request_counters(route, profile, client)
+                })
                 .collect();
-            by_profile.insert(profile.to_owned(), per_route);
+            by_profile
+                .entry(profile.to_owned())
+                .or_default()
+                .insert(client.to_owned(), per_route);
         }
+        metrics.forget_all_but(&live, routes);
         Self { by_profile }
     }
 
     /// Counts an answer to a request on route number `route` (see `Route::index`).
-    pub fn count(&self, metrics: &Metrics, route: (usize, &str), profile: &str, status: u16) {
+    pub fn count(
+        &self,
+        metrics: &Metrics,
+        route: (usize, &str),
+        profile: &str,
+        client: &str,
+        status: u16,
+    ) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
-        match self.by_profile.get(profile).and_then(|r| r.get(route.0)) {
+        let resolved = self
+            .by_profile
+            .get(profile)
+            .and_then(|c| c.get(client))
+            .and_then(|r| r.get(route.0));
+        match resolved {
             Some(counters) => counters[class].inc(),
             // A profile no source knows: its requests are answered locally, rarely get here.
-            None => metrics.request_counters(route.1, profile)[class].inc(),
+            None => metrics.request_counters(route.1, profile, client)[class].inc(),
         };
     }
 }
@@ -153,6 +177,8 @@ pub struct Metrics {
     local: Family<ReasonLabel, Counter>,
     keys: Family<KeyLabels, Gauge>,
     retries: Family<RetryLabels, Counter>,
+    /// The request series the current snapshot counts, so a reload can drop the rest.
+    known: std::sync::Mutex<std::collections::HashSet<(String, String, String)>>,
     pub request_bytes: Counter,
     pub response_bytes: Counter,
     pub reloads: Counter,
@@ -174,6 +200,7 @@ impl Metrics {
             local: Family::default(),
             keys: Family::default(),
             retries: Family::default(),
+            known: Default::default(),
             request_bytes: Counter::default(),
             response_bytes: Counter::default(),
             reloads: Counter::default(),
@@ -233,16 +260,46 @@ impl Metrics {
             .clone()
     }
 
-    fn request_counters(&self, route: &str, profile: &str) -> [Counter; 5] {
+    fn request_counters(&self, route: &str, profile: &str, client: &str) -> [Counter; 5] {
         STATUS_CLASSES.map(|status| {
             self.requests
                 .get_or_create(&RequestLabels {
                     route: route.to_owned(),
                     profile: profile.to_owned(),
+                    client: client.to_owned(),
                     status,
                 })
                 .clone()
         })
+    }
+
+    /// Stops exporting request series outside `live`, and latency series of routes not in
+    /// `routes`: a route, profile or client removed by a reload disappears from the metrics.
+    fn forget_all_but(
+        &self,
+        live: &std::collections::HashSet<(String, String, String)>,
+        routes: &[&str],
+    ) {
+        let mut known = self
+            .known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (route, profile, client) in known.difference(live) {
+            for status in STATUS_CLASSES {
+                self.requests.remove(&RequestLabels {
+                    route: route.clone(),
+                    profile: profile.clone(),
+                    client: client.clone(),
+                    status,
+                });
+            }
+            if !routes.contains(&route.as_str()) {
+                self.latency.remove(&RouteLabel {
+                    route: route.clone(),
+                });
+            }
+        }
+        *known = live.clone();
     }
 
     /// A retry on another key: rare, so the family's lock is fine here.

@@ -189,6 +189,7 @@ pub async fn handle(state: &State, conn: Conn, req: Request<Incoming>) -> Respon
         &state.metrics,
         (route.index, &route.prefix),
         &profile,
+        client.unwrap_or(""),
         status.as_u16(),
     );
     if status.is_success() {

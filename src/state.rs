@@ -29,8 +29,22 @@ impl Snapshot {
         metrics: &Metrics,
     ) -> Self {
         let defaults = config.routes.iter().map(|r| r.profile.as_str());
-        let profiles = keys.profiles().map(|(name, _)| name).chain(defaults);
-        let meters = RequestMeters::build(metrics, &routes.prefixes(), profiles);
+        let profiles: Vec<&str> = keys
+            .profiles()
+            .map(|(name, _)| name)
+            .chain(defaults)
+            .collect();
+        let without_client = profiles.iter().map(|p| (*p, ""));
+        let of_clients = config.clients.iter().flat_map(|c| {
+            c.profiles
+                .iter()
+                .map(move |p| (p.as_str(), c.name.as_str()))
+        });
+        let meters = RequestMeters::build(
+            metrics,
+            &routes.prefixes(),
+            without_client.chain(of_clients),
+        );
         Self {
             config,
             routes,

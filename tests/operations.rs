@@ -90,11 +90,11 @@ async fn metrics_count_known_traffic() {
         assert_no_key(&text);
         let expect = [
             (
-                "keyproxy_requests_total{route=\"/api\",profile=\"p\",status=\"2xx\"}",
+                "keyproxy_requests_total{route=\"/api\",profile=\"p\",client=\"\",status=\"2xx\"}",
                 3.0,
             ),
             (
-                "keyproxy_requests_total{route=\"/api\",profile=\"p\",status=\"5xx\"}",
+                "keyproxy_requests_total{route=\"/api\",profile=\"p\",client=\"\",status=\"5xx\"}",
                 1.0,
             ),
             ("keyproxy_local_responses_total{reason=\"no-route\"}", 1.0),
@@ -470,6 +470,43 @@ async fn the_health_subcommand_exits_0_only_for_a_200() {
         .unwrap();
         let out = health(vec!["--config".into(), config.display().to_string()]).await;
         assert_eq!(out.code, Some(0), "{}", out.stderr);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn request_metrics_name_the_client_and_removed_routes_stop_being_exported() {
+    bounded(async {
+        let up = Mock::start(ok_handler()).await;
+        let two_routes = format!(
+            "keys_files = [\"keys.toml\"]\n\
+             [[routes]]\nprefix = \"/a\"\nupstream = \"{0}\"\nprofile = \"p\"\n\
+             [[routes]]\nprefix = \"/b\"\nupstream = \"{0}\"\nprofile = \"p\"\n\
+             [[clients]]\nname = \"laptop\"\ntoken = \"kp-laptop-0123456789\"\nprofiles = [\"p\"]\n",
+            up.url
+        );
+        let proxy = Proxy::start(&two_routes, &[("keys.toml", &keys_toml("p", KEY_A))]).await;
+        let auth = ("authorization", "Bearer kp-laptop-0123456789");
+        assert_eq!(get(&format!("{}/a/x", proxy.url), &[auth]).await.status, 200);
+        assert_eq!(get(&format!("{}/b/x", proxy.url), &[auth]).await.status, 200);
+        let metrics_url = format!("{}/_keyproxy/metrics", proxy.url);
+        let text = get(&metrics_url, &[auth]).await.text();
+        let series = |route: &str| {
+            format!("keyproxy_requests_total{{route=\"{route}\",profile=\"p\",client=\"laptop\",status=\"2xx\"}}")
+        };
+        assert_eq!(metric(&text, &series("/a")), Some(1.0), "{text}");
+        assert_eq!(metric(&text, &series("/b")), Some(1.0), "{text}");
+
+        // Route /b goes away.
+        let one_route = two_routes.replace(
+            &format!("[[routes]]\nprefix = \"/b\"\nupstream = \"{}\"\nprofile = \"p\"\n", up.url),
+            "",
+        );
+        std::fs::write(proxy.path("keyproxy.toml"), one_route).unwrap();
+        proxy.running.reload("test").await;
+        let text = get(&metrics_url, &[auth]).await.text();
+        assert_eq!(metric(&text, &series("/a")), Some(1.0), "{text}");
+        assert!(!text.contains("route=\"/b\""), "series of a removed route are still exported:\n{text}");
     })
     .await;
 }
