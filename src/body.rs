@@ -27,7 +27,7 @@ pin_project_lite::pin_project! {
     pub struct Streamed {
         inner: Bursts<Incoming>,
         // Bytes read from the upstream before streaming began, sent first.
-        head: Option<Bytes>,
+        head: Option<Frame<Bytes>>,
         #[pin]
         idle: Sleep,
         idle_for: Duration,
@@ -68,8 +68,8 @@ impl Streamed {
 
 impl Streamed {
     /// Sends `head` before the rest of the body.
-    pub fn with_head(mut self, head: Option<Bytes>) -> Self {
-        self.head = head.filter(|h| !h.is_empty());
+    pub fn with_head(mut self, head: Option<Frame<Bytes>>) -> Self {
+        self.head = head.filter(|h| h.data_ref().is_none_or(|d| !d.is_empty()));
         self
     }
 }
@@ -89,8 +89,11 @@ impl Body for Streamed {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let mut this = self.project();
         if let Some(head) = this.head.take() {
-            *this.bytes += head.len() as u64;
-            return Poll::Ready(Some(Ok(Frame::data(head))));
+            *this.bytes += head.data_ref().map_or(0, |d| d.len() as u64);
+            if this.inner.is_end_stream() {
+                *this.outcome = "complete";
+            }
+            return Poll::Ready(Some(Ok(head)));
         }
         match Pin::new(&mut *this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
@@ -141,7 +144,7 @@ impl Body for Streamed {
             None => self.inner.size_hint(),
             Some(h) => {
                 let rest = self.inner.size_hint();
-                let n = h.len() as u64;
+                let n = h.data_ref().map_or(0, |d| d.len() as u64);
                 let mut hint = SizeHint::new();
                 // Upper first: set_lower asserts lower <= upper.
                 if let Some(upper) = rest.upper() {

@@ -11,7 +11,8 @@ use std::time::Instant;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response, Version};
-use http_body_util::Either;
+use http_body::Frame;
+use http_body_util::{BodyExt as _, Either};
 use hyper::body::Incoming;
 
 use http_body::Body as _;
@@ -229,7 +230,31 @@ pub async fn handle(state: &State, conn: Conn, req: Request<Incoming>) -> Respon
                 parts.headers.insert(REQUEST_ID, record.request_id.clone());
                 return Response::from_parts(parts, Either::Right(Full::new(bytes)));
             }
-            refusal::Read::Partial(bytes) => head = Some(bytes),
+            refusal::Read::Partial(bytes) => head = Some(Frame::data(bytes)),
+        }
+    }
+    if head.is_none() && !body.is_end_stream() {
+        // hyper sends the head together with the first body bytes: an upstream that closes
+        // right after its head would leave the client an empty reply, with no status line.
+        // So the first frame is looked at before the head goes: at once for a stream, and,
+        // for a body of known length, which follows its head at once, waited for.
+        let known_length = parts.headers.contains_key(header::CONTENT_LENGTH);
+        let wait = if known_length {
+            snapshot.config.idle_timeout
+        } else {
+            std::time::Duration::ZERO
+        };
+        match tokio::time::timeout(wait, body.frame()).await {
+            Ok(Some(Ok(frame))) => head = Some(frame),
+            Ok(Some(Err(e))) => {
+                let err = LocalError::UpstreamUnreachable {
+                    upstream: route.upstream_label.clone(),
+                    cause: format!("the connection broke after the response head: {e}"),
+                };
+                tracing::warn!(route = %route.prefix, upstream = %route.upstream_label, "{err}");
+                return reject(state, record, err, route.error_shape);
+            }
+            Ok(None) | Err(_) => {}
         }
     }
     record.answered(status.as_u16(), upstream_time.as_secs_f64() * 1e3);

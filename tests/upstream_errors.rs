@@ -199,3 +199,43 @@ async fn a_101_from_the_upstream_is_never_passed_on() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_upstream_that_closes_after_its_head_gives_a_well_formed_answer_or_a_clean_close() {
+    bounded(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let abrupt = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = conn.read(&mut buf).await;
+                    let _ = conn
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n")
+                        .await;
+                    // and hangs up
+                });
+            }
+        });
+        let proxy = Proxy::start(
+            &simple_config(&abrupt, "p"),
+            &[("keys.toml", &keys_toml("p", KEY_A))],
+        )
+        .await;
+        for _ in 0..20 {
+            let mut conn = tokio::net::TcpStream::connect(proxy.url.trim_start_matches("http://"))
+                .await
+                .unwrap();
+            conn.write_all(b"GET /v1/models HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await.unwrap();
+            let mut got = Vec::new();
+            let _ = conn.read_to_end(&mut got).await;
+            let text = String::from_utf8_lossy(&got);
+            assert!(
+                text.starts_with("HTTP/1.1 200") || text.starts_with("HTTP/1.1 502"),
+                "the client got no status line: {text:?}"
+            );
+        }
+    })
+    .await;
+}
