@@ -256,3 +256,63 @@ async fn another_process_of_the_same_user_cannot_read_keyproxys_environment() {
     assert_eq!(code, Some(0));
     assert_no_key(&log.join("\n"));
 }
+
+#[test]
+fn no_parse_error_of_a_key_source_ever_shows_the_key() {
+    let toml_cases = [
+        format!("[profiles.p]\n{KEY_A} = 1\n"),
+        format!("[profiles.p]\nkey = {KEY_A}\n"),
+        format!("[profiles.p]\nkeys = \"{KEY_A}\"\n"),
+        format!("[profiles.p]\nkey = \"{KEY_A}\n"),
+        format!("[profiles.p]\nkeys = [1, \"{KEY_A}\"]\n"),
+        format!("[profiles.p]\nkey = '''{KEY_A}\n"),
+        format!("[profiles.p]\nkey = \"{KEY_A}\"\nkey = \"{KEY_A}\"\n"),
+        format!("{KEY_A}\n"),
+    ];
+    let json_cases = [
+        format!("{{\"profiles\": {{\"p\": {{\"type\": \"api_key\", \"key\": {KEY_A}}}}}}}"),
+        format!("{{\"profiles\": {{\"{KEY_A}\" {{}}}}}}"),
+        format!("{{\"profiles\": {{\"p\": {{\"type\": \"api_key\", \"key\": \"{KEY_A}\\q\"}}}}}}"),
+        format!("{{\"profiles\": [\"{KEY_A}\"]}}"),
+    ];
+    let env_cases = [
+        format!("OPENROUTER_API_KEY {KEY_A}\n"),
+        format!("OPENROUTER_API_KEY=\"{KEY_A}\n"),
+        format!("{KEY_A}\n"),
+    ];
+    let bin = Bin::new();
+    let dir = bin.config_dir();
+    std::fs::write(
+        dir.join("keyproxy.toml"),
+        "keys_files = [\"keys.toml\"]\nenv_files = [\"keys.env\"]\nopenclaw_auth_profiles = [\"auth-profiles.json\"]\n",
+    )
+    .unwrap();
+    let check = |what: &str| {
+        for args in [&["check"][..], &["check", "--json"][..]] {
+            let mut cmd = bin.command();
+            cmd.args(args);
+            let out = run(cmd);
+            assert_eq!(out.code, Some(1), "{what}: {}", out.stdout);
+            assert!(
+                !out.stdout.contains("SECRETMIDDLE") && !out.stderr.contains("SECRETMIDDLE"),
+                "{what} leaked the key:\n{}{}",
+                out.stdout,
+                out.stderr
+            );
+        }
+    };
+    for case in &toml_cases {
+        write_private(&dir.join("keys.toml"), case);
+        check(&format!("keys file {case:?}"));
+    }
+    write_private(&dir.join("keys.toml"), "");
+    for case in &json_cases {
+        write_private(&dir.join("auth-profiles.json"), case);
+        check(&format!("OpenClaw store {case:?}"));
+    }
+    std::fs::remove_file(dir.join("auth-profiles.json")).unwrap();
+    for case in &env_cases {
+        write_private(&dir.join("keys.env"), case);
+        check(&format!("env file {case:?}"));
+    }
+}
