@@ -20,14 +20,7 @@ fn access_lines(log: &[String]) -> Vec<serde_json::Value> {
 async fn every_request_leaves_one_record_with_its_id_key_and_client() {
     let up = Mock::start(ok_handler()).await;
     // A port that accepts and never answers, for the request whose client gives up.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let silent_url = format!("http://{}", silent.local_addr().unwrap());
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((c, _)) = silent.accept().await {
-            held.push(c);
-        }
-    });
+    let silent_url = raw_upstream(b"", Then::Hold).await;
     let bin = Bin::new();
     let dir = bin.config_dir();
     write_private(&dir.join("keys.toml"), &keys_toml("p", KEY_A));

@@ -139,14 +139,7 @@ async fn upstream_403_is_annotated_but_a_200_is_not() {
 async fn an_upstream_that_never_answers_gets_a_504_within_response_timeout() {
     bounded(async {
         // Reads the request and says nothing, like a stuck provider or a black-holed TLS peer.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let silent = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((conn, _)) = listener.accept().await {
-                held.push(conn);
-            }
-        });
+        let silent = raw_upstream(b"", Then::Hold).await;
         let config = format!(
             "response_timeout = \"300ms\"\nidle_timeout = \"1h\"\n{}",
             simple_config(&silent, "p")
@@ -168,21 +161,11 @@ async fn an_upstream_that_never_answers_gets_a_504_within_response_timeout() {
 #[tokio::test]
 async fn a_101_from_the_upstream_is_never_passed_on() {
     bounded(async {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let upgrading = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move {
-            while let Ok((mut conn, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 4096];
-                    let _ = conn.read(&mut buf).await;
-                    let _ = conn
-                        .write_all(b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n")
-                        .await;
-                    let _ = conn.read(&mut buf).await;
-                });
-            }
-        });
+        let upgrading = raw_upstream(
+            b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n",
+            Then::Hold,
+        )
+        .await;
         let proxy = Proxy::start(
             &simple_config(&upgrading, "p"),
             &[("keys.toml", &keys_toml("p", KEY_A))],
@@ -204,20 +187,11 @@ async fn a_101_from_the_upstream_is_never_passed_on() {
 async fn an_upstream_that_closes_after_its_head_gives_a_well_formed_answer_or_a_clean_close() {
     bounded(async {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let abrupt = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move {
-            while let Ok((mut conn, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 4096];
-                    let _ = conn.read(&mut buf).await;
-                    let _ = conn
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n")
-                        .await;
-                    // and hangs up
-                });
-            }
-        });
+        let abrupt = raw_upstream(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n",
+            Then::Close,
+        )
+        .await;
         let proxy = Proxy::start(
             &simple_config(&abrupt, "p"),
             &[("keys.toml", &keys_toml("p", KEY_A))],
@@ -227,7 +201,9 @@ async fn an_upstream_that_closes_after_its_head_gives_a_well_formed_answer_or_a_
             let mut conn = tokio::net::TcpStream::connect(proxy.url.trim_start_matches("http://"))
                 .await
                 .unwrap();
-            conn.write_all(b"GET /v1/models HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await.unwrap();
+            conn.write_all(b"GET /v1/models HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                .await
+                .unwrap();
             let mut got = Vec::new();
             let _ = conn.read_to_end(&mut got).await;
             let text = String::from_utf8_lossy(&got);

@@ -198,6 +198,37 @@ fn tls_acceptor(ca_path: &Path) -> tokio_rustls::TlsAcceptor {
     tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
+/// What a raw upstream does after it has read a request.
+#[derive(Clone, Copy)]
+pub enum Then {
+    /// Keeps the connection open and says nothing more.
+    Hold,
+    /// Hangs up.
+    Close,
+}
+
+/// An upstream below HTTP: reads a request, writes `answer` as it is (nothing when empty), then
+/// holds or closes the connection. Returns its URL.
+pub async fn raw_upstream(answer: &'static [u8], then: Then) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf).await;
+                let _ = conn.write_all(answer).await;
+                if let Then::Hold = then {
+                    // Reads until the peer hangs up, answering nothing.
+                    while matches!(conn.read(&mut buf).await, Ok(n) if n > 0) {}
+                }
+            });
+        }
+    });
+    url
+}
+
 /// keyproxy running in-process from a config written into a temporary folder.
 pub struct Proxy {
     pub running: keyproxy::Running,
