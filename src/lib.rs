@@ -12,6 +12,8 @@ pub mod cli;
 pub mod clients;
 pub mod config;
 pub mod error;
+mod forward;
+mod headers;
 pub mod keys;
 pub mod log_buffer;
 pub mod metrics;

@@ -3,12 +3,11 @@
 //! Reads top to bottom. Everything it needs comes from one snapshot loaded once per request;
 //! bodies are handed on as streams and never collected.
 
-use std::error::Error as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response, Version};
 use http_body::Frame;
@@ -22,8 +21,10 @@ use crate::access_log::{AccessRecord, REQUEST_ID};
 use crate::admin;
 use crate::body::{ClientFault, KeptBody, Outbound, ResponseBody, Streamed, UpstreamBody};
 use crate::clients;
-use crate::config::{Config, DEFAULT_PROFILE, OPENROUTER_ENV};
-use crate::error::{ErrorShape, LocalError, TimeoutPhase};
+use crate::config::{DEFAULT_PROFILE, OPENROUTER_ENV};
+use crate::error::{ErrorShape, LocalError};
+use crate::forward::{forward, upstream_error};
+use crate::headers::{is_event_stream, strip_hop_by_hop, strip_key_param, strip_request_headers};
 use crate::keys::health::{rests_key, retry_after};
 use crate::keys::{AllResting, Key, Profile};
 use crate::refusal::{self, Refused};
@@ -327,35 +328,6 @@ pub fn inject(route: &Route, key: &Key, headers: &mut HeaderMap) {
     }
 }
 
-/// Why no response came from the upstream.
-enum Unanswered {
-    Failed(hyper_util::client::legacy::Error),
-    /// `response_timeout` passed before the response head.
-    TimedOut,
-}
-
-/// Sends the request upstream and waits at most `deadline` for the response head, counted
-/// from when the client's body has been sent (an upload has its own stall deadline).
-async fn forward(
-    route: &Route,
-    worker: usize,
-    parts: Parts,
-    body: UpstreamBody,
-    deadline: std::time::Duration,
-    body_sent: &ClientFault,
-) -> Result<Response<Incoming>, Unanswered> {
-    let client = route.upstreams.for_worker(worker);
-    let answer = client.request(Request::from_parts(parts, body));
-    tokio::pin!(answer);
-    loop {
-        match tokio::time::timeout(deadline, &mut answer).await {
-            Ok(answer) => return answer.map_err(Unanswered::Failed),
-            Err(_) if body_sent.body_done() => return Err(Unanswered::TimedOut),
-            Err(_) => continue,
-        }
-    }
-}
-
 /// Puts a key the upstream refused to rest, and says so. A refusal (401, 402, 403) rests a key
 /// only while another key of its profile is awake: the last one keeps being forwarded, so that
 /// topping up credit or a provider's passing error never locks an agent out for an hour.
@@ -490,182 +462,4 @@ fn foreign_target(req: &Request<Incoming>, local: SocketAddr) -> Option<String> 
             .parse::<IpAddr>()
             .is_ok_and(|ip| ip == local.ip() || (ip.is_loopback() && local.ip().is_loopback()));
     (!(port_ok && host_ok)).then(|| authority.to_string())
-}
-
-/// RFC 9110 section 7.6.1: hop-by-hop headers, and the ones `Connection` names, are not forwarded.
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHORIZATION,
-    header::PROXY_AUTHENTICATE,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-];
-
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
-    headers.remove(header::UPGRADE);
-}
-
-const CREDENTIAL_HEADERS: [HeaderName; 4] = [
-    header::AUTHORIZATION,
-    HeaderName::from_static("x-api-key"),
-    HeaderName::from_static("api-key"),
-    HeaderName::from_static("x-goog-api-key"),
-];
-
-/// Gemini also takes its key as `?key=`; on a route to Gemini the client's is removed.
-fn strip_key_param(uri: &http::Uri) -> Option<http::Uri> {
-    let query = uri.query()?;
-    if !query
-        .split('&')
-        .any(|p| p == "key" || p.starts_with("key="))
-    {
-        return None;
-    }
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|p| *p != "key" && !p.starts_with("key="))
-        .collect();
-    let pq = if kept.is_empty() {
-        uri.path().to_owned()
-    } else {
-        format!("{}?{}", uri.path(), kept.join("&"))
-    };
-    let mut parts = uri.clone().into_parts();
-    parts.path_and_query = pq.parse().ok();
-    http::Uri::from_parts(parts).ok()
-}
-
-/// Also removes what the client sent as its own credential, keyproxy's control headers and Host
-/// (the client sets it from the upstream URI).
-fn strip_request_headers(headers: &mut HeaderMap, credential: &HeaderName) {
-    strip_hop_by_hop(headers);
-    headers.remove(header::HOST);
-    // Every provider's credential header, on every route: a real key left in an agent's
-    // settings must not reach another provider.
-    for name in CREDENTIAL_HEADERS {
-        headers.remove(name);
-    }
-    headers.remove(credential);
-    while let Some(name) = headers
-        .keys()
-        .find(|k| k.as_str().starts_with("x-keyproxy-"))
-        .cloned()
-    {
-        headers.remove(name);
-    }
-}
-
-fn is_event_stream(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("text/event-stream")
-        })
-}
-
-/// 504 for a connect or response-head timeout, 502 for anything else, naming the upstream and
-/// the cause.
-fn upstream_error(upstream: &str, config: &Config, e: &Unanswered) -> LocalError {
-    let timeout = |phase: TimeoutPhase, after: &std::time::Duration| LocalError::UpstreamTimeout {
-        upstream: upstream.to_owned(),
-        after: humantime::format_duration(*after).to_string(),
-        phase,
-    };
-    let e = match e {
-        Unanswered::TimedOut => {
-            return timeout(TimeoutPhase::ResponseHead, &config.response_timeout)
-        }
-        Unanswered::Failed(e) => e,
-    };
-    let mut causes: Vec<String> = Vec::new();
-    let mut timed_out = false;
-    let mut source = e.source();
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
-        }
-        let text = s.to_string();
-        if !causes.iter().any(|c| c.contains(&text)) {
-            causes.push(text);
-        }
-        source = s.source();
-    }
-    if timed_out && e.is_connect() {
-        return timeout(TimeoutPhase::Connect, &config.connect_timeout);
-    }
-    if causes.is_empty() {
-        causes.push(e.to_string());
-    }
-    LocalError::UpstreamUnreachable {
-        upstream: upstream.to_owned(),
-        cause: causes.join(": "),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hop_by_hop_and_connection_named_headers_go() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, x-private"),
-        );
-        h.insert("x-private", HeaderValue::from_static("1"));
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert(header::TE, HeaderValue::from_static("trailers"));
-        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
-        h.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer client"),
-        );
-        h.insert("x-api-key", HeaderValue::from_static("client"));
-        h.insert("api-key", HeaderValue::from_static("client"));
-        h.insert("x-goog-api-key", HeaderValue::from_static("client"));
-        h.insert("x-keyproxy-profile", HeaderValue::from_static("p"));
-        h.insert("x-keyproxy-other", HeaderValue::from_static("p"));
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        strip_request_headers(&mut h, &HeaderName::from_static("x-custom-key"));
-        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
-        assert_eq!(left, vec!["content-type"]);
-    }
-
-    #[test]
-    fn geminis_key_parameter_goes_and_the_rest_of_the_query_stays() {
-        let uri: http::Uri = "https://g/v1beta/models?alt=sse&key=AIza-client&x=1"
-            .parse()
-            .unwrap();
-        assert_eq!(
-            strip_key_param(&uri).unwrap().to_string(),
-            "https://g/v1beta/models?alt=sse&x=1"
-        );
-        let uri: http::Uri = "https://g/m?key=a".parse().unwrap();
-        assert_eq!(strip_key_param(&uri).unwrap().to_string(), "https://g/m");
-        let uri: http::Uri = "https://g/m?monkey=1".parse().unwrap();
-        assert!(strip_key_param(&uri).is_none());
-    }
 }

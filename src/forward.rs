@@ -1,0 +1,81 @@
+//! Sending a request upstream within its deadline, and what to tell the client when no answer
+//! came.
+
+use std::error::Error as _;
+
+use http::request::Parts;
+use http::{Request, Response};
+use hyper::body::Incoming;
+
+use crate::body::{ClientFault, UpstreamBody};
+use crate::config::Config;
+use crate::error::{LocalError, TimeoutPhase};
+use crate::routes::Route;
+
+/// Why no response came from the upstream.
+pub(crate) enum Unanswered {
+    Failed(hyper_util::client::legacy::Error),
+    /// `response_timeout` passed before the response head.
+    TimedOut,
+}
+
+/// Sends the request upstream and waits at most `deadline` for the response head, counted
+/// from when the client's body has been sent (an upload has its own stall deadline).
+pub(crate) async fn forward(
+    route: &Route,
+    worker: usize,
+    parts: Parts,
+    body: UpstreamBody,
+    deadline: std::time::Duration,
+    body_sent: &ClientFault,
+) -> Result<Response<Incoming>, Unanswered> {
+    let client = route.upstreams.for_worker(worker);
+    let answer = client.request(Request::from_parts(parts, body));
+    tokio::pin!(answer);
+    loop {
+        match tokio::time::timeout(deadline, &mut answer).await {
+            Ok(answer) => return answer.map_err(Unanswered::Failed),
+            Err(_) if body_sent.body_done() => return Err(Unanswered::TimedOut),
+            Err(_) => continue,
+        }
+    }
+}
+
+/// 504 for a connect or response-head timeout, 502 for anything else, naming the upstream and
+/// the cause.
+pub(crate) fn upstream_error(upstream: &str, config: &Config, e: &Unanswered) -> LocalError {
+    let timeout = |phase: TimeoutPhase, after: &std::time::Duration| LocalError::UpstreamTimeout {
+        upstream: upstream.to_owned(),
+        after: humantime::format_duration(*after).to_string(),
+        phase,
+    };
+    let e = match e {
+        Unanswered::TimedOut => {
+            return timeout(TimeoutPhase::ResponseHead, &config.response_timeout)
+        }
+        Unanswered::Failed(e) => e,
+    };
+    let mut causes: Vec<String> = Vec::new();
+    let mut timed_out = false;
+    let mut source = e.source();
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
+        }
+        let text = s.to_string();
+        if !causes.iter().any(|c| c.contains(&text)) {
+            causes.push(text);
+        }
+        source = s.source();
+    }
+    if timed_out && e.is_connect() {
+        return timeout(TimeoutPhase::Connect, &config.connect_timeout);
+    }
+    if causes.is_empty() {
+        causes.push(e.to_string());
+    }
+    LocalError::UpstreamUnreachable {
+        upstream: upstream.to_owned(),
+        cause: causes.join(": "),
+    }
+}
