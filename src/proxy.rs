@@ -4,7 +4,9 @@
 //! bodies are handed on as streams and never collected.
 
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Instant;
 
 use http::header::{self, HeaderMap, HeaderValue};
@@ -239,15 +241,21 @@ pub async fn handle(state: &State, conn: Conn, req: Request<Incoming>) -> Respon
         // right after its head would leave the client an empty reply, with no status line.
         // So the first frame is looked at before the head goes: at once for a stream, and,
         // for a body of known length, which follows its head at once, waited for.
-        let known_length = parts.headers.contains_key(header::CONTENT_LENGTH);
-        let wait = if known_length {
-            snapshot.config.idle_timeout
+        let first = if parts.headers.contains_key(header::CONTENT_LENGTH) {
+            tokio::time::timeout(snapshot.config.idle_timeout, body.frame())
+                .await
+                .ok()
         } else {
-            std::time::Duration::ZERO
+            // One poll, no timer: what has already arrived, if anything.
+            std::future::poll_fn(|cx| match Pin::new(&mut body).poll_frame(cx) {
+                Poll::Ready(frame) => Poll::Ready(Some(frame)),
+                Poll::Pending => Poll::Ready(None),
+            })
+            .await
         };
-        match tokio::time::timeout(wait, body.frame()).await {
-            Ok(Some(Ok(frame))) => head = Some(frame),
-            Ok(Some(Err(e))) => {
+        match first {
+            Some(Some(Ok(frame))) => head = Some(frame),
+            Some(Some(Err(e))) => {
                 let err = LocalError::UpstreamUnreachable {
                     upstream: route.upstream_label.clone(),
                     cause: format!("the connection broke after the response head: {e}"),
@@ -255,7 +263,7 @@ pub async fn handle(state: &State, conn: Conn, req: Request<Incoming>) -> Respon
                 tracing::warn!(route = %route.prefix, upstream = %route.upstream_label, "{err}");
                 return reject(state, record, err, route.error_shape);
             }
-            Ok(None) | Err(_) => {}
+            Some(None) | None => {}
         }
     }
     record.answered(status.as_u16(), upstream_time.as_secs_f64() * 1e3);
