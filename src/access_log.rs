@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use http::{HeaderMap, HeaderValue, Method};
+use http::{HeaderMap, HeaderValue, Method, Uri};
 
 pub const REQUEST_ID: &str = "x-request-id";
 
@@ -29,7 +29,8 @@ fn new_request_id() -> HeaderValue {
 pub struct AccessRecord {
     pub request_id: HeaderValue,
     method: Method,
-    path: String,
+    /// As the client sent it; a clone shares the bytes, so nothing is copied per request.
+    uri: Uri,
     started: Instant,
     pub route: Option<Arc<str>>,
     pub profile: Option<String>,
@@ -44,7 +45,7 @@ pub struct AccessRecord {
 
 impl AccessRecord {
     /// The client's `x-request-id` when it sent a usable one, else a new one.
-    pub fn begin(method: &Method, path: &str, headers: &HeaderMap) -> Self {
+    pub fn begin(method: &Method, uri: &Uri, headers: &HeaderMap) -> Self {
         let request_id = headers
             .get(REQUEST_ID)
             .filter(|v| !v.is_empty() && v.len() <= 200)
@@ -53,7 +54,7 @@ impl AccessRecord {
         Self {
             request_id,
             method: method.clone(),
-            path: path.to_owned(),
+            uri: uri.clone(),
             started: Instant::now(),
             route: None,
             profile: None,
@@ -103,7 +104,7 @@ impl Drop for AccessRecord {
             target: "keyproxy::access",
             request_id = self.request_id.to_str().unwrap_or("-"),
             method = %self.method,
-            path = %self.path,
+            path = self.uri.path(),
             route = self.route.as_deref(),
             profile = self.profile.as_deref(),
             key = self.key.as_deref(),

@@ -50,7 +50,7 @@ pub async fn handle(state: &State, conn: Conn, req: Request<Incoming>) -> Respon
     if path == "/_keyproxy" || path.starts_with("/_keyproxy/") {
         return admin::handle(state, &req);
     }
-    let mut record = AccessRecord::begin(req.method(), path, req.headers());
+    let mut record = AccessRecord::begin(req.method(), req.uri(), req.headers());
     if req.method() == Method::CONNECT {
         return reject(state, record, LocalError::Connect, ErrorShape::OpenAi);
     }
