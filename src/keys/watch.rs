@@ -55,15 +55,7 @@ pub struct ReadProbe(std::sync::Mutex<Option<(PathBuf, std::time::Instant)>>);
 impl ReadProbe {
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         self.set(Some((path.to_path_buf(), std::time::Instant::now())));
-        let mut read = std::fs::read(path);
-        if read.as_ref().is_ok_and(Vec::is_empty) {
-            // An in-place writer truncates first and writes after: an empty file seen just
-            // after a change is most often half of a write, and applying it would drop every
-            // key until the next event. Look once more after a pause (this is the reloader's
-            // own thread).
-            std::thread::sleep(EMPTY_SETTLE);
-            read = std::fs::read(path);
-        }
+        let read = std::fs::read(path);
         self.set(None);
         read
     }
@@ -105,7 +97,14 @@ impl FileSet {
 
     /// Reads a file and remembers what it held.
     pub fn read(&mut self, path: &Path) -> io::Result<Vec<u8>> {
-        let read = self.probe.read(path);
+        let mut read = self.probe.read(path);
+        if read.as_ref().is_ok_and(Vec::is_empty) {
+            // An in-place writer truncates first and writes after: an empty file read for a
+            // reload is most often half of a write, and applying it would drop every key until
+            // the next event. Look once more after a pause (this is the reloader's own thread).
+            std::thread::sleep(EMPTY_SETTLE);
+            read = self.probe.read(path);
+        }
         self.files.insert(path.to_path_buf(), Seen::of(&read));
         read
     }
