@@ -299,3 +299,27 @@ async fn a_missing_state_folder_is_named_and_watched_until_it_appears() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_folder_of_an_older_openclaw_with_only_legacy_files_is_read() {
+    bounded(async {
+        let up = Mock::start(ok_handler()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let legacy = dir.path().join("agents/main/agent");
+        std::fs::create_dir_all(&legacy).unwrap();
+        std::fs::write(
+            legacy.join("auth-profiles.json"),
+            store_json(&[("openrouter:default", KEY_A)]),
+        )
+        .unwrap();
+        let config = format!(
+            "keys_files = []\nopenclaw_state_dirs = [\"{}\"]\n[[routes]]\nprefix = \"/\"\nupstream = \"{}\"\nprofile = \"openrouter:default\"\n",
+            dir.path().display(),
+            up.url
+        );
+        let proxy = Proxy::start(&config, &[]).await;
+        assert_eq!(proxy.keys_of("openrouter:default"), vec![FP_A.to_owned()]);
+        assert!(proxy.status().last_error.is_none(), "{:?}", proxy.status());
+    })
+    .await;
+}

@@ -67,15 +67,18 @@ pub fn read(dir: &Path, files: &mut FileSet) -> Result<StateDir, SourceError> {
     let mut profiles = Vec::new();
     let mut notes = Vec::new();
     let mut found = false;
-    match read_auth_row(&db, files)? {
-        Some(json) => {
+    // A folder of an older OpenClaw has only the legacy files: no database is no failure.
+    match read_auth_row(&db, files) {
+        Ok(Some(json)) => {
             found = true;
             let label = PathBuf::from(format!("{} ({AUTH_ROW})", db.display()));
             let store = parse_store(&json, &label).map_err(SourceError::Failed)?;
             push_new(&mut profiles, store, &db);
         }
-        None if files_present(&db) => found = true,
-        None => {}
+        // OpenClaw installed, no key onboarded yet.
+        Ok(None) => found = true,
+        Err(SourceError::NotFound) => {}
+        Err(e) => return Err(e),
     }
     for legacy in legacy_files(dir) {
         match files.read(&legacy) {
@@ -124,12 +127,6 @@ pub fn read(dir: &Path, files: &mut FileSet) -> Result<StateDir, SourceError> {
         openrouter_profile,
         notes,
     })
-}
-
-/// The database counts as present when it exists even without the row (OpenClaw installed, no
-/// key onboarded yet).
-fn files_present(db: &Path) -> bool {
-    db.is_file()
 }
 
 /// Profiles of `store` that an earlier file of the folder did not give.
@@ -221,10 +218,19 @@ fn describe(e: &rusqlite::Error) -> String {
 /// (JSON5), if it holds a plain string.
 fn openrouter_api_key(dir: &Path, files: &mut FileSet) -> Option<String> {
     let text = String::from_utf8(files.read(&config_file(dir)).ok()?).ok()?;
-    let root: Value = json5::from_str(&text).ok()?;
-    root.pointer("/models/providers/openrouter/apiKey")?
-        .as_str()
-        .map(str::to_owned)
+    openrouter_fields(&text)?.1
+}
+
+/// `baseUrl` and `apiKey` of `models.providers.openrouter` in `openclaw.json` text, when they are
+/// plain strings; `None` when the text is not JSON5.
+fn openrouter_fields(text: &str) -> Option<(Option<String>, Option<String>)> {
+    let root: Value = json5::from_str(text).ok()?;
+    let field = |name: &str| {
+        root.pointer(&format!("/models/providers/openrouter/{name}"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    Some((field("baseUrl"), field("apiKey")))
 }
 
 /// `models.providers.openrouter` of an `openclaw.json`: its `baseUrl` and `apiKey` when they are
@@ -235,12 +241,5 @@ pub fn openrouter_provider(dir: &Path) -> Result<(Option<String>, Option<String>
         io::ErrorKind::NotFound => format!("{} not found", path.display()),
         _ => format!("{}: {e}", path.display()),
     })?;
-    let root: Value =
-        json5::from_str(&text).map_err(|_| format!("{} is not valid JSON5", path.display()))?;
-    let field = |name: &str| {
-        root.pointer(&format!("/models/providers/openrouter/{name}"))
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    };
-    Ok((field("baseUrl"), field("apiKey")))
+    openrouter_fields(&text).ok_or_else(|| format!("{} is not valid JSON5", path.display()))
 }
