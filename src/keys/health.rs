@@ -91,12 +91,6 @@ impl Health {
         Duration::from_millis(before.max(until) - now)
     }
 
-    /// Wakes the key: SIGHUP, or a reload that changed where it comes from or goes.
-    pub fn wake(&self) {
-        self.resting_until_ms.store(0, Ordering::Relaxed);
-        self.strikes.store(0, Ordering::Relaxed);
-    }
-
     /// The upstream accepted the key: refusals in a row start again from zero.
     pub fn accepted(&self) {
         // A load first: the common case writes nothing, so the cache line stays shared.
@@ -146,7 +140,7 @@ mod tests {
             after_success <= Duration::from_secs(60),
             "{after_success:?}"
         );
-        h.wake();
+        let h = Health::default();
         assert_eq!(
             h.rest(StatusCode::TOO_MANY_REQUESTS, Some(Duration::from_secs(7))),
             Duration::from_secs(7)

@@ -161,16 +161,8 @@ impl Profile {
     /// provider's own (annotated) refusal goes back, and topping up credit takes effect at once.
     /// Only when every key rests after a 429 is the answer local.
     pub fn pick(&self) -> Result<&Key, AllResting> {
-        let n = self.keys.len();
-        let start = match n {
-            0 | 1 => 0,
-            _ => self.next.fetch_add(1, Ordering::Relaxed) % n,
-        };
-        for i in 0..n {
-            let key = &self.keys[(start + i) % n];
-            if !key.health.is_resting() {
-                return Ok(key);
-            }
+        if let Some(key) = self.next_awake(None) {
+            return Ok(key);
         }
         let mut refused: Option<(&Key, std::time::Duration)> = None;
         let mut wakes_in = std::time::Duration::MAX;
@@ -190,18 +182,19 @@ impl Profile {
 
     /// Another key than `tried` that is not resting, for a retry.
     pub fn pick_other(&self, tried: &Key) -> Option<&Key> {
-        let n = self.keys.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..n)
-            .map(|i| &self.keys[(start + i) % n])
-            .find(|k| k.id != tried.id && !k.health.is_resting())
+        self.next_awake(Some(tried.id))
     }
 
-    /// Wakes every key: SIGHUP.
-    pub fn wake_all(&self) {
-        for k in &self.keys {
-            k.health.wake();
-        }
+    /// The first key not resting (and not `skip`), in turn from the pool's round-robin position.
+    fn next_awake(&self, skip: Option<u64>) -> Option<&Key> {
+        let n = self.keys.len();
+        let start = match n {
+            0 | 1 => 0,
+            _ => self.next.fetch_add(1, Ordering::Relaxed) % n,
+        };
+        (0..n)
+            .map(|i| &self.keys[(start + i) % n])
+            .find(|k| Some(k.id) != skip && !k.health.is_resting())
     }
 
     pub fn keys(&self) -> &[Key] {
