@@ -3,6 +3,7 @@
 
 use std::future::Future as _;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -171,19 +172,22 @@ pub struct UpstreamBody {
 /// What went wrong with the client's request body, if anything, and whether it was all sent:
 /// the response deadline counts from then, so a slow upload is bounded by its own stall timer.
 #[derive(Debug, Default)]
-pub struct ClientFault(std::sync::atomic::AtomicU8, std::sync::atomic::AtomicBool);
+pub struct ClientFault {
+    fault: AtomicU8,
+    body_done: AtomicBool,
+}
 
 impl ClientFault {
     const MALFORMED: u8 = 1;
     const STALLED: u8 = 2;
 
     fn set(&self, fault: u8) {
-        self.0.store(fault, std::sync::atomic::Ordering::Relaxed);
+        self.fault.store(fault, Ordering::Relaxed);
         self.sent();
     }
 
     fn sent(&self) {
-        self.1.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.body_done.store(true, Ordering::Relaxed);
     }
 
     /// A body already sent in full, as a retry's kept copy is.
@@ -195,15 +199,15 @@ impl ClientFault {
 
     /// The body has ended, or failed: nothing more is coming from the client.
     pub fn body_done(&self) -> bool {
-        self.1.load(std::sync::atomic::Ordering::Relaxed)
+        self.body_done.load(Ordering::Relaxed)
     }
 
     pub fn malformed(&self) -> bool {
-        self.0.load(std::sync::atomic::Ordering::Relaxed) == Self::MALFORMED
+        self.fault.load(Ordering::Relaxed) == Self::MALFORMED
     }
 
     pub fn stalled(&self) -> bool {
-        self.0.load(std::sync::atomic::Ordering::Relaxed) == Self::STALLED
+        self.fault.load(Ordering::Relaxed) == Self::STALLED
     }
 }
 

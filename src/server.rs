@@ -217,7 +217,7 @@ impl Serving {
         worker: usize,
         watcher: Watcher,
     ) {
-        let started = tokio::time::Instant::now().into_std();
+        let started = std::time::Instant::now();
         let _ = stream.set_nodelay(true);
         let conn = Conn {
             local: stream.local_addr().unwrap_or(self.local_addr),
