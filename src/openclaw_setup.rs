@@ -108,11 +108,7 @@ pub fn base_url(config: &Config) -> String {
     if listen.ip().is_unspecified() {
         listen.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    let route = config
-        .routes
-        .iter()
-        .find(|r| r.profile.starts_with("openrouter:"))
-        .or(config.routes.first());
+    let route = openrouter_route(config).or(config.routes.first());
     let path = match route {
         Some(r) if r.strip_prefix => {
             let rest = "/api/v1"
@@ -237,12 +233,16 @@ pub fn is_profile_reference(value: &str) -> bool {
     })
 }
 
-fn route_profile(config: &Config) -> String {
+/// The route OpenClaw's OpenRouter provider reaches: the first whose profile is OpenRouter's.
+fn openrouter_route(config: &Config) -> Option<&crate::config::RouteConfig> {
     config
         .routes
         .iter()
         .find(|r| r.profile.starts_with("openrouter:"))
-        .map_or_else(|| DEFAULT_PROFILE.to_owned(), |r| r.profile.clone())
+}
+
+fn route_profile(config: &Config) -> String {
+    openrouter_route(config).map_or_else(|| DEFAULT_PROFILE.to_owned(), |r| r.profile.clone())
 }
 
 /// `localhost` and `127.0.0.1` are the same keyproxy; a trailing slash is no difference.
