@@ -8,7 +8,7 @@ use std::path::Path;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use http::request::Parts;
 use http::Request;
-use keyproxy::keys::reload::Reloader;
+use keyproxy::ops::reload::Reloader;
 use keyproxy::proxy::plan;
 
 const KEY: &str = "sk-or-v1-0123456789abcdef0123456789abcdef0123456789abcdef968304f4";

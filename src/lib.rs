@@ -1,33 +1,19 @@
 //! keyproxy: a local reverse proxy that holds LLM provider API keys so that agents do not.
 //!
-//! The binary is a thin shell over this library; tests and benches use it directly.
+//! The binary is a thin shell over this library; tests and benches use it directly. The folders
+//! are the domain and depend one way (see ARCHITECTURE.md): `config` <- `keys` <- `proxy` <-
+//! `ops` <- `server`, with `text`, `metrics` and `rt` as leaves anything may use.
 
-pub mod access_log;
-pub mod activity;
-pub mod admin;
-pub mod body;
-pub mod burst;
-pub mod check;
 pub mod cli;
-pub mod clients;
 pub mod config;
-pub mod error;
-mod forward;
-mod headers;
 pub mod keys;
-pub mod log_buffer;
-pub mod metrics;
-pub mod openclaw_setup;
-pub mod probe;
-pub mod providers;
+mod metrics;
+pub mod ops;
 pub mod proxy;
-pub mod refusal;
-pub mod routes;
+mod rt;
 pub mod server;
-pub mod state;
-pub mod text;
-pub mod upstream;
-pub mod workers;
+mod text;
 
 pub use config::{Config, Origin};
+pub use rt::log_buffer::Stderr as LogWriter;
 pub use server::{start, Running};

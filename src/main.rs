@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use keyproxy::cli::{Cli, Command, LogFormat};
 use keyproxy::config::{self, Origin};
-use keyproxy::keys::reload::ReloadRequest;
+use keyproxy::ops::reload::ReloadRequest;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -17,7 +17,7 @@ fn main() -> ExitCode {
     let origin = config::discover(cli.config.as_deref());
     match cli.command {
         Some(Command::Check { json }) => {
-            let report = keyproxy::check::run(origin);
+            let report = keyproxy::ops::check::run(origin);
             if json {
                 println!(
                     "{}",
@@ -48,7 +48,7 @@ fn health(
     let url = match url {
         Some(url) => url,
         None => match listen.map_or_else(|| config::load(&origin).map(|c| c.listen), Ok) {
-            Ok(addr) => keyproxy::probe::default_url(addr),
+            Ok(addr) => keyproxy::ops::probe::default_url(addr),
             Err(e) => {
                 eprintln!("keyproxy health: {e}");
                 return ExitCode::FAILURE;
@@ -59,7 +59,7 @@ fn health(
         .enable_all()
         .build();
     let outcome = match runtime {
-        Ok(rt) => rt.block_on(keyproxy::probe::probe(&url, timeout)),
+        Ok(rt) => rt.block_on(keyproxy::ops::probe::probe(&url, timeout)),
         Err(e) => Err(format!("cannot start the async runtime: {e}")),
     };
     match outcome {
@@ -95,7 +95,7 @@ fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(keyproxy::log_buffer::Stderr)
+        .with_writer(keyproxy::LogWriter)
         .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
@@ -149,7 +149,7 @@ async fn run(origin: Origin, listen: Option<std::net::SocketAddr>) -> anyhow::Re
         tracing::warn!(
             profile,
             "no key yet: {}; requests for it get a local 401 until one is added",
-            keyproxy::error::looked_list(&snapshot.keys.looked_for(profile))
+            keyproxy::keys::looked_list(&snapshot.keys.looked_for(profile))
         );
     }
     tracing::info!(listen = %running.local_addr, "keyproxy is listening; point agents at http://{}/api/v1", running.local_addr);

@@ -17,8 +17,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
-use crate::state::Snapshot;
-
 /// Upper bounds in seconds: from a cached reply to a model thinking before its first token.
 const LATENCY_BUCKETS: [f64; 14] = [
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -316,12 +314,11 @@ impl Metrics {
         self.local.get_or_create(&ReasonLabel { reason }).inc();
     }
 
-    /// The text exposition, with key gauges taken from `snapshot` now.
-    pub fn render(&self, snapshot: &Snapshot) -> String {
+    /// The text exposition, with the key gauges set from `keys`: (profile, awake, resting).
+    pub fn render<'a>(&self, keys: impl IntoIterator<Item = (&'a str, usize, usize)>) -> String {
         self.keys.clear();
-        for (profile, p) in snapshot.keys.profiles() {
-            let resting = p.keys().iter().filter(|k| k.health().is_resting()).count();
-            for (state, n) in [("active", p.keys().len() - resting), ("resting", resting)] {
+        for (profile, active, resting) in keys {
+            for (state, n) in [("active", active), ("resting", resting)] {
                 self.keys
                     .get_or_create(&KeyLabels {
                         profile: profile.to_owned(),

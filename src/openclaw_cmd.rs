@@ -7,9 +7,9 @@ use keyproxy::cli::OpenclawAction;
 use std::net::SocketAddr;
 
 use keyproxy::config::{self, Config, Origin, DEFAULT_PROFILE};
-use keyproxy::keys::reload::Reloader;
-use keyproxy::openclaw_setup::{self, PLACEHOLDER};
-use keyproxy::state::Snapshot;
+use keyproxy::ops::openclaw::{self, PLACEHOLDER};
+use keyproxy::ops::reload::Reloader;
+use keyproxy::proxy::Snapshot;
 
 /// `listen` is `--listen`: the address OpenClaw should reach, when not the config's.
 pub fn run(origin: Origin, listen: Option<SocketAddr>, action: OpenclawAction) -> ExitCode {
@@ -36,7 +36,7 @@ pub fn run(origin: Origin, listen: Option<SocketAddr>, action: OpenclawAction) -
 }
 
 fn status(config: &Config, snapshot: &Snapshot, json: bool) -> ExitCode {
-    let (ok, text, value) = openclaw_setup::report(config, snapshot);
+    let (ok, text, value) = openclaw::report(config, snapshot);
     if json {
         println!(
             "{}",
@@ -74,12 +74,12 @@ fn connect(
         eprintln!("keyproxy openclaw connect: --api-key is not the token of any client in this keyproxy's config");
         return ExitCode::from(2);
     }
-    let base_url = openclaw_setup::base_url(config);
+    let base_url = openclaw::base_url(config);
     let dir = state_dir
         .clone()
         .or_else(|| std::env::var_os("OPENCLAW_STATE_DIR").map(PathBuf::from))
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".openclaw")));
-    let mut commands = openclaw_setup::connect_commands(&base_url, &api_key).to_vec();
+    let mut commands = openclaw::connect_commands(&base_url, &api_key).to_vec();
     // `paste-api-key` points apiKey at the profile it wrote; keyproxy serves that same profile
     // for openrouter:default, so the reference stays and keeps saying which key is current.
     let reference = dir
@@ -145,8 +145,8 @@ fn connect(
 
 /// The profile the folder's apiKey names, when it is a profile reference worth keeping.
 fn openclaw_setup_reference(dir: &Path, no_clients: bool) -> Option<String> {
-    let (_, key) = openclaw_setup::openrouter_provider(dir).ok()?;
-    key.filter(|k| no_clients && openclaw_setup::is_profile_reference(k))
+    let (_, key) = openclaw::openrouter_provider(dir).ok()?;
+    key.filter(|k| no_clients && openclaw::is_profile_reference(k))
 }
 
 /// A command as a user would type it; a client token is not echoed.

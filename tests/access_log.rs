@@ -3,6 +3,7 @@
 //! fields with numbers as numbers.
 
 mod support;
+use std::sync::Arc;
 use std::time::Duration;
 
 use support::*;
@@ -114,4 +115,57 @@ async fn every_request_leaves_one_record_with_its_id_key_and_client() {
     assert_eq!(f(gone, "client"), "laptop");
     assert_eq!(lines.len(), 4, "{lines:#?}");
     assert_no_key(&log.join("\n"));
+}
+
+/// OpenAI answers with its own `x-request-id`, which its SDK shows for support requests: the
+/// client gets it untouched, and the record keeps both ids. An id a log cannot carry (empty,
+/// over 200 bytes) is replaced by keyproxy's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_providers_own_request_id_reaches_the_client_and_the_log() {
+    let up = Mock::start(Arc::new(|r: &Received| {
+        let mut resp = reply(200, "{}");
+        if r.uri.path() == "/theirs" {
+            resp.headers_mut()
+                .insert("x-request-id", "req_provider_7".parse().unwrap());
+        }
+        resp
+    }))
+    .await;
+    let bin = Bin::new();
+    let dir = bin.config_dir();
+    write_private(&dir.join("keys.toml"), &keys_toml("p", KEY_A));
+    std::fs::write(dir.join("keyproxy.toml"), simple_config(&up.url, "p")).unwrap();
+    let served = Served::start(bin.command()).await;
+
+    let theirs = get(&format!("{}/theirs", served.url), &[]).await;
+    assert_eq!(theirs.status, 200);
+    assert_eq!(theirs.headers["x-request-id"], "req_provider_7");
+    let ours = up.received()[0].headers["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(ours, "req_provider_7");
+
+    let long = "x".repeat(201);
+    for bad in ["", long.as_str()] {
+        let r = get(&format!("{}/plain", served.url), &[("x-request-id", bad)]).await;
+        let given = r.headers["x-request-id"].to_str().unwrap().to_owned();
+        assert!(!given.is_empty() && given != long, "{given:?}");
+        assert_eq!(
+            up.received().last().unwrap().headers["x-request-id"],
+            given.as_str()
+        );
+    }
+
+    let (_, _, log) = served.stop().await;
+    let lines = access_lines(&log);
+    let f = |v: &serde_json::Value, k: &str| v["fields"][k].clone();
+    let record = lines
+        .iter()
+        .find(|v| f(v, "path") == "/theirs")
+        .unwrap_or_else(|| panic!("{lines:#?}"));
+    assert_eq!(f(record, "request_id"), ours.as_str());
+    assert_eq!(f(record, "upstream_request_id"), "req_provider_7");
+    let plain = lines.iter().find(|v| f(v, "path") == "/plain").unwrap();
+    assert!(f(plain, "upstream_request_id").is_null());
 }

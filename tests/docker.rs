@@ -154,7 +154,7 @@ fn the_compose_config_needs_tokens_and_reads_the_docker_secret() {
         "the image listens beyond loopback: clients are required"
     );
     let (keys_path, keys) = docker_file("compose/keys.toml");
-    let keys = keyproxy::keys::sources::parse_keys_file(&keys, &keys_path).unwrap();
+    let keys = keyproxy::keys::parse_keys_file(&keys, &keys_path).unwrap();
     assert_eq!(
         keys.profiles["openrouter:default"].key_file.as_deref(),
         Some(Path::new("/run/secrets/openrouter_key"))

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use keyproxy::keys::sources::parse_keys_file;
+use keyproxy::keys::parse_keys_file;
 
 fn example(name: &str) -> (std::path::PathBuf, String) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -6,7 +6,7 @@
 mod support;
 use std::sync::Arc;
 
-use keyproxy::error::check_agent_readable;
+use keyproxy::proxy::check_agent_readable;
 use support::*;
 
 fn message(reply: &Reply) -> String {

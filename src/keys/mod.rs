@@ -3,13 +3,20 @@
 //! A key's text is held only by [`Secret`], whose Debug and Display print the fingerprint; the
 //! request path sees ready-made header values marked sensitive, never the text.
 
-pub mod env;
-pub mod health;
-pub mod openclaw;
-pub mod openclaw_state;
-pub mod reload;
-pub mod sources;
-pub mod watch;
+mod cached;
+pub(crate) mod env;
+pub(crate) mod files;
+pub(crate) mod health;
+mod keys_file;
+mod looked;
+pub(crate) mod openclaw;
+pub(crate) mod openclaw_state;
+mod secret;
+pub(crate) mod sources;
+
+pub use keys_file::{parse_keys_file, KeysFile, ProfileEntry};
+pub use looked::{looked_list, Looked, LookedAt};
+pub use secret::{fingerprint, Secret};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -20,62 +27,6 @@ use http::HeaderValue;
 
 use crate::config::KeyFormat;
 use health::{Health, KeyState};
-
-/// The fingerprint of a key: first 8 characters, `...`, last 8, for keys of 40 characters or
-/// more (as OpenClaw shows them); shorter keys show `...` and the last 4, since 16 characters of
-/// a 20-character key would be most of it; keys of 8 characters or fewer show only `...`,
-/// because their last 4 would be half the key.
-pub fn fingerprint(key: &str) -> String {
-    let n = key.len();
-    if !key.is_ascii() {
-        return "...".into();
-    }
-    if n >= 40 {
-        format!("{}...{}", &key[..8], &key[n - 8..])
-    } else if n > 8 {
-        format!("...{}", &key[n - 4..])
-    } else {
-        "...".into()
-    }
-}
-
-/// A key's text. Debug and Display show the fingerprint only.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(Arc<str>);
-
-impl Secret {
-    /// Accepts visible ASCII only: a space, CR, LF, NUL or any other control or non-ASCII byte
-    /// cannot be sent in a header and would otherwise fail on every request instead of at load.
-    pub fn new(text: &str) -> Result<Self, &'static str> {
-        if text.is_empty() {
-            return Err("is empty");
-        }
-        if !text.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
-            return Err("contains a space, a control character (CR, LF, NUL) or a non-ASCII byte, which cannot be sent in an HTTP header");
-        }
-        Ok(Self(Arc::from(text)))
-    }
-
-    pub fn fingerprint(&self) -> String {
-        fingerprint(&self.0)
-    }
-
-    fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Secret({})", self.fingerprint())
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.fingerprint())
-    }
-}
 
 /// Index of a format in the snapshot's format table; each route holds one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -202,20 +153,6 @@ impl Profile {
     }
 }
 
-/// What one source said about profiles, for the local 401's "where keyproxy looked".
-#[derive(Debug, Clone)]
-pub struct Looked {
-    /// e.g. `keys file ~/.config/keyproxy/keys.toml` or `environment variable OPENROUTER_API_KEY`.
-    pub label: String,
-    /// What it says of a profile it does not mention: `no such profile`, `not found`, an error.
-    pub absent: String,
-    /// Only this profile is looked for here (the env var fills one profile).
-    pub only_for: Option<String>,
-    /// What it says of profiles it mentions but could not fill (`environment variable FOO
-    /// (key_env) is not set`).
-    pub specific: HashMap<String, String>,
-}
-
 /// The health of one key source, as `status` and `check` show it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SourceStatus {
@@ -299,11 +236,11 @@ impl KeyStore {
     }
 
     /// Every place looked for `profile` and what each said.
-    pub fn looked_for(&self, profile: &str) -> Vec<crate::error::LookedAt> {
+    pub fn looked_for(&self, profile: &str) -> Vec<LookedAt> {
         self.looked
             .iter()
             .filter(|l| l.only_for.as_deref().is_none_or(|p| p == profile))
-            .map(|l| crate::error::LookedAt {
+            .map(|l| LookedAt {
                 source: l.label.clone(),
                 result: l.specific.get(profile).unwrap_or(&l.absent).clone(),
             })

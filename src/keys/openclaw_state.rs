@@ -23,9 +23,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use super::cached::SourceError;
+use super::files::FileSet;
 use super::openclaw::{parse_store, Entry, Store};
-use super::sources::SourceError;
-use super::watch::FileSet;
 use crate::config::DEFAULT_PROFILE;
 
 pub const AUTH_ROW: &str = "authProfiles.store";

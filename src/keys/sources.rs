@@ -2,215 +2,20 @@
 //! `OPENROUTER_API_KEY` environment variable. Each file keeps its last good contents, so a bad
 //! edit or a file that is briefly missing never takes keys away.
 
-use std::collections::{BTreeMap, HashMap};
-use std::io;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::Deserialize;
-use toml::Spanned;
-
+use super::cached::{
+    absent, push_error, read_cached, source_status, warn_if_shared, without_path, SourceError,
+};
 use super::env::{parse_env_file, Env, EnvFile};
-use super::watch::FileSet;
+use super::files::FileSet;
+use super::keys_file::{parse_keys_file, parse_secret_file, trim_one_newline, KeysFile};
 use super::{openclaw, openclaw_state};
 use super::{KeyStore, Looked, Secret, SourceStatus, StoreBuilder};
-use crate::config::{resolve, Config, KeyFormat, DEFAULT_PROFILE, OPENROUTER_ENV};
-use crate::text::{redact_quoted, tilde, LineIndex};
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawKeysFile {
-    #[serde(default)]
-    profiles: BTreeMap<String, RawProfile>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawProfile {
-    key: Option<Spanned<String>>,
-    #[serde(default)]
-    keys: Vec<Spanned<String>>,
-    key_env: Option<String>,
-    key_file: Option<String>,
-}
-
-/// A parsed, validated keys file.
-#[derive(Debug, Clone, PartialEq)]
-pub struct KeysFile {
-    pub profiles: BTreeMap<String, ProfileEntry>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ProfileEntry {
-    pub keys: Vec<Secret>,
-    pub key_env: Option<String>,
-    pub key_file: Option<PathBuf>,
-}
-
-/// Why a source could not be read. `NotFound` is kept apart: a secret mounted a second late is
-/// an ordinary state, not a failure.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SourceError {
-    NotFound,
-    Failed(String),
-}
-
-impl std::fmt::Display for SourceError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::NotFound => f.write_str("not found"),
-            Self::Failed(m) => f.write_str(m),
-        }
-    }
-}
-
-fn read_error(path: &Path, e: &io::Error) -> SourceError {
-    match e.kind() {
-        io::ErrorKind::NotFound => SourceError::NotFound,
-        io::ErrorKind::PermissionDenied => {
-            SourceError::Failed(format!("{}: permission denied", path.display()))
-        }
-        _ => SourceError::Failed(format!("{}: {e}", path.display())),
-    }
-}
-
-/// Parses a keys file; every error names the file and line, and none shows a key.
-pub fn parse_keys_file(text: &str, path: &Path) -> Result<KeysFile, String> {
-    let at = |span: Option<std::ops::Range<usize>>| match span {
-        Some(s) => {
-            let (l, c) = LineIndex::new(text).line_of(s.start);
-            format!("{}:{l}:{c}", path.display())
-        }
-        None => path.display().to_string(),
-    };
-    let raw: RawKeysFile = toml::from_str(text)
-        .map_err(|e| format!("{}: {}", at(e.span()), redact_quoted(e.message())))?;
-    let dir = path.parent().unwrap_or(Path::new(""));
-    let mut profiles = BTreeMap::new();
-    for (name, p) in raw.profiles {
-        let mut keys = Vec::new();
-        for k in p.key.iter().chain(p.keys.iter()) {
-            let secret = Secret::new(k.get_ref())
-                .map_err(|why| format!("{}: profile '{name}': key {why}", at(Some(k.span()))))?;
-            keys.push(secret);
-        }
-        profiles.insert(
-            name,
-            ProfileEntry {
-                keys,
-                key_env: p.key_env,
-                key_file: p.key_file.map(|f| resolve(dir, &f)),
-            },
-        );
-    }
-    Ok(KeysFile { profiles })
-}
-
-/// A secret file holds one key; one trailing newline (as `echo` and editors leave) is not part
-/// of it.
-fn parse_secret_file(text: &str, path: &Path) -> Result<Secret, String> {
-    Secret::new(trim_one_newline(text)).map_err(|why| format!("{}: key {why}", path.display()))
-}
-
-/// Reads a file through `files` (so that a change to it is noticed) and parses it. A file that
-/// does not read or parse gives the last good value from `cache`, with the reason.
-fn read_cached<T>(
-    cache: &mut HashMap<PathBuf, Arc<T>>,
-    files: &mut FileSet,
-    path: &Path,
-    parse: impl FnOnce(&str) -> Result<T, String>,
-) -> (Option<Arc<T>>, Option<SourceError>) {
-    let fresh = files
-        .read(path)
-        .map_err(|e| read_error(path, &e))
-        .and_then(|bytes| {
-            String::from_utf8(bytes)
-                .map_err(|_| SourceError::Failed(format!("{}: not UTF-8 text", path.display())))
-        })
-        .and_then(|text| parse(&text).map_err(SourceError::Failed));
-    match fresh {
-        Ok(value) => {
-            let value = Arc::new(value);
-            cache.insert(path.to_path_buf(), value.clone());
-            (Some(value), None)
-        }
-        Err(e) => (cache.get(path).cloned(), Some(e)),
-    }
-}
-
-/// A source's health for `status`: its error, and whether its last good contents are in use.
-fn source_status<T>(
-    kind: &'static str,
-    path: &Path,
-    value: &Option<Arc<T>>,
-    error: &Option<SourceError>,
-) -> SourceStatus {
-    SourceStatus {
-        kind,
-        path: path.display().to_string(),
-        ok: error.is_none(),
-        error: error.as_ref().map(|e| match value {
-            Some(_) => format!("{e} (keeping what was last read from it)"),
-            None => e.to_string(),
-        }),
-    }
-}
-
-/// A failure worth a reload error: anything but a file that is simply not there (yet), unless
-/// it was there before.
-fn push_error<T>(
-    errors: &mut Vec<String>,
-    path: &Path,
-    value: &Option<Arc<T>>,
-    error: &Option<SourceError>,
-) {
-    match error {
-        Some(SourceError::Failed(m)) => errors.push(m.clone()),
-        Some(SourceError::NotFound) if value.is_some() => {
-            errors.push(format!("{}: not found", path.display()))
-        }
-        _ => {}
-    }
-}
-
-/// The 401 message already says which file; its errors start with the path again.
-fn without_path(message: &str, path: &Path) -> String {
-    let shown = path.display().to_string();
-    match message.strip_prefix(shown.as_str()) {
-        Some(rest) if rest.starts_with(": ") => rest[2..].to_owned(),
-        Some(rest) if rest.starts_with(':') => format!("line {}", &rest[1..]),
-        _ => message.to_owned(),
-    }
-}
-
-fn trim_one_newline(s: &str) -> &str {
-    s.strip_suffix("\r\n")
-        .or_else(|| s.strip_suffix('\n'))
-        .unwrap_or(s)
-}
-
-/// ssh refuses a private key others can read; keyproxy warns. Group-readable is fine when the
-/// group is keyproxy's own (a user-private group, or the fsGroup of a Kubernetes pod).
-#[cfg(unix)]
-fn warn_if_shared(path: &Path) {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let Ok(meta) = std::fs::metadata(path) else {
-        return;
-    };
-    let mode = meta.permissions().mode();
-    let own_group = std::fs::metadata("/proc/self").is_ok_and(|me| me.gid() == meta.gid());
-    if mode & 0o007 != 0 || (mode & 0o070 != 0 && !own_group) {
-        tracing::warn!(
-            file = %path.display(),
-            mode = format!("{:o}", mode & 0o777),
-            "keys file is readable by group or others; run: chmod 600 {}",
-            path.display()
-        );
-    }
-}
-
-#[cfg(not(unix))]
-fn warn_if_shared(_path: &Path) {}
+use crate::config::{Config, KeyFormat, DEFAULT_PROFILE, OPENROUTER_ENV};
+use crate::text::tilde;
 
 /// The result of reading every source once.
 #[derive(Debug)]
@@ -437,15 +242,6 @@ impl Loader {
     }
 }
 
-/// What a source says of a profile it does not give: why it could not be read, or that it has
-/// no such profile.
-fn absent<T>(value: &Option<Arc<T>>, error: Option<SourceError>, path: &Path) -> String {
-    match (value, error) {
-        (Some(_), _) | (None, None) => "no such profile".to_owned(),
-        (None, Some(e)) => without_path(&e.to_string(), path),
-    }
-}
-
 /// Adds the profiles an OpenClaw store gives, each under its OpenClaw name, to profiles no
 /// earlier source filled.
 fn add_openclaw_entries<'e>(
@@ -528,50 +324,4 @@ fn add_openrouter_env(pass: &mut Pass<'_, '_>) {
         only_for: Some(DEFAULT_PROFILE.into()),
         specific: HashMap::new(),
     });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_file_errors_name_line_and_profile_but_not_the_key() {
-        let text = "[profiles.\"a:b\"]\nkeys = [\"good-key-0123456789abcdef\", \"bad\\r\\nkey-secret-part\"]\n";
-        let err = parse_keys_file(text, Path::new("k.toml")).unwrap_err();
-        assert!(err.starts_with("k.toml:2:"), "{err}");
-        assert!(err.contains("profile 'a:b'"), "{err}");
-        assert!(!err.contains("secret-part"), "{err}");
-
-        let err = parse_keys_file(
-            "[profiles.x]\nkeys = \"sk-or-v1-very-secret\"\n",
-            Path::new("k.toml"),
-        )
-        .unwrap_err();
-        assert!(err.starts_with("k.toml:2:"), "{err}");
-        assert!(!err.contains("very-secret"), "{err}");
-
-        let err = parse_keys_file("[profiles.x]\nkee = \"v\"\n", Path::new("k.toml")).unwrap_err();
-        assert!(err.contains("unknown field `kee`"), "{err}");
-    }
-
-    #[test]
-    fn the_401_does_not_repeat_the_file_path() {
-        let p = Path::new("/etc/k.toml");
-        assert_eq!(
-            without_path("/etc/k.toml:2:7: invalid string", p),
-            "line 2:7: invalid string"
-        );
-        assert_eq!(
-            without_path("/etc/k.toml: permission denied", p),
-            "permission denied"
-        );
-        assert_eq!(without_path("not found", p), "not found");
-    }
-
-    #[test]
-    fn secret_files_lose_one_trailing_newline() {
-        assert_eq!(trim_one_newline("abc\n"), "abc");
-        assert_eq!(trim_one_newline("abc\r\n"), "abc");
-        assert_eq!(trim_one_newline("abc\n\n"), "abc\n");
-    }
 }

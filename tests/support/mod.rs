@@ -271,7 +271,7 @@ impl Proxy {
     }
 
     /// Waits, without polling, until a reload makes `cond` true of the snapshot.
-    pub async fn wait_until(&self, mut cond: impl FnMut(&keyproxy::state::Snapshot) -> bool) {
+    pub async fn wait_until(&self, mut cond: impl FnMut(&keyproxy::proxy::Snapshot) -> bool) {
         let mut reloads = self.running.state.reloads();
         while !cond(&self.running.state.load()) {
             reloads.changed().await.unwrap();
@@ -284,7 +284,7 @@ impl Proxy {
             .await;
     }
 
-    pub fn status(&self) -> keyproxy::state::ReloadLog {
+    pub fn status(&self) -> keyproxy::proxy::ReloadLog {
         self.running.state.log()
     }
 }

@@ -1,6 +1,5 @@
-//! `/_keyproxy/`: health, ready, status. Fingerprints only, never a key.
+//! `/_keyproxy/`: health, ready, status and metrics. Fingerprints only, never a key.
 
-use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -8,11 +7,10 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use serde_json::{json, Value};
 
-use crate::body::ResponseBody;
+use super::report;
+use crate::config::clients::presented;
 use crate::config::Origin;
-use crate::error::{json_response, LocalError};
-use crate::keys::health::KeyState;
-use crate::state::{Snapshot, State};
+use crate::proxy::{json_response, LocalError, ResponseBody, Snapshot, State};
 
 pub fn handle<B>(state: &State, req: &Request<B>) -> Response<ResponseBody> {
     match req.uri().path() {
@@ -40,8 +38,8 @@ fn authorized<B>(state: &State, req: &Request<B>) -> Result<(), LocalError> {
     if clients.is_empty() {
         return Ok(());
     }
-    let token = crate::clients::presented(req.headers(), &http::header::AUTHORIZATION)
-        .ok_or(LocalError::MissingToken)?;
+    let token =
+        presented(req.headers(), &http::header::AUTHORIZATION).ok_or(LocalError::MissingToken)?;
     clients
         .find(token)
         .map(|_| ())
@@ -49,7 +47,12 @@ fn authorized<B>(state: &State, req: &Request<B>) -> Result<(), LocalError> {
 }
 
 fn metrics(state: &State) -> Response<ResponseBody> {
-    let text = state.metrics.render(&state.load());
+    let profiles = report::profiles(&state.load());
+    let counts = profiles.iter().map(|(name, p)| {
+        let (active, resting) = p.counts();
+        (name.as_str(), active, resting)
+    });
+    let text = state.metrics.render(counts);
     let mut resp = Response::new(Either::Right(Full::new(Bytes::from(text))));
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,
@@ -95,7 +98,7 @@ pub fn status(state: &State) -> Value {
     json!({
         "config": config,
         "sources": sources(state, &snapshot),
-        "profiles": profiles(&snapshot),
+        "profiles": report::profiles(&snapshot),
         "reload": {
             "count": log.count,
             "last_ok_at": log.last_ok_at.map(rfc3339),
@@ -119,33 +122,6 @@ fn sources(state: &State, snapshot: &Snapshot) -> Vec<Value> {
             "kind": "reading", "path": path, "ok": false,
             "error": format!("not answering: a read has waited {} s (a hung mount?); keyproxy keeps serving the keys it has", waited.as_secs()),
         }));
-    }
-    out
-}
-
-/// Every profile a source declared or a route uses, with its keys by fingerprint.
-pub fn profiles(snapshot: &Snapshot) -> BTreeMap<String, Value> {
-    let mut out: BTreeMap<String, Value> = snapshot
-        .keys
-        .profiles()
-        .map(|(name, p)| {
-            let keys: Vec<Value> = p
-                .keys()
-                .iter()
-                .map(|k| match k.health().state() {
-                    KeyState::Active => json!({"fingerprint": k.fingerprint(), "source": k.source(), "state": "active"}),
-                    KeyState::Resting { left, reason } => json!({
-                        "fingerprint": k.fingerprint(), "source": k.source(), "state": "resting",
-                        "resting_for_s": left.as_secs_f64().ceil() as u64, "rested_after": reason,
-                    }),
-                })
-                .collect();
-            (name.to_owned(), json!({ "keys": keys }))
-        })
-        .collect();
-    for route in snapshot.config.routes.iter() {
-        out.entry(route.profile.clone())
-            .or_insert_with(|| json!({"keys": []}));
     }
     out
 }

@@ -7,13 +7,12 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
 
-use super::sources::Loader;
-use super::watch::{FileSet, ReadProbe, Watcher};
-use crate::config::{self, Config, Origin};
-use crate::error::ConfigError;
+use super::watch::Watcher;
+use crate::config::{self, Config, ConfigError, Origin};
+use crate::keys::files::{FileSet, ReadProbe};
+use crate::keys::sources::Loader;
 use crate::metrics::Metrics;
-use crate::routes::Routes;
-use crate::state::{ReloadLog, Snapshot, State};
+use crate::proxy::{ReloadLog, Routes, Snapshot, State, UpstreamError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -22,7 +21,7 @@ pub enum StartError {
     #[error("{}: {source}", path.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "embedded default".into()))]
     Upstream {
         path: Option<std::path::PathBuf>,
-        source: crate::upstream::UpstreamError,
+        source: UpstreamError,
     },
 }
 

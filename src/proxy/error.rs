@@ -1,38 +1,13 @@
 //! Typed errors, and `LocalError`: every reply keyproxy makes itself, in the OpenAI error shape
 //! that agents display.
 
-use std::path::PathBuf;
-
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::{Either, Full};
 use serde_json::json;
 
-use crate::body::ResponseBody;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{}: cannot read: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{}{}: {message}", path.display(), line.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default())]
-    Invalid {
-        path: PathBuf,
-        line: Option<(usize, usize)>,
-        message: String,
-    },
-    #[error("{}: {message}", path.display())]
-    Validation { path: PathBuf, message: String },
-}
-
-/// Where keyproxy looked for a profile's key and what it found there, for the local 401.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct LookedAt {
-    pub source: String,
-    pub result: String,
-}
+use super::body::ResponseBody;
+use crate::keys::{looked_list, LookedAt};
 
 /// A request keyproxy answers itself instead of forwarding.
 ///
@@ -92,51 +67,6 @@ pub enum LocalError {
     },
 }
 
-/// Checks a message against the rules agents' filters impose (see [`LocalError`]): `keyproxy:`
-/// first, at most 180 characters before the first full stop, and nothing that redaction of
-/// `NAME: value` or `NAME=value` (NAME ending in KEY, TOKEN, SECRET or PASSWORD) would mask.
-pub fn check_agent_readable(message: &str) -> Result<(), String> {
-    if !message.starts_with("keyproxy: ") {
-        return Err(format!("does not start with 'keyproxy: ': {message}"));
-    }
-    let first = message.find(". ").map_or(message, |end| &message[..=end]);
-    if first.chars().count() > 180 {
-        return Err(format!(
-            "first sentence is {} characters, over 180: {first}",
-            first.chars().count()
-        ));
-    }
-    for (i, c) in message.char_indices() {
-        if c != ':' && c != '=' {
-            continue;
-        }
-        let before = message[..i].trim_end();
-        let name: String = before
-            .chars()
-            .rev()
-            .take_while(|c| c.is_ascii_alphabetic() || *c == '_')
-            .collect::<String>()
-            .chars()
-            .rev()
-            .collect::<String>()
-            .to_ascii_uppercase();
-        let masked = ["KEY", "TOKEN", "SECRET", "PASSWORD"]
-            .iter()
-            .any(|n| name.ends_with(n));
-        let value_follows = message[i + 1..]
-            .trim_start()
-            .chars()
-            .next()
-            .is_some_and(|c| !c.is_whitespace());
-        if masked && value_follows {
-            return Err(format!(
-                "has the shape {name}{c} value, which log redaction masks: {message}"
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// Which deadline an upstream missed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimeoutPhase {
@@ -177,17 +107,6 @@ pub enum ErrorShape {
     #[default]
     OpenAi,
     Anthropic,
-}
-
-pub fn looked_list(looked: &[LookedAt]) -> String {
-    if looked.is_empty() {
-        return "no key source is configured".into();
-    }
-    let parts: Vec<String> = looked
-        .iter()
-        .map(|l| format!("{} ({})", l.source, l.result))
-        .collect();
-    parts.join(", ")
 }
 
 /// Paths and targets come from the client; a long one must not push the advice out of sight.
@@ -332,6 +251,7 @@ pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::readable::check_agent_readable;
 
     fn missing() -> LocalError {
         LocalError::MissingKey {

@@ -7,10 +7,10 @@ use http::request::Parts;
 use http::{Request, Response};
 use hyper::body::Incoming;
 
-use crate::body::{ClientFault, UpstreamBody};
+use super::error::{LocalError, TimeoutPhase};
+use super::routes::Route;
+use super::upload::{ClientFault, UpstreamBody};
 use crate::config::Config;
-use crate::error::{LocalError, TimeoutPhase};
-use crate::routes::Route;
 
 /// Why no response came from the upstream.
 pub(crate) enum Unanswered {
@@ -23,13 +23,12 @@ pub(crate) enum Unanswered {
 /// from when the client's body has been sent (an upload has its own stall deadline).
 pub(crate) async fn forward(
     route: &Route,
-    worker: usize,
     parts: Parts,
     body: UpstreamBody,
     deadline: std::time::Duration,
     body_sent: &ClientFault,
 ) -> Result<Response<Incoming>, Unanswered> {
-    let client = route.upstreams.for_worker(worker);
+    let client = route.upstreams.for_worker(crate::rt::current_worker());
     let answer = client.request(Request::from_parts(parts, body));
     tokio::pin!(answer);
     loop {

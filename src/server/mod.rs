@@ -1,27 +1,26 @@
 //! The listener: HTTP/1.1 and HTTP/2 (h2c prior knowledge) on one port, connections handed to
 //! the worker threads, graceful shutdown, and the reload task.
 
-use std::convert::Infallible;
+mod activity;
+mod conn;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioTimer;
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use hyper_util::service::TowerToHyperService;
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
-use crate::activity::{Active, Activity};
-use crate::burst::CountedExecutor;
 use crate::config::Origin;
-use crate::keys::reload::{ReloadRequest, Reloader, StartError};
-use crate::proxy::{self, Conn};
-use crate::state::State;
-use crate::workers::{Job, Workers};
+use crate::ops::reload::{ReloadRequest, Reloader, StartError};
+use crate::proxy::State;
+use crate::rt::burst::CountedExecutor;
+use crate::rt::workers::{Job, Workers};
+use conn::Serving;
 
 /// Request heads: at most this many header fields, and this many bytes (HTTP/1 buffer, HTTP/2
 /// header list). Agents send a dozen headers; nginx's default buffers are 8 KiB.
@@ -147,15 +146,6 @@ pub async fn start(origin: Origin, listen: Option<SocketAddr>) -> Result<Running
     })
 }
 
-/// What every connection is served with.
-struct Serving {
-    state: Arc<State>,
-    builder: auto::Builder<CountedExecutor>,
-    shutdown: watch::Receiver<bool>,
-    first_bytes_within: Duration,
-    local_addr: SocketAddr,
-}
-
 async fn accept_loop(
     listener: TcpListener,
     mut workers: Workers,
@@ -187,13 +177,13 @@ async fn accept_loop(
         };
         let serving = serving.clone();
         let watcher = graceful.watcher();
-        let job: Job = Box::new(move |worker| {
+        let job: Job = Box::new(move || {
             Box::pin(async move {
                 let stream = match tokio::net::TcpStream::from_std(stream) {
                     Ok(stream) => stream,
                     Err(e) => return tracing::warn!(%peer, "cannot serve the connection: {e}"),
                 };
-                serving.serve(stream, peer, worker, watcher).await;
+                serving.serve(stream, peer, watcher).await;
             })
         });
         workers.run(job);
@@ -206,93 +196,4 @@ async fn accept_loop(
     }
     // Only now may the workers stop, taking what is left with them.
     drop(workers);
-}
-
-impl Serving {
-    /// Serves an accepted connection on the worker `worker`, once its first bytes come in time.
-    async fn serve(
-        &self,
-        stream: tokio::net::TcpStream,
-        peer: SocketAddr,
-        worker: usize,
-        watcher: Watcher,
-    ) {
-        let started = std::time::Instant::now();
-        let _ = stream.set_nodelay(true);
-        let conn = Conn {
-            local: stream.local_addr().unwrap_or(self.local_addr),
-            worker,
-        };
-        let mut stopping = self.shutdown.clone();
-        let spoke = tokio::select! {
-            spoke = first_bytes(&stream, self.first_bytes_within) => spoke,
-            _ = stopping.changed() => false,
-        };
-        if !spoke {
-            tracing::debug!(%peer, "closed: sent no request within {:?}", self.first_bytes_within);
-            return;
-        }
-        let state = self.state.clone();
-        let idle = state.load().config.idle_timeout;
-        let activity = Activity::new();
-        let seen = activity.clone();
-        let service = tower::ServiceBuilder::new()
-            .layer(SetSensitiveRequestHeadersLayer::new([
-                http::header::AUTHORIZATION,
-                http::header::PROXY_AUTHORIZATION,
-                http::header::COOKIE,
-            ]))
-            .service_fn(move |req| {
-                let state = state.clone();
-                let waiting = seen.request();
-                async move {
-                    let resp = proxy::handle(&state, conn, req).await;
-                    drop(waiting);
-                    Ok::<_, Infallible>(resp)
-                }
-            });
-        let io = TokioIo::new(Active::new(stream, activity.clone()));
-        let connection = self
-            .builder
-            .serve_connection(io, TowerToHyperService::new(service));
-        let watched = watcher.watch(connection);
-        tokio::pin!(watched);
-        loop {
-            let Some(wait) = activity.due_in(started, self.first_bytes_within, idle) else {
-                tracing::debug!(%peer, "closed: no request within {:?}, or nothing moved for {:?}", self.first_bytes_within, idle);
-                return;
-            };
-            tokio::select! {
-                ended = &mut watched => {
-                    if let Err(e) = ended {
-                        tracing::debug!(%peer, "connection ended: {e}");
-                    }
-                    return;
-                }
-                () = tokio::time::sleep(wait) => {}
-            }
-        }
-    }
-}
-
-/// hyper's header read timeout starts once hyper-util has seen enough bytes to tell HTTP/1 from
-/// HTTP/2, so a client that connects and sends nothing (or a few bytes of the HTTP/2 preface)
-/// would hold its connection forever. Waits, at most `within`, until the first bytes decide.
-async fn first_bytes(stream: &tokio::net::TcpStream, within: Duration) -> bool {
-    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-    let deadline = tokio::time::Instant::now() + within;
-    let mut buf = [0u8; PREFACE.len()];
-    loop {
-        // timeout_at polls the peek first, and a peek over unread bytes is ready at once: without
-        // this check, a client that sends "P" and hangs up would never meet the deadline.
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return false,
-            Ok(Ok(n)) if n == PREFACE.len() || buf[..n] != PREFACE[..n] => return true,
-            // Part of the HTTP/2 preface: peek returns at once until more arrives.
-            Ok(Ok(_)) => tokio::time::sleep(Duration::from_millis(5)).await,
-        }
-    }
 }

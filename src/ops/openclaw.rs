@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use crate::config::{Config, DEFAULT_PROFILE};
 use crate::keys::fingerprint;
 pub use crate::keys::openclaw_state::openrouter_provider;
-use crate::state::Snapshot;
+use crate::proxy::Snapshot;
 use crate::text::tilde;
 
 /// What `connect` puts in `apiKey` when no client tokens are configured: OpenClaw needs a value,

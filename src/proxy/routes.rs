@@ -6,12 +6,12 @@ use std::path::PathBuf;
 use http::header::{HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 
+use super::error::ErrorShape;
+use super::upstream::{self, UpstreamError, Upstreams};
+use crate::config::providers::Provider;
 use crate::config::{route_allows, Config, KeyFormat, Upstream};
-use crate::error::ErrorShape;
 use crate::keys::FormatId;
 use crate::metrics::{Histogram, Metrics};
-use crate::providers::Provider;
-use crate::upstream::{self, UpstreamError, Upstreams};
 
 pub struct Route {
     /// Position in config order, for per-route tables such as the request counters.

@@ -7,11 +7,11 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
+use super::routes::Routes;
 use crate::config::{Config, Origin};
-use crate::keys::watch::ReadProbe;
+use crate::keys::files::ReadProbe;
 use crate::keys::KeyStore;
 use crate::metrics::{Metrics, RequestMeters};
-use crate::routes::Routes;
 
 /// Everything a request needs, immutable once built. A request loads it once.
 pub struct Snapshot {

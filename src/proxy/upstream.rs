@@ -14,7 +14,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use rustls::RootCertStore;
 
-use crate::body::UpstreamBody;
+use super::upload::UpstreamBody;
 
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
 

@@ -9,10 +9,12 @@ use std::time::Instant;
 
 use http::{HeaderMap, HeaderValue, Method, Uri};
 
+use super::plan::Plan;
+
 pub const REQUEST_ID: &str = "x-request-id";
 
 /// A request id unique to this process run: the start time and a counter, in hex.
-fn new_request_id() -> HeaderValue {
+pub fn new_request_id() -> HeaderValue {
     static START: OnceLock<u64> = OnceLock::new();
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let start = *START.get_or_init(|| {
@@ -23,6 +25,13 @@ fn new_request_id() -> HeaderValue {
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     HeaderValue::from_str(&format!("{:011x}-{n:x}", start & 0xfff_ffff_ffff))
         .unwrap_or(HeaderValue::from_static("-"))
+}
+
+/// The client's `x-request-id`, when it is one a log can carry: not empty, at most 200 bytes.
+pub fn usable_request_id(headers: &HeaderMap) -> Option<&HeaderValue> {
+    headers
+        .get(REQUEST_ID)
+        .filter(|v| !v.is_empty() && v.len() <= 200)
 }
 
 #[derive(Debug)]
@@ -36,6 +45,8 @@ pub struct AccessRecord {
     pub profile: Option<String>,
     pub key: Option<Box<str>>,
     pub client: Option<String>,
+    /// The upstream's own `x-request-id`, when it answered with one of its own (OpenAI does).
+    upstream_request_id: Option<HeaderValue>,
     status: Option<u16>,
     reason: Option<&'static str>,
     upstream_ms: Option<f64>,
@@ -44,11 +55,9 @@ pub struct AccessRecord {
 }
 
 impl AccessRecord {
-    /// The client's `x-request-id` when it sent a usable one, else a new one.
+    /// The request's `x-request-id` (the server's request-id layer gave it one), else a new one.
     pub fn begin(method: &Method, uri: &Uri, headers: &HeaderMap) -> Self {
-        let request_id = headers
-            .get(REQUEST_ID)
-            .filter(|v| !v.is_empty() && v.len() <= 200)
+        let request_id = usable_request_id(headers)
             .cloned()
             .unwrap_or_else(new_request_id);
         Self {
@@ -60,12 +69,20 @@ impl AccessRecord {
             profile: None,
             key: None,
             client: None,
+            upstream_request_id: None,
             status: None,
             reason: None,
             upstream_ms: None,
             bytes: 0,
             outcome: "client gone before the answer",
         }
+    }
+
+    /// What the plan decided: route, profile, client.
+    pub fn planned(&mut self, plan: &Plan<'_>) {
+        self.route = Some(plan.route.name.clone());
+        self.profile = Some(plan.profile.clone());
+        self.client = plan.client.map(str::to_owned);
     }
 
     /// keyproxy answered itself with `status`, for `reason` (the `x-keyproxy-error` value).
@@ -76,7 +93,11 @@ impl AccessRecord {
     }
 
     /// The upstream's response head came after `upstream_ms`.
-    pub fn answered(&mut self, status: u16, upstream_ms: f64) {
+    pub fn answered(&mut self, status: u16, upstream_ms: f64, headers: &HeaderMap) {
+        self.upstream_request_id = headers
+            .get(REQUEST_ID)
+            .filter(|theirs| **theirs != self.request_id)
+            .cloned();
         self.status = Some(status);
         self.upstream_ms = Some(upstream_ms);
         self.outcome = "client gone mid-answer";
@@ -109,6 +130,7 @@ impl Drop for AccessRecord {
             profile = self.profile.as_deref(),
             key = self.key.as_deref(),
             client = self.client.as_deref(),
+            upstream_request_id = self.upstream_request_id.as_ref().and_then(|v| v.to_str().ok()),
             status = self.status,
             reason = self.reason,
             upstream_ms = self.upstream_ms.map(|ms| (ms * 10.0).round() / 10.0),

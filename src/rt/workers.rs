@@ -2,23 +2,35 @@
 //! turn. A client connection, the upstream connection its requests use (each worker has its own
 //! pool) and the body between them are then driven by one thread: handing a chunk from one task
 //! to the other is a push on that thread's run queue instead of a wake-up across threads, which
-//! [`Bursts`](crate::burst::Bursts) relies on to gather a burst in one run of the queue.
+//! [`Bursts`](super::burst::Bursts) relies on to gather a burst in one run of the queue.
 //!
 //! A one-thread multi-thread runtime rather than a current_thread one: its LIFO slot runs a task
 //! just woken or spawned next, so hyper-util returns an upstream connection to the pool before the
 //! next request looks for one (with current_thread, 64 clients opened 75 upstream connections).
 
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 
 use tokio::sync::mpsc;
 
-use crate::burst::Counted;
-use crate::log_buffer;
+use super::burst::Counted;
+use super::log_buffer;
 
-/// A connection to serve: given the index of the worker that takes it, the future that serves it
-/// on that worker's runtime.
-pub type Job = Box<dyn FnOnce(usize) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+thread_local! {
+    static WORKER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The index of the worker whose thread this is; 0 on any other thread. Whoever keeps one
+/// resource per worker (an upstream connection pool) picks it with this, so the choice of
+/// thread never travels through the domain's types.
+pub fn current_worker() -> usize {
+    WORKER.with(Cell::get)
+}
+
+/// A connection to serve: the future that serves it, made on the runtime of the worker that
+/// takes it.
+pub type Job = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
 pub struct Workers {
     queues: Vec<mpsc::UnboundedSender<Job>>,
@@ -37,7 +49,10 @@ impl Workers {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
                 .thread_name(format!("keyproxy-worker-{index}"))
-                .on_thread_start(log_buffer::collect_on_this_thread)
+                .on_thread_start(move || {
+                    WORKER.with(|w| w.set(index));
+                    log_buffer::collect_on_this_thread();
+                })
                 .on_thread_park(log_buffer::flush)
                 .on_thread_stop(log_buffer::flush)
                 .enable_all()
@@ -50,7 +65,7 @@ impl Workers {
                 .spawn(move || {
                     runtime.block_on(async move {
                         while let Some(job) = rx.recv().await {
-                            tokio::spawn(Counted::new(job(index)));
+                            tokio::spawn(Counted::new(job()));
                         }
                     });
                 })?;

@@ -4,10 +4,10 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Value};
 
-use crate::admin;
+use super::reload::Reloader;
+use super::{openclaw, report};
 use crate::config::Origin;
-use crate::keys::reload::Reloader;
-use crate::openclaw_setup;
+use crate::keys::looked_list;
 
 /// What `check` found; `ok` is true when every route's default profile has a key.
 pub struct Report {
@@ -56,11 +56,11 @@ pub fn run(origin: Origin) -> Report {
         problems.push(format!(
             "route {} has no key for its profile '{profile}'; looked in: {}",
             routes.join(", "),
-            crate::error::looked_list(&snapshot.keys.looked_for(profile))
+            looked_list(&snapshot.keys.looked_for(profile))
         ));
     }
     let ok = snapshot.profiles_without_key().is_empty();
-    let profiles = admin::profiles(&snapshot);
+    let profiles = report::profiles(&snapshot);
 
     let mut text = String::new();
     let _ = writeln!(text, "config: {origin_text}");
@@ -89,24 +89,14 @@ pub fn run(origin: Origin) -> Report {
     }
     let _ = writeln!(text, "profiles:");
     for (name, p) in &profiles {
-        let keys = p["keys"].as_array().map(Vec::as_slice).unwrap_or_default();
-        let _ = writeln!(
-            text,
-            "  {name}: {} key{}",
-            keys.len(),
-            if keys.len() == 1 { "" } else { "s" }
-        );
-        for k in keys {
-            let _ = writeln!(
-                text,
-                "    {} from {}",
-                k["fingerprint"].as_str().unwrap_or_default(),
-                k["source"].as_str().unwrap_or_default()
-            );
+        let n = p.keys.len();
+        let _ = writeln!(text, "  {name}: {n} key{}", if n == 1 { "" } else { "s" });
+        for k in &p.keys {
+            let _ = writeln!(text, "    {} from {}", k.fingerprint, k.source);
         }
     }
     let openclaw = (!snapshot.config.openclaw_state_dirs.is_empty()).then(|| {
-        let (_, section, value) = openclaw_setup::report(&snapshot.config, &snapshot);
+        let (_, section, value) = openclaw::report(&snapshot.config, &snapshot);
         let _ = write!(text, "openclaw:\n{section}");
         value
     });

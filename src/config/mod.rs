@@ -1,0 +1,303 @@
+//! The config file: serde types, defaults, discovery, and validation into types the request path
+//! can use without checking anything again.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::header::{HeaderName, HeaderValue};
+use http::uri::{Authority, Scheme};
+
+pub mod clients;
+pub mod providers;
+mod raw;
+
+use crate::text::{redact_quoted, LineIndex};
+use clients::Clients;
+use providers::Provider;
+pub use raw::parse_upstream;
+use raw::RawConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}{}: {message}", path.display(), line.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default())]
+    Invalid {
+        path: PathBuf,
+        line: Option<(usize, usize)>,
+        message: String,
+    },
+    #[error("{}: {message}", path.display())]
+    Validation { path: PathBuf, message: String },
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
+pub const DEFAULT_PROFILE: &str = "openrouter:default";
+pub const DEFAULT_UPSTREAM: &str = "https://openrouter.ai";
+pub const OPENROUTER_ENV: &str = "OPENROUTER_API_KEY";
+pub const CONFIG_ENV: &str = "KEYPROXY_CONFIG";
+/// More threads than this would only cost memory: each holds a runtime and connection pools.
+const MAX_WORKERS: usize = 256;
+
+/// A validated configuration. Everything the request path reads is already parsed here.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it came from; `None` for the embedded default.
+    pub path: Option<PathBuf>,
+    pub listen: SocketAddr,
+    pub keys_files: Vec<PathBuf>,
+    /// dotenv files whose variables count as environment for `OPENROUTER_API_KEY` and `key_env`.
+    pub env_files: Vec<PathBuf>,
+    /// OpenClaw state folders (`~/.openclaw`) whose SQLite key store is read, never written.
+    pub openclaw_state_dirs: Vec<PathBuf>,
+    /// Legacy OpenClaw auth stores (`auth-profiles.json`) whose key profiles are served as they
+    /// are named.
+    pub openclaw_auth_profiles: Vec<PathBuf>,
+    pub allow_unauthenticated: bool,
+    pub shutdown_grace: Duration,
+    pub connect_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    /// From sending a request to the upstream's response head, DNS and TLS included.
+    pub response_timeout: Duration,
+    pub poll_interval: Duration,
+    /// Requests with bodies up to this many bytes are kept so they can be retried on another key.
+    pub retry_body_limit: u64,
+    /// Threads serving connections, each with its own runtime and upstream connection pool.
+    /// Read at start; a change needs a restart.
+    pub workers: usize,
+    pub routes: Vec<RouteConfig>,
+    pub clients: Clients,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteConfig {
+    pub prefix: String,
+    pub upstream: Upstream,
+    pub profile: String,
+    /// Other profiles this route may inject; empty: those of `profile`'s provider.
+    pub profiles: Vec<String>,
+    pub header: HeaderName,
+    pub format: KeyFormat,
+    pub strip_prefix: bool,
+    pub ca_file: Option<PathBuf>,
+    pub provider: Option<Provider>,
+    /// Set on every forwarded request, replacing the client's value.
+    pub add_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Set when the client did not send them (the provider's required headers).
+    pub default_headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl RouteConfig {
+    /// May this route inject `profile`? Its own, the ones it lists, or, when it lists none,
+    /// every profile of its own profile's provider. Anything else would let an agent steer a
+    /// key to an upstream it was not configured for.
+    pub fn allows(&self, profile: &str) -> bool {
+        route_allows(&self.profile, &self.profiles, profile)
+    }
+
+    /// The profiles it may inject, as `check` lists them.
+    pub fn allowed_label(&self) -> String {
+        if self.profiles.is_empty() {
+            format!(
+                "'{}' and every '{}:*'",
+                self.profile,
+                clients::provider_of(&self.profile)
+            )
+        } else {
+            let mut all = vec![format!("'{}'", self.profile)];
+            all.extend(self.profiles.iter().map(|p| format!("'{p}'")));
+            all.join(", ")
+        }
+    }
+}
+
+impl Config {
+    /// Would serving this config on `addr` let anyone who can reach it spend the keys? A
+    /// non-loopback address needs client tokens, or an explicit `allow_unauthenticated`.
+    pub fn exposes(&self, addr: SocketAddr) -> bool {
+        !addr.ip().is_loopback() && self.clients.is_empty() && !self.allow_unauthenticated
+    }
+}
+
+/// [`RouteConfig::allows`], for the built route too.
+pub fn route_allows(own: &str, listed: &[String], profile: &str) -> bool {
+    use clients::provider_of;
+    profile == own
+        || if listed.is_empty() {
+            provider_of(profile) == provider_of(own)
+        } else {
+            listed.iter().any(|p| p == profile)
+        }
+}
+
+/// Where a route forwards to: scheme and authority, plus a base path that is put in front of the
+/// forwarded path (`https://host/v1` + `/chat` = `https://host/v1/chat`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upstream {
+    pub scheme: Scheme,
+    pub authority: Authority,
+    /// Without a trailing slash; empty for the root.
+    pub base_path: String,
+}
+
+impl std::fmt::Display for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}://{}{}", self.scheme, self.authority, self.base_path)
+    }
+}
+
+/// How a key becomes a header value: the text around the single `{key}` placeholder.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KeyFormat {
+    pub before: String,
+    pub after: String,
+}
+
+impl KeyFormat {
+    pub const BEARER: &'static str = "Bearer {key}";
+
+    pub fn parse(template: &str) -> Result<Self, String> {
+        let Some((before, after)) = template.split_once("{key}") else {
+            return Err(format!("format {template:?} has no {{key}} placeholder"));
+        };
+        if after.contains("{key}") {
+            return Err(format!("format {template:?} has more than one {{key}}"));
+        }
+        if http::HeaderValue::from_str(&format!("{before}x{after}")).is_err() {
+            return Err(format!(
+                "format {template:?} has characters not allowed in a header value"
+            ));
+        }
+        Ok(Self {
+            before: before.to_owned(),
+            after: after.to_owned(),
+        })
+    }
+
+    pub fn render(&self, key: &str) -> String {
+        let mut out = String::with_capacity(self.before.len() + key.len() + self.after.len());
+        out.push_str(&self.before);
+        out.push_str(key);
+        out.push_str(&self.after);
+        out
+    }
+}
+
+/// Where the config came from, for `check`, `status` and the log line at start.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Origin {
+    File(PathBuf),
+    Embedded { looked: Vec<PathBuf> },
+}
+
+/// Finds the config file: `--config` / `KEYPROXY_CONFIG` (passed in as `explicit`), then
+/// `./keyproxy.toml`, then `$XDG_CONFIG_HOME/keyproxy/keyproxy.toml`.
+pub fn discover(explicit: Option<&Path>) -> Origin {
+    if let Some(path) = explicit {
+        return Origin::File(path.to_path_buf());
+    }
+    let mut looked = vec![PathBuf::from("keyproxy.toml")];
+    if let Some(dir) = config_home() {
+        looked.push(dir.join("keyproxy").join("keyproxy.toml"));
+    }
+    match looked.iter().find(|p| p.is_file()) {
+        Some(found) => Origin::File(found.clone()),
+        None => Origin::Embedded { looked },
+    }
+}
+
+/// `$XDG_CONFIG_HOME`, else `~/.config`.
+pub fn config_home() -> Option<PathBuf> {
+    match std::env::var_os("XDG_CONFIG_HOME") {
+        Some(dir) if !dir.is_empty() => Some(PathBuf::from(dir)),
+        _ => std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .map(|home| PathBuf::from(home).join(".config")),
+    }
+}
+
+pub fn default_keys_file() -> Option<PathBuf> {
+    config_home().map(|dir| dir.join("keyproxy").join("keys.toml"))
+}
+
+pub fn load(origin: &Origin) -> Result<Config, ConfigError> {
+    match origin {
+        Origin::File(path) => load_file(path),
+        Origin::Embedded { .. } => Ok(Config::embedded()),
+    }
+}
+
+pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text, path)
+}
+
+/// Parses config text; `path` names the file in errors and anchors relative paths.
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        line: e.span().map(|s| LineIndex::new(text).line_of(s.start)),
+        message: redact_quoted(e.message()),
+    })?;
+    let dir = path.parent().unwrap_or(Path::new(""));
+    Config::from_raw(raw, Some(path.to_path_buf()), dir, text)
+}
+
+impl Config {
+    /// The no-config default: loopback, one route to OpenRouter, `openrouter:default`.
+    pub fn embedded() -> Self {
+        let upstream = parse_upstream(DEFAULT_UPSTREAM).unwrap_or_else(|_| unreachable!());
+        Self {
+            path: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
+            keys_files: default_keys_file().into_iter().collect(),
+            env_files: Vec::new(),
+            openclaw_state_dirs: Vec::new(),
+            openclaw_auth_profiles: Vec::new(),
+            allow_unauthenticated: false,
+            shutdown_grace: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(300),
+            response_timeout: Duration::from_secs(300),
+            poll_interval: Duration::from_secs(2),
+            retry_body_limit: 1024 * 1024,
+            workers: std::thread::available_parallelism().map_or(1, usize::from),
+            clients: Clients::default(),
+            routes: vec![RouteConfig {
+                prefix: "/".into(),
+                upstream,
+                profile: DEFAULT_PROFILE.into(),
+                profiles: Vec::new(),
+                header: http::header::AUTHORIZATION,
+                format: KeyFormat::parse(KeyFormat::BEARER).unwrap_or_else(|_| unreachable!()),
+                strip_prefix: false,
+                ca_file: None,
+                provider: None,
+                add_headers: Vec::new(),
+                default_headers: Vec::new(),
+            }],
+        }
+    }
+}
+
+/// Paths in a config file are relative to the file's folder; `~/` means the home folder.
+pub fn resolve(dir: &Path, path: &str) -> PathBuf {
+    if let Some(rest) = path.strip_prefix("~/") {
+        if let Some(home) = std::env::var_os("HOME") {
+            return PathBuf::from(home).join(rest);
+        }
+    }
+    dir.join(path)
+}
+
+#[cfg(test)]
+mod tests;

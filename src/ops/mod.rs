@@ -1,0 +1,11 @@
+//! Running keyproxy: reloads and the file watches that trigger them, the admin endpoints, the
+//! report of profiles and keys they and `check` render, the health probe, and OpenClaw's setup.
+//! Reads the request path's state; the request path knows nothing of it.
+
+pub mod admin;
+pub mod check;
+pub mod openclaw;
+pub mod probe;
+pub mod reload;
+mod report;
+mod watch;

@@ -1,0 +1,133 @@
+//! The request path: one request's fate, decided top to bottom in [`handle`].
+//!
+//! Everything a request needs comes from one snapshot loaded once; bodies are handed on as
+//! streams and never collected; every local refusal goes out through [`reject`], which also
+//! writes it into the access record.
+
+mod access_log;
+mod body;
+pub(crate) mod error;
+mod failover;
+mod forward;
+mod headers;
+mod kept;
+mod plan;
+mod readable;
+mod refusal;
+mod respond;
+mod routes;
+mod state;
+mod upload;
+mod upstream;
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::{Method, Request, Response, Version};
+use hyper::body::Incoming;
+
+pub use access_log::{new_request_id, usable_request_id, REQUEST_ID};
+pub use body::ResponseBody;
+pub use error::{json_response, ErrorShape, LocalError};
+pub use plan::{plan, Plan, PROFILE_HEADER};
+pub use readable::check_agent_readable;
+pub use routes::{Route, Routes};
+pub use state::{ReloadLog, Snapshot, State};
+pub use upstream::UpstreamError;
+
+use access_log::AccessRecord;
+
+/// Answers one proxied request: refuse what is never forwarded, plan, send (once more on the
+/// next key if the upstream refuses this one), then stream the answer back.
+pub async fn handle(
+    state: &State,
+    local: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<ResponseBody> {
+    let mut record = AccessRecord::begin(req.method(), req.uri(), req.headers());
+    if let Some(err) = never_forwarded(&req, local) {
+        return reject(state, record, err, ErrorShape::OpenAi);
+    }
+    let snapshot = state.load();
+    let (mut parts, body) = req.into_parts();
+    let plan = match plan(&snapshot, &mut parts) {
+        Ok(plan) => plan,
+        Err(e) => {
+            let shape = snapshot
+                .routes
+                .find(parts.uri.path())
+                .map(|r| r.error_shape)
+                .unwrap_or_default();
+            return reject(state, record, e, shape);
+        }
+    };
+    record.planned(&plan);
+    let route = plan.route;
+
+    let sent = failover::send_with_failover(state, &snapshot, &plan, parts, body).await;
+    record.key = Some(sent.key.fingerprint().into());
+    let answer = match sent.answer {
+        Ok(resp) => {
+            respond::prepare(state, &snapshot, &plan, sent.key, resp, sent.upstream_time).await
+        }
+        Err(e) => Err(e),
+    };
+    match answer {
+        Ok(answer) => respond::reply(state, &snapshot, answer, record, sent.upstream_time),
+        Err(err) => {
+            tracing::warn!(
+                route = %route.prefix, profile = %plan.profile, upstream = %route.upstream_label,
+                "{err}"
+            );
+            reject(state, record, err, route.error_shape)
+        }
+    }
+}
+
+/// Requests refused whatever the config says: a forward-proxy tunnel, an echo of the request
+/// (which would show the injected key), a target other than keyproxy itself.
+fn never_forwarded(req: &Request<Incoming>, local: SocketAddr) -> Option<LocalError> {
+    if req.method() == Method::CONNECT {
+        return Some(LocalError::Connect);
+    }
+    if req.method() == Method::TRACE {
+        return Some(LocalError::Trace);
+    }
+    foreign_target(req, local).map(|target| LocalError::ForeignTarget { target })
+}
+
+/// The one point where a local refusal becomes the reply and the access record.
+fn reject(
+    state: &State,
+    mut record: AccessRecord,
+    err: LocalError,
+    shape: ErrorShape,
+) -> Response<ResponseBody> {
+    state.metrics.local(err.reason());
+    record.local(err.status().as_u16(), err.reason());
+    err.into_response_shaped(shape)
+}
+
+/// An HTTP/1 absolute-form target (`GET http://elsewhere/ HTTP/1.1`) is a forward-proxy request;
+/// keyproxy accepts it only when it names keyproxy itself. (In HTTP/2 every request carries an
+/// authority, the equivalent of Host, so there is nothing to tell apart.)
+fn foreign_target(req: &Request<Incoming>, local: SocketAddr) -> Option<String> {
+    if req.version() >= Version::HTTP_2 {
+        return None;
+    }
+    let authority = req.uri().authority()?;
+    let default_port = if req.uri().scheme_str() == Some("https") {
+        443
+    } else {
+        80
+    };
+    let port_ok = authority.port_u16().unwrap_or(default_port) == local.port();
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let host_ok = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip == local.ip() || (ip.is_loopback() && local.ip().is_loopback()));
+    (!(port_ok && host_ok)).then(|| authority.to_string())
+}

@@ -1,0 +1,178 @@
+//! The upstream's answer on its way back: counted, its hop-by-hop headers dropped, a refusal of
+//! the key rewritten to name the profile, and the body streamed, with its first bytes looked at
+//! before the head goes out.
+
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::response;
+use http::{Response, StatusCode, Version};
+use http_body::{Body as _, Frame};
+use http_body_util::{BodyExt as _, Either, Full};
+use hyper::body::Incoming;
+
+use super::access_log::AccessRecord;
+use super::body::{ResponseBody, Streamed};
+use super::error::LocalError;
+use super::headers::{is_event_stream, strip_hop_by_hop};
+use super::plan::{Plan, PROFILE_HEADER};
+use super::refusal::{self, Refused};
+use super::state::{Snapshot, State};
+use crate::keys::health::rests_key;
+use crate::keys::Key;
+
+/// Names the key an upstream refused, by fingerprint.
+const KEY_HEADER: &str = "x-keyproxy-key";
+
+/// An answer ready to go: its head, and its body as read so far.
+pub(super) struct Answer {
+    parts: response::Parts,
+    body: Incoming,
+    head: Head,
+}
+
+enum Head {
+    /// A refusal read whole (and rewritten): the body is this.
+    Whole(Bytes),
+    /// The body streams, after this first frame if one was read.
+    Streams(Option<Frame<Bytes>>),
+}
+
+/// Everything about the upstream's answer that may still turn it into a local error: a protocol
+/// switch, or a connection that broke right after the head.
+pub(super) async fn prepare(
+    state: &State,
+    snapshot: &Snapshot,
+    plan: &Plan<'_>,
+    key: &Key,
+    resp: Response<Incoming>,
+    upstream_time: Duration,
+) -> Result<Answer, LocalError> {
+    let route = plan.route;
+    let idle = snapshot.config.idle_timeout;
+    route.latency.observe(upstream_time);
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        // keyproxy strips Upgrade and forwards no protocol switch; passing the 101 on would
+        // leave the client's connection in a state neither side can use.
+        return Err(LocalError::UpstreamUnreachable {
+            upstream: route.upstream_label.clone(),
+            cause:
+                "it answered 101 Switching Protocols, and keyproxy does not proxy protocol upgrades"
+                    .into(),
+        });
+    }
+    let (mut parts, mut body) = resp.into_parts();
+    parts.version = Version::HTTP_11;
+    strip_hop_by_hop(&mut parts.headers);
+    let status = parts.status;
+    snapshot.meters.count(
+        &state.metrics,
+        (route.index, &route.prefix),
+        &plan.profile,
+        plan.client.unwrap_or(""),
+        status.as_u16(),
+    );
+    if status.is_success() {
+        key.health().accepted();
+    } else if rests_key(status) {
+        // Tell the client which profile and key the upstream refused; never the key itself.
+        if let Ok(v) = HeaderValue::from_str(&plan.profile) {
+            parts.headers.insert(PROFILE_HEADER, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(key.fingerprint()) {
+            parts.headers.insert(KEY_HEADER, v);
+        }
+    }
+    if is_event_stream(&parts.headers) {
+        // nginx in front of keyproxy would otherwise batch SSE events.
+        parts
+            .headers
+            .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    }
+    let mut first = None;
+    if matches!(status.as_u16(), 401..=403) {
+        let refused = Refused {
+            provider: &route.provider_name,
+            fingerprint: key.fingerprint(),
+            profile: &plan.profile,
+            status: status.as_u16(),
+            source: key.source(),
+        };
+        match refusal::read_small(&mut body, idle).await {
+            refusal::Read::Whole(bytes) => {
+                let bytes = refusal::rewrite(&bytes, &refused).unwrap_or(bytes);
+                parts.headers.remove(header::CONTENT_LENGTH);
+                let head = Head::Whole(bytes);
+                return Ok(Answer { parts, body, head });
+            }
+            refusal::Read::Partial(bytes) => first = Some(Frame::data(bytes)),
+        }
+    }
+    if first.is_none() && !body.is_end_stream() {
+        first = first_frame(&parts, &mut body, idle).await.map_err(|e| {
+            LocalError::UpstreamUnreachable {
+                upstream: route.upstream_label.clone(),
+                cause: format!("the connection broke after the response head: {e}"),
+            }
+        })?;
+    }
+    let head = Head::Streams(first);
+    Ok(Answer { parts, body, head })
+}
+
+/// hyper sends the head together with the first body bytes: an upstream that closes right after
+/// its head would leave the client an empty reply, with no status line. So the first frame is
+/// looked at before the head goes: at once for a stream, and, for a body of known length, which
+/// follows its head at once, waited for.
+async fn first_frame(
+    parts: &response::Parts,
+    body: &mut Incoming,
+    idle: Duration,
+) -> Result<Option<Frame<Bytes>>, hyper::Error> {
+    let first = if parts.headers.contains_key(header::CONTENT_LENGTH) {
+        tokio::time::timeout(idle, body.frame()).await.ok()
+    } else {
+        // One poll, no timer: what has already arrived, if anything.
+        std::future::poll_fn(|cx| match Pin::new(&mut *body).poll_frame(cx) {
+            Poll::Ready(frame) => Poll::Ready(Some(frame)),
+            Poll::Pending => Poll::Ready(None),
+        })
+        .await
+    };
+    match first {
+        Some(Some(frame)) => frame.map(Some),
+        Some(None) | None => Ok(None),
+    }
+}
+
+/// The response to the client; `record` is written when its body ends.
+pub(super) fn reply(
+    state: &State,
+    snapshot: &Snapshot,
+    answer: Answer,
+    mut record: AccessRecord,
+    upstream_time: Duration,
+) -> Response<ResponseBody> {
+    let Answer { parts, body, head } = answer;
+    record.answered(
+        parts.status.as_u16(),
+        upstream_time.as_secs_f64() * 1e3,
+        &parts.headers,
+    );
+    match head {
+        Head::Whole(bytes) => {
+            state.metrics.response_bytes.inc_by(bytes.len() as u64);
+            record.ended(bytes.len() as u64, "complete");
+            Response::from_parts(parts, Either::Right(Full::new(bytes)))
+        }
+        Head::Streams(first) => {
+            let meter = state.metrics.response_bytes.clone();
+            let idle = snapshot.config.idle_timeout;
+            let body = Streamed::new(body, idle, meter, record).with_head(first);
+            Response::from_parts(parts, Either::Left(body))
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! One client connection: served once its first bytes come in time, closed when nothing moves
+//! for `idle_timeout`, its requests dispatched to the admin endpoints or the request path
+//! through the layers every request passes (the request id).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Request;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::Watcher;
+use hyper_util::service::TowerToHyperService;
+use tokio::sync::watch;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+
+use super::activity::{Active, Activity};
+use crate::ops::admin;
+use crate::proxy::{self, usable_request_id, State, REQUEST_ID};
+use crate::rt::burst::CountedExecutor;
+
+/// What every connection is served with.
+pub(super) struct Serving {
+    pub state: Arc<State>,
+    pub builder: auto::Builder<CountedExecutor>,
+    pub shutdown: watch::Receiver<bool>,
+    pub first_bytes_within: Duration,
+    pub local_addr: SocketAddr,
+}
+
+impl Serving {
+    /// Serves an accepted connection, once its first bytes come in time.
+    pub(super) async fn serve(
+        &self,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        watcher: Watcher,
+    ) {
+        let started = std::time::Instant::now();
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().unwrap_or(self.local_addr);
+        let mut stopping = self.shutdown.clone();
+        let spoke = tokio::select! {
+            spoke = first_bytes(&stream, self.first_bytes_within) => spoke,
+            _ = stopping.changed() => false,
+        };
+        if !spoke {
+            tracing::debug!(%peer, "closed: sent no request within {:?}", self.first_bytes_within);
+            return;
+        }
+        let state = self.state.clone();
+        let idle = state.load().config.idle_timeout;
+        let activity = Activity::new();
+        let seen = activity.clone();
+        let service = tower::ServiceBuilder::new()
+            .map_request(drop_unusable_request_id)
+            .layer(SetRequestIdLayer::x_request_id(NewRequestId))
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .service_fn(move |req| {
+                let state = state.clone();
+                let waiting = seen.request();
+                async move {
+                    let resp = dispatch(&state, local, req).await;
+                    drop(waiting);
+                    Ok::<_, Infallible>(resp)
+                }
+            });
+        let io = TokioIo::new(Active::new(stream, activity.clone()));
+        let connection = self
+            .builder
+            .serve_connection(io, TowerToHyperService::new(service));
+        let watched = watcher.watch(connection);
+        tokio::pin!(watched);
+        loop {
+            let Some(wait) = activity.due_in(started, self.first_bytes_within, idle) else {
+                tracing::debug!(%peer, "closed: no request within {:?}, or nothing moved for {:?}", self.first_bytes_within, idle);
+                return;
+            };
+            tokio::select! {
+                ended = &mut watched => {
+                    if let Err(e) = ended {
+                        tracing::debug!(%peer, "connection ended: {e}");
+                    }
+                    return;
+                }
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}
+
+/// `/_keyproxy/` is keyproxy's own; everything else is proxied.
+async fn dispatch(
+    state: &State,
+    local: SocketAddr,
+    req: Request<Incoming>,
+) -> http::Response<proxy::ResponseBody> {
+    let path = req.uri().path();
+    if path == "/_keyproxy" || path.starts_with("/_keyproxy/") {
+        return admin::handle(state, &req);
+    }
+    proxy::handle(state, local, req).await
+}
+
+/// An empty or oversized `x-request-id` from the client is replaced, not carried into logs.
+fn drop_unusable_request_id(mut req: Request<Incoming>) -> Request<Incoming> {
+    if req.headers().contains_key(REQUEST_ID) && usable_request_id(req.headers()).is_none() {
+        req.headers_mut().remove(REQUEST_ID);
+    }
+    req
+}
+
+/// keyproxy's own request ids, for requests that come without one.
+#[derive(Clone, Copy)]
+struct NewRequestId;
+
+impl MakeRequestId for NewRequestId {
+    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
+        Some(RequestId::new(proxy::new_request_id()))
+    }
+}
+
+/// hyper's header read timeout starts once hyper-util has seen enough bytes to tell HTTP/1 from
+/// HTTP/2, so a client that connects and sends nothing (or a few bytes of the HTTP/2 preface)
+/// would hold its connection forever. Waits, at most `within`, until the first bytes decide.
+async fn first_bytes(stream: &tokio::net::TcpStream, within: Duration) -> bool {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let deadline = tokio::time::Instant::now() + within;
+    let mut buf = [0u8; PREFACE.len()];
+    loop {
+        // timeout_at polls the peek first, and a peek over unread bytes is ready at once: without
+        // this check, a client that sends "P" and hangs up would never meet the deadline.
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return false,
+            Ok(Ok(n)) if n == PREFACE.len() || buf[..n] != PREFACE[..n] => return true,
+            // Part of the HTTP/2 preface: peek returns at once until more arrives.
+            Ok(Ok(_)) => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+}
