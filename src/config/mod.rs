@@ -1,5 +1,5 @@
-//! The config file: serde types, defaults, discovery, and validation into types the request path
-//! can use without checking anything again.
+//! The config: the validated types the request path uses without checking anything again,
+//! defaults, discovery of the file, and its errors. The file as written is in `raw`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -1,3 +1,5 @@
+//! The config file's validation, error positions and presets.
+
 use super::*;
 
 fn parse_str(text: &str) -> Result<Config, ConfigError> {

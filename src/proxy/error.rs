@@ -1,5 +1,5 @@
-//! Typed errors, and `LocalError`: every reply keyproxy makes itself, in the OpenAI error shape
-//! that agents display.
+//! `LocalError`: every reply keyproxy makes itself, in the error shape (OpenAI's, or Anthropic's
+//! on Anthropic routes) that agents display.
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
