@@ -14,6 +14,7 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::time::Sleep;
 
 use super::access_log::AccessRecord;
+use super::h2::Lease;
 use crate::rt::burst::Bursts;
 
 /// What keyproxy sends to a client: the upstream's body as it streams in, or a local reply.
@@ -35,6 +36,8 @@ pin_project_lite::pin_project! {
         outcome: &'static str,
         meter: Counter,
         record: AccessRecord,
+        // The stream's place on its upstream HTTP/2 connection, given back when this drops.
+        lease: Lease,
     }
 
     impl PinnedDrop for Streamed {
@@ -61,6 +64,7 @@ impl Streamed {
             outcome: "client gone",
             meter,
             record,
+            lease: Lease::default(),
         }
     }
 }
@@ -69,6 +73,11 @@ impl Streamed {
     /// Sends `head` before the rest of the body.
     pub fn with_head(mut self, head: Option<Frame<Bytes>>) -> Self {
         self.head = head.filter(|h| h.data_ref().is_none_or(|d| !d.is_empty()));
+        self
+    }
+
+    pub fn with_lease(mut self, lease: Lease) -> Self {
+        self.lease = lease;
         self
     }
 }

@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 
 use super::error::LocalError;
 use super::forward::{forward, upstream_error};
+use super::h2::Lease;
 use super::kept::KeptBody;
 use super::plan::{inject, Plan};
 use super::state::{Snapshot, State};
@@ -24,7 +25,8 @@ use crate::keys::{Key, Profile};
 /// the time to the response head.
 pub(super) struct Sent<'s> {
     pub key: &'s Key,
-    pub answer: Result<Response<Incoming>, LocalError>,
+    /// The answer, with its stream's place on an upstream HTTP/2 connection.
+    pub answer: Result<(Response<Incoming>, Lease), LocalError>,
     pub upstream_time: Duration,
 }
 
@@ -52,7 +54,7 @@ pub(super) async fn send_with_failover<'s>(
     let started = Instant::now();
     let deadline = config.response_timeout;
     let mut sent = forward(route, parts, body, deadline, &fault).await;
-    if let Ok(resp) = &sent {
+    if let Ok((resp, _)) = &sent {
         if rests_key(resp.status()) {
             rest(key, pool, plan, resp);
             let retry = kept.and_then(|(keeper, copy)| {
@@ -67,7 +69,7 @@ pub(super) async fn send_with_failover<'s>(
                 inject(route, key, &mut parts.headers);
                 let body = UpstreamBody::new(Outbound::Replay(Full::new(body)), meter());
                 sent = forward(route, parts, body, deadline, &ClientFault::done()).await;
-                if let Ok(resp) = &sent {
+                if let Ok((resp, _)) = &sent {
                     if rests_key(resp.status()) {
                         rest(key, pool, plan, resp);
                     }

@@ -1,20 +1,20 @@
 //! Sending a request upstream within its deadline, and what to tell the client when no answer
 //! came.
 
-use std::error::Error as _;
-
 use http::request::Parts;
 use http::{Request, Response};
 use hyper::body::Incoming;
 
 use super::error::{LocalError, TimeoutPhase};
+use super::h2::Lease;
 use super::routes::Route;
 use super::upload::{ClientFault, UpstreamBody};
+use super::upstream::SendError;
 use crate::config::Config;
 
 /// Why no response came from the upstream.
 pub(crate) enum Unanswered {
-    Failed(hyper_util::client::legacy::Error),
+    Failed(SendError),
     /// `response_timeout` passed before the response head.
     TimedOut,
 }
@@ -27,9 +27,8 @@ pub(crate) async fn forward(
     body: UpstreamBody,
     deadline: std::time::Duration,
     body_sent: &ClientFault,
-) -> Result<Response<Incoming>, Unanswered> {
-    let client = route.upstreams.for_worker(crate::rt::current_worker());
-    let answer = client.request(Request::from_parts(parts, body));
+) -> Result<(Response<Incoming>, Lease), Unanswered> {
+    let answer = route.origin.send(Request::from_parts(parts, body));
     tokio::pin!(answer);
     loop {
         match tokio::time::timeout(deadline, &mut answer).await {
@@ -56,7 +55,12 @@ pub(crate) fn upstream_error(upstream: &str, config: &Config, e: &Unanswered) ->
     };
     let mut causes: Vec<String> = Vec::new();
     let mut timed_out = false;
-    let mut source = e.source();
+    let top: &(dyn std::error::Error + 'static) = &*e.error;
+    // hyper-util's own text ("client error (Connect)") says nothing its causes do not.
+    let mut source = match top.is::<hyper_util::client::legacy::Error>() {
+        true => top.source(),
+        false => Some(top),
+    };
     while let Some(s) = source {
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
             timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
@@ -67,11 +71,11 @@ pub(crate) fn upstream_error(upstream: &str, config: &Config, e: &Unanswered) ->
         }
         source = s.source();
     }
-    if timed_out && e.is_connect() {
+    if timed_out && e.connect {
         return timeout(TimeoutPhase::Connect, &config.connect_timeout);
     }
     if causes.is_empty() {
-        causes.push(e.to_string());
+        causes.push(top.to_string());
     }
     LocalError::UpstreamUnreachable {
         upstream: upstream.to_owned(),

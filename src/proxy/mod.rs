@@ -9,6 +9,7 @@ mod body;
 pub(crate) mod error;
 mod failover;
 mod forward;
+mod h2;
 mod headers;
 mod kept;
 mod plan;
@@ -16,6 +17,7 @@ mod readable;
 mod refusal;
 mod respond;
 mod routes;
+mod settings;
 mod state;
 mod upload;
 mod upstream;
@@ -66,8 +68,11 @@ pub async fn handle(
     let sent = failover::send_with_failover(state, &snapshot, &plan, parts, body).await;
     record.key = Some(sent.key.fingerprint().into());
     let answer = match sent.answer {
-        Ok(resp) => {
-            respond::prepare(state, &snapshot, &plan, sent.key, resp, sent.upstream_time).await
+        Ok((resp, lease)) => {
+            let upstream_time = sent.upstream_time;
+            respond::prepare(state, &snapshot, &plan, sent.key, resp, upstream_time)
+                .await
+                .map(|answer| answer.leased(lease))
         }
         Err(e) => Err(e),
     };

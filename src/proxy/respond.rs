@@ -17,6 +17,7 @@ use hyper::body::Incoming;
 use super::access_log::AccessRecord;
 use super::body::{ResponseBody, Streamed};
 use super::error::LocalError;
+use super::h2::Lease;
 use super::headers::{is_event_stream, strip_hop_by_hop};
 use super::plan::{Plan, PROFILE_HEADER};
 use super::refusal::{self, Refused};
@@ -32,6 +33,14 @@ pub(super) struct Answer {
     parts: response::Parts,
     body: Incoming,
     head: Head,
+    lease: Lease,
+}
+
+impl Answer {
+    /// Keeps the stream's place on its upstream connection until the body is done with.
+    pub(super) fn leased(self, lease: Lease) -> Self {
+        Self { lease, ..self }
+    }
 }
 
 enum Head {
@@ -106,7 +115,12 @@ pub(super) async fn prepare(
                 let bytes = refusal::rewrite(&bytes, &refused).unwrap_or(bytes);
                 parts.headers.remove(header::CONTENT_LENGTH);
                 let head = Head::Whole(bytes);
-                return Ok(Answer { parts, body, head });
+                return Ok(Answer {
+                    parts,
+                    body,
+                    head,
+                    lease: Lease::default(),
+                });
             }
             refusal::Read::Partial(bytes) => first = Some(Frame::data(bytes)),
         }
@@ -120,7 +134,13 @@ pub(super) async fn prepare(
         })?;
     }
     let head = Head::Streams(first);
-    Ok(Answer { parts, body, head })
+    let lease = Lease::default();
+    Ok(Answer {
+        parts,
+        body,
+        head,
+        lease,
+    })
 }
 
 /// hyper sends the head together with the first body bytes: an upstream that closes right after
@@ -156,7 +176,12 @@ pub(super) fn reply(
     mut record: AccessRecord,
     upstream_time: Duration,
 ) -> Response<ResponseBody> {
-    let Answer { parts, body, head } = answer;
+    let Answer {
+        parts,
+        body,
+        head,
+        lease,
+    } = answer;
     record.answered(
         parts.status.as_u16(),
         upstream_time.as_secs_f64() * 1e3,
@@ -171,7 +196,9 @@ pub(super) fn reply(
         Head::Streams(first) => {
             let meter = state.metrics.response_bytes.clone();
             let idle = snapshot.config.idle_timeout;
-            let body = Streamed::new(body, idle, meter, record).with_head(first);
+            let body = Streamed::new(body, idle, meter, record)
+                .with_head(first)
+                .with_lease(lease);
             Response::from_parts(parts, Either::Left(body))
         }
     }

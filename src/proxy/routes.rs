@@ -7,7 +7,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 
 use super::error::ErrorShape;
-use super::upstream::{self, UpstreamError, Upstreams};
+use super::upstream::{self, Origin, UpstreamError, Upstreams};
 use crate::config::providers::Provider;
 use crate::config::{route_allows, Config, KeyFormat, Upstream};
 use crate::keys::FormatId;
@@ -30,7 +30,8 @@ pub struct Route {
     pub strip_prefix: bool,
     pub add_headers: Vec<(HeaderName, HeaderValue)>,
     pub default_headers: Vec<(HeaderName, HeaderValue)>,
-    pub upstreams: Upstreams,
+    /// The upstream's connections, shared by routes with the same upstream and CA file.
+    pub origin: std::sync::Arc<Origin>,
     pub latency: Histogram,
     /// The shape of keyproxy's own errors on this route, so the agent's SDK displays them.
     pub error_shape: ErrorShape,
@@ -93,6 +94,8 @@ impl Routes {
     pub fn build(config: &Config, metrics: &Metrics) -> Result<Self, UpstreamError> {
         let mut formats: Vec<KeyFormat> = Vec::new();
         let mut upstreams_by_ca: HashMap<Option<PathBuf>, Upstreams> = HashMap::new();
+        let mut origins: HashMap<(Option<PathBuf>, String), std::sync::Arc<Origin>> =
+            HashMap::new();
         let mut routes = Vec::with_capacity(config.routes.len());
         for (index, r) in config.routes.iter().enumerate() {
             let format = match formats.iter().position(|f| *f == r.format) {
@@ -114,7 +117,16 @@ impl Routes {
                     u
                 }
             };
+            let tls = r.upstream.scheme == http::uri::Scheme::HTTPS;
+            let origin = origins
+                .entry((
+                    r.ca_file.clone(),
+                    r.upstream.authority.to_string() + if tls { "s" } else { "" },
+                ))
+                .or_insert_with(|| std::sync::Arc::new(Origin::new(&upstreams, tls)))
+                .clone();
             routes.push(Route {
+                origin,
                 index,
                 name: r.prefix.as_str().into(),
                 latency: metrics.latency(&r.prefix),
@@ -128,7 +140,6 @@ impl Routes {
                 strip_prefix: r.strip_prefix,
                 add_headers: r.add_headers.clone(),
                 default_headers: r.default_headers.clone(),
-                upstreams,
                 error_shape: match r.provider {
                     Some(Provider::Anthropic) => ErrorShape::Anthropic,
                     _ => ErrorShape::OpenAi,

@@ -1,6 +1,8 @@
-//! The pooled clients that reach upstreams: hyper-util's legacy client over rustls (ring), with
-//! the bundled web PKI roots plus an optional per-route CA file, HTTP/2 by ALPN. One client per
-//! worker thread, so that an upstream connection is driven by the thread whose requests use it.
+//! The clients that reach upstreams over rustls (ring), with the bundled web PKI roots plus an
+//! optional per-route CA file. A TLS upstream that offers HTTP/2 by ALPN gets the shared,
+//! stream-limit-aware connections of [`H2Origin`]; HTTP/1.1 goes through hyper-util's pooled
+//! client, one per worker thread, so that a connection is driven by the thread whose requests
+//! use it.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -14,18 +16,82 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use rustls::RootCertStore;
 
+use http::{Request, Response};
+use hyper::body::Incoming;
+
+use super::h2::{H2Failure, H2Origin, Lease};
 use super::upload::UpstreamBody;
 
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
 
-/// One pooled client per worker, sharing the TLS set-up.
-#[derive(Clone)]
-pub struct Upstreams(Arc<[UpstreamClient]>);
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-impl Upstreams {
-    /// The client of worker `worker`; the modulo keeps a worker count changed by a reload safe.
-    pub fn for_worker(&self, worker: usize) -> &UpstreamClient {
-        &self.0[worker % self.0.len()]
+/// The clients of one trust set: an HTTP/1.1 pooled client per worker, and the TLS connector
+/// HTTP/2 connections are opened with.
+#[derive(Clone)]
+pub struct Upstreams {
+    http1: Arc<[UpstreamClient]>,
+    tls: HttpsConnector<HttpConnector>,
+}
+
+/// Why no response came: `connect` when no connection could be made (DNS, TCP, TLS).
+pub struct SendError {
+    pub connect: bool,
+    pub error: BoxError,
+}
+
+/// One upstream origin (scheme, host, port) of a route, with its connections.
+pub struct Origin {
+    http1: Arc<[UpstreamClient]>,
+    h2: Option<H2Origin>,
+}
+
+impl Origin {
+    pub fn new(upstreams: &Upstreams, tls: bool) -> Self {
+        Self {
+            http1: upstreams.http1.clone(),
+            h2: tls.then(|| H2Origin::new(upstreams.tls.clone())),
+        }
+    }
+
+    /// Sends `req`: over HTTP/2 unless the upstream is known to speak HTTP/1.1 only. The lease
+    /// holds the stream's place on its connection until the response body is done with.
+    pub async fn send(
+        &self,
+        req: Request<UpstreamBody>,
+    ) -> Result<(Response<Incoming>, Lease), SendError> {
+        let req = match &self.h2 {
+            Some(h2) if !h2.speaks_http1() => match h2.send(req).await {
+                Ok(answer) => return Ok(answer),
+                Err(H2Failure::SpeaksHttp1(req)) => {
+                    let mut req = *req;
+                    *req.version_mut() = http::Version::HTTP_11;
+                    req
+                }
+                Err(H2Failure::Connect(error)) => {
+                    return Err(SendError {
+                        connect: true,
+                        error,
+                    })
+                }
+                Err(H2Failure::Failed(error)) => {
+                    return Err(SendError {
+                        connect: false,
+                        error,
+                    })
+                }
+            },
+            _ => req,
+        };
+        // The modulo keeps a worker count changed by a reload safe.
+        let client = &self.http1[crate::rt::current_worker() % self.http1.len()];
+        match client.request(req).await {
+            Ok(resp) => Ok((resp, Lease::default())),
+            Err(e) => Err(SendError {
+                connect: e.is_connect(),
+                error: Box::new(e),
+            }),
+        }
     }
 }
 
@@ -74,8 +140,13 @@ pub fn clients(
     http.set_nodelay(true);
     http.set_connect_timeout(Some(connect_timeout));
     let https = HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
+        .with_tls_config(tls.clone())
         .https_or_http()
+        .enable_http1()
+        .wrap_connector(http.clone());
+    let h2_or_http1 = HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
         .enable_all_versions()
         .wrap_connector(http);
 
@@ -84,8 +155,11 @@ pub fn clients(
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(Duration::from_secs(90));
-    let clients: Arc<[UpstreamClient]> = (0..workers.max(1))
+    let http1: Arc<[UpstreamClient]> = (0..workers.max(1))
         .map(|_| builder.build(https.clone()))
         .collect();
-    Ok(Upstreams(clients))
+    Ok(Upstreams {
+        http1,
+        tls: h2_or_http1,
+    })
 }

@@ -92,31 +92,65 @@ pub struct Mock {
     pub addr: SocketAddr,
     pub url: String,
     received: Arc<Mutex<Vec<Received>>>,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// How a TLS mock upstream speaks: the protocols it offers by ALPN, and the HTTP/2 streams it
+/// allows per connection.
+#[derive(Clone)]
+pub struct TlsOptions {
+    pub alpn: Vec<Vec<u8>>,
+    pub max_streams: Option<u32>,
+}
+
+impl Default for TlsOptions {
+    fn default() -> Self {
+        Self {
+            alpn: vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+            max_streams: None,
+        }
+    }
 }
 
 impl Mock {
     pub async fn start(handler: Handler) -> Self {
-        Self::serve(handler, None).await
+        Self::serve(handler, None, None).await
     }
 
     /// A TLS upstream with a certificate for 127.0.0.1 signed by a fresh CA; the CA's PEM is
     /// written to `ca_path`.
     pub async fn start_tls(handler: Handler, ca_path: &Path) -> Self {
-        let acceptor = tls_acceptor(ca_path);
-        Self::serve(handler, Some(acceptor)).await
+        Self::start_tls_with(handler, ca_path, TlsOptions::default()).await
     }
 
-    async fn serve(handler: Handler, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
+    pub async fn start_tls_with(handler: Handler, ca_path: &Path, options: TlsOptions) -> Self {
+        let acceptor = tls_acceptor(ca_path, options.alpn);
+        Self::serve(handler, Some(acceptor), options.max_streams).await
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    async fn serve(
+        handler: Handler,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        max_streams: Option<u32>,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let scheme = if tls.is_some() { "https" } else { "http" };
         let received = Arc::new(Mutex::new(Vec::new()));
         let rec = received.clone();
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let accepted = connections.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let handler = handler.clone();
                 let rec = rec.clone();
                 let tls = tls.clone();
@@ -143,7 +177,8 @@ impl Mock {
                             Ok::<_, Infallible>(resp)
                         }
                     });
-                    let builder = auto::Builder::new(TokioExecutor::new());
+                    let mut builder = auto::Builder::new(TokioExecutor::new());
+                    builder.http2().max_concurrent_streams(max_streams);
                     match tls {
                         Some(acceptor) => {
                             if let Ok(s) = acceptor.accept(stream).await {
@@ -161,6 +196,7 @@ impl Mock {
             addr,
             url: format!("{scheme}://{addr}"),
             received,
+            connections,
         }
     }
 
@@ -173,7 +209,7 @@ impl Mock {
     }
 }
 
-fn tls_acceptor(ca_path: &Path) -> tokio_rustls::TlsAcceptor {
+fn tls_acceptor(ca_path: &Path, alpn: Vec<Vec<u8>>) -> tokio_rustls::TlsAcceptor {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -194,7 +230,7 @@ fn tls_acceptor(ca_path: &Path) -> tokio_rustls::TlsAcceptor {
     .with_no_client_auth()
     .with_single_cert(vec![leaf.der().clone()], key)
     .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn;
     tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
