@@ -1,6 +1,6 @@
-//! HTTP/2 connections to one TLS upstream, shared by every worker and opened as streams need
-//! them: a new stream goes to a connection below the server's `SETTINGS_MAX_CONCURRENT_STREAMS`,
-//! and when every connection is at its limit another is opened. hyper-util's pool keeps one
+//! HTTP/2 connections to one TLS upstream from one worker, opened as streams need them: a new
+//! stream goes to a connection below the server's `SETTINGS_MAX_CONCURRENT_STREAMS`, and when
+//! every connection is at its limit another is opened. hyper-util's pool keeps one
 //! connection per host and queues streams beyond the limit (hyperium/hyper#3623), so 1,000 agents'
 //! streams to a server allowing 256 per connection would wait, silently, for others to end.
 //!

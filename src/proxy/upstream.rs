@@ -43,14 +43,22 @@ pub struct SendError {
 /// One upstream origin (scheme, host, port) of a route, with its connections.
 pub struct Origin {
     http1: Arc<[UpstreamClient]>,
-    h2: Option<H2Origin>,
+    /// Per worker, as `http1` is.
+    h2: Option<Box<[H2Origin]>>,
 }
 
 impl Origin {
     pub fn new(upstreams: &Upstreams, tls: bool) -> Self {
         Self {
             http1: upstreams.http1.clone(),
-            h2: tls.then(|| H2Origin::new(upstreams.tls.clone())),
+            // One set of HTTP/2 connections per worker, driven by that worker's thread: a shared
+            // set (one connection for all) measured 15-20% fewer requests per second on the
+            // TLS benchmark, its streams crossing threads on every request and event.
+            h2: tls.then(|| {
+                (0..upstreams.http1.len())
+                    .map(|_| H2Origin::new(upstreams.tls.clone()))
+                    .collect()
+            }),
         }
     }
 
@@ -60,7 +68,9 @@ impl Origin {
         &self,
         req: Request<UpstreamBody>,
     ) -> Result<(Response<Incoming>, Lease), SendError> {
-        let req = match &self.h2 {
+        let worker = crate::rt::current_worker();
+        let h2 = self.h2.as_ref().map(|h2| &h2[worker % h2.len()]);
+        let req = match h2 {
             Some(h2) if !h2.speaks_http1() => match h2.send(req).await {
                 Ok(answer) => return Ok(answer),
                 Err(H2Failure::SpeaksHttp1(req)) => {
