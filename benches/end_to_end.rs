@@ -7,6 +7,7 @@
 //!   cargo bench --bench end_to_end
 //!   KEYPROXY_BENCH_SECS=10 KEYPROXY_BENCH_ROUNDS=5 cargo bench --bench end_to_end
 //!   KEYPROXY_BENCH_ONLY=paced cargo bench --bench end_to_end   # scenarios whose title matches
+//!   KEYPROXY_BENCH_UPSTREAM=TLS cargo bench --bench end_to_end  # or plain
 //!
 //! Each figure is the median of `KEYPROXY_BENCH_ROUNDS` (3) interleaved rounds — direct,
 //! keyproxy, nginx, haproxy, then again — with the spread (lowest to highest) beside it.
@@ -150,13 +151,24 @@ async fn compare(title: &str, up: &Mock, targets: &Targets<'_>, scenario: Scenar
         .map(|(p, r)| (p.name, median(&r.rps)))
         .max_by(|a, b| a.1.total_cmp(&b.1));
     match best {
-        Some((name, rps)) => println!(
-            "  keyproxy: {:.2} of direct, {:.2} of the best peer ({name}); added p50 {:+.0} us, p99 {:+.0} us",
-            kp / median(&direct.rps),
-            kp / rps,
-            median(&through[0].p50) - median(&direct.p50),
-            median(&through[0].p99) - median(&direct.p99),
-        ),
+        Some((name, rps)) => {
+            let (a, b) = match paced {
+                true => (&through[0].delay50, &through[0].delay99),
+                false => (&through[0].p50, &through[0].p99),
+            };
+            let (c, d) = match paced {
+                true => (&direct.delay50, &direct.delay99),
+                false => (&direct.p50, &direct.p99),
+            };
+            println!(
+                "  keyproxy: {:.2} of direct, {:.2} of the best peer ({name}); added {}p50 {:+.0} us, p99 {:+.0} us",
+                kp / median(&direct.rps),
+                kp / rps,
+                if paced { "delay per event " } else { "" },
+                median(a) - median(c),
+                median(b) - median(d),
+            )
+        }
         None => println!("  keyproxy: {:.2} of direct", kp / median(&direct.rps)),
     }
 }
@@ -221,7 +233,12 @@ fn main() {
             env("KEYPROXY_BENCH_SECS", 3.0),
             env("KEYPROXY_BENCH_ROUNDS", 3)
         );
+        let only: String = env("KEYPROXY_BENCH_ONLY", String::new());
+        let upstreams: String = env("KEYPROXY_BENCH_UPSTREAM", String::new());
         for (label, up) in [("plain HTTP/1.1 upstream", &plain), ("TLS upstream, h2 by ALPN, 256 streams per connection", &tls)] {
+            if !upstreams.is_empty() && !label.starts_with(upstreams.as_str()) {
+                continue;
+            }
             let kp = keyproxy(up).await;
             let idle = rss_kib(kp.child.id(), "VmRSS:");
             let mut peers = Vec::new();
@@ -244,7 +261,7 @@ fn main() {
             compare("paced streams: 256 of 20 events 25 ms apart", up, &targets, Scenario::Paced, 256).await;
             compare("latency at one connection, chat completions", up, &targets, Scenario::Chat, 1).await;
 
-            if up.ca.is_none() {
+            if up.ca.is_none() && only.is_empty() {
                 println!("time to first byte of a stream, one connection, 2000 streams");
                 let d = first_byte(&targets.direct, 2000).await;
                 let k = first_byte(&Target::Plain(kp.addr), 2000).await;
@@ -261,6 +278,9 @@ fn main() {
                 let (rss, open) = open_streams(&fresh, up, 1000).await;
                 println!("keyproxy with 1000 open streams: {rss:.1} MiB, {open} open at once");
             }
+        }
+        if !only.is_empty() && !only.contains("memory") {
+            return;
         }
         let kp = keyproxy(&tls100).await;
         let (rss, open) = open_streams(&kp, &tls100, 1000).await;
