@@ -261,7 +261,7 @@ fn main() {
             compare("paced streams: 256 of 20 events 25 ms apart", up, &targets, Scenario::Paced, 256).await;
             compare("latency at one connection, chat completions", up, &targets, Scenario::Chat, 1).await;
 
-            if up.ca.is_none() && only.is_empty() {
+            if up.ca.is_none() && (only.is_empty() || only.contains("memory")) {
                 println!("time to first byte of a stream, one connection, 2000 streams");
                 let d = first_byte(&targets.direct, 2000).await;
                 let k = first_byte(&Target::Plain(kp.addr), 2000).await;

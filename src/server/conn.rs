@@ -103,7 +103,10 @@ async fn dispatch(
     if path == "/_keyproxy" || path.starts_with("/_keyproxy/") {
         return admin::handle(state, &req);
     }
-    proxy::handle(state, local, req).await
+    // Boxed: hyper keeps room for the service's future in every connection for as long as it
+    // is open, and the request path's state machine is kilobytes; a box is freed as soon as
+    // the response head is out (1,000 open streams: 55 -> 47 MiB).
+    Box::pin(proxy::handle(state, local, req)).await
 }
 
 /// An empty or oversized `x-request-id` from the client is replaced, not carried into logs.
