@@ -53,7 +53,6 @@ impl Workers {
                     WORKER.with(|w| w.set(index));
                     log_buffer::collect_on_this_thread();
                 })
-                .on_thread_park(log_buffer::flush)
                 .on_thread_stop(log_buffer::flush)
                 .enable_all()
                 .build()?;
