@@ -22,6 +22,8 @@ mod load;
 mod mock;
 #[path = "e2e/proxies.rs"]
 mod proxies;
+#[path = "../tests/support/tls.rs"]
+mod tls;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -21,6 +21,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
+use crate::tls::tls_acceptor;
+
 pub const CHAT_RESPONSE: &str = r#"{"id":"gen-1732442400-abcdefghijklmnop","provider":"OpenAI","model":"openai/gpt-4o-mini","object":"chat.completion","created":1732442400,"choices":[{"logprobs":null,"finish_reason":"stop","native_finish_reason":"stop","index":0,"message":{"role":"assistant","content":"Requests pass through,\nkeys stay home behind the wall,\nstreams flow, none the wiser.","refusal":null}}],"usage":{"prompt_tokens":27,"completion_tokens":22,"total_tokens":49}}"#;
 const EVENT: &[u8] = b"data: {\"id\":\"gen-1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"word \"}}]}\n\n";
 pub const EVENTS: usize = 20;
@@ -142,8 +144,9 @@ pub async fn start(tls: Option<(u32, &Path)>) -> Mock {
     let release = Arc::new(Notify::new());
     let (acceptor, ca, max_streams) = match tls {
         Some((max_streams, dir)) => {
-            let (acceptor, ca) = tls_acceptor(dir);
-            (Some(acceptor), Some(ca), max_streams)
+            let ca = dir.join("ca.pem");
+            let alpn = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            (Some(tls_acceptor(&ca, alpn)), Some(ca), max_streams)
         }
         None => (None, None, 0),
     };
@@ -193,37 +196,4 @@ pub async fn start(tls: Option<(u32, &Path)>) -> Mock {
         connections,
         release,
     }
-}
-
-/// A certificate for 127.0.0.1 and localhost, signed by a CA written to `dir/ca.pem`.
-fn tls_acceptor(dir: &Path) -> (tokio_rustls::TlsAcceptor, PathBuf) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    // OpenSSL (nginx, haproxy) takes a leaf whose issuer name equals its subject name as
-    // self-signed; rcgen gives both the same default name.
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "keyproxy bench CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let ca_path = dir.join("ca.pem");
-    std::fs::write(&ca_path, ca.pem()).unwrap();
-    let leaf_key = KeyPair::generate().unwrap();
-    let mut leaf =
-        CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
-    leaf.distinguished_name
-        .push(DnType::CommonName, "localhost");
-    let leaf = leaf.signed_by(&leaf_key, &ca, &ca_key).unwrap();
-    let key = rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap();
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![leaf.der().clone()], key)
-    .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    (tokio_rustls::TlsAcceptor::from(Arc::new(config)), ca_path)
 }

@@ -24,6 +24,9 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+mod tls;
+use tls::tls_acceptor;
+
 /// Every test's upper bound: a hung proxy fails the test instead of hanging CI.
 pub const LIMIT: Duration = Duration::from_secs(30);
 
@@ -207,31 +210,6 @@ impl Mock {
     pub fn count(&self) -> usize {
         self.received.lock().unwrap().len()
     }
-}
-
-fn tls_acceptor(ca_path: &Path, alpn: Vec<Vec<u8>>) -> tokio_rustls::TlsAcceptor {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    std::fs::write(ca_path, ca.pem()).unwrap();
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca, &ca_key)
-        .unwrap();
-    let key = rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap();
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![leaf.der().clone()], key)
-    .unwrap();
-    config.alpn_protocols = alpn;
-    tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
 /// What a raw upstream does after it has read a request.
