@@ -78,22 +78,35 @@ pub async fn keyproxy(up: &Mock) -> Proxy {
         }
         None => Command::new(env!("CARGO_BIN_EXE_keyproxy")),
     };
-    let child = command
+    command
         .arg("--config")
         .arg(dir.path().join("keyproxy.toml"))
-        .args(["serve", "--listen", &addr.to_string()])
+        .args(["serve", "--listen", &addr.to_string()]);
+    launch("keyproxy", command, addr, dir)
+        .await
+        .expect("keyproxy starts")
+}
+
+/// Starts `command` quietly and waits until it listens on `addr`; `dir` lives as long as it.
+async fn launch(
+    name: &'static str,
+    mut command: Command,
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+) -> Option<Proxy> {
+    let child = command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap();
+        .ok()?;
     wait_listening(addr).await;
-    Proxy {
-        name: "keyproxy",
+    Some(Proxy {
+        name,
         addr,
         child,
         _dir: dir,
-    }
+    })
 }
 
 pub fn on_path(program: &str) -> bool {
@@ -149,19 +162,9 @@ http {{
         ),
     )
     .unwrap();
-    let child = Command::new("nginx")
-        .args(["-p", &d.to_string(), "-c", &format!("{d}/nginx.conf")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    wait_listening(addr).await;
-    Some(Proxy {
-        name: "nginx",
-        addr,
-        child,
-        _dir: dir,
-    })
+    let mut command = Command::new("nginx");
+    command.args(["-p", &d.to_string(), "-c", &format!("{d}/nginx.conf")]);
+    launch("nginx", command, addr, dir).await
 }
 
 pub async fn haproxy(up: &Mock) -> Option<Proxy> {
@@ -201,20 +204,11 @@ backend b
         ),
     )
     .unwrap();
-    let child = Command::new("haproxy")
+    let mut command = Command::new("haproxy");
+    command
         .args(["-db", "-f"])
-        .arg(dir.path().join("haproxy.cfg"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    wait_listening(addr).await;
-    Some(Proxy {
-        name: "haproxy",
-        addr,
-        child,
-        _dir: dir,
-    })
+        .arg(dir.path().join("haproxy.cfg"));
+    launch("haproxy", command, addr, dir).await
 }
 
 pub fn rss_kib(pid: u32, field: &str) -> u64 {

@@ -125,10 +125,8 @@ impl<T: Read + Unpin> Read for Watched<T> {
         match &polled {
             Poll::Ready(Ok(())) if read.filled().is_empty() => this.done(0),
             Poll::Ready(Ok(())) => {
-                let bytes = read.filled();
-                buf.put_slice(bytes);
-                let bytes = bytes.to_vec();
-                this.saw(&bytes);
+                buf.put_slice(read.filled());
+                this.saw(read.filled());
             }
             Poll::Ready(Err(_)) => this.done(0),
             Poll::Pending => {}
