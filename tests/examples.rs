@@ -51,12 +51,19 @@ fn the_example_config_loads() {
 #[test]
 fn the_example_keys_file_parses() {
     let (path, text) = example("keys.example.toml");
+    // Copied as it is, it must give no key: a placeholder that loads goes upstream.
     let keys = parse_keys_file(&text, &path).unwrap();
-    assert_eq!(keys.profiles["openrouter:default"].keys.len(), 1);
+    assert!(keys.profiles.is_empty());
 
-    let all = parse_keys_file(&uncommented(&text), &path).unwrap();
-    assert_eq!(all.profiles.len(), 4);
+    // Uncommented, the placeholder is refused by name.
+    let err = parse_keys_file(&uncommented(&text), &path).unwrap_err();
+    assert!(err.contains("the example's placeholder"), "{err}");
+    let text = uncommented(&text).replace("replace-me-with-your-key", "0123456789abcdef0123456");
+    let all = parse_keys_file(&text, &path).unwrap();
+    assert_eq!(all.profiles.len(), 5);
     assert_eq!(all.profiles["openrouter:work"].keys.len(), 2);
+    let personal = &all.profiles["openrouter:personal"];
+    assert_eq!(personal.key_command.as_ref().unwrap().argv[0], "op");
 }
 
 #[test]

@@ -3,10 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::command::CommandSpec;
 use super::Secret;
 use crate::config::resolve;
 use crate::text::{redact_quoted, LineIndex};
@@ -26,6 +28,9 @@ struct RawProfile {
     keys: Vec<Spanned<String>>,
     key_env: Option<String>,
     key_file: Option<String>,
+    key_command: Option<Spanned<Vec<String>>>,
+    refresh: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
 }
 
 /// A parsed, validated keys file.
@@ -39,7 +44,13 @@ pub struct ProfileEntry {
     pub keys: Vec<Secret>,
     pub key_env: Option<String>,
     pub key_file: Option<PathBuf>,
+    pub key_command: Option<CommandSpec>,
 }
+
+/// The example keys file's placeholder key, refused so that a copied example never goes live.
+const PLACEHOLDER: &str = "replace-me-with-your-key";
+const DEFAULT_REFRESH: Duration = Duration::from_secs(600);
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Parses a keys file; every error names the file and line, and none shows a key.
 pub fn parse_keys_file(text: &str, path: &Path) -> Result<KeysFile, String> {
@@ -57,16 +68,51 @@ pub fn parse_keys_file(text: &str, path: &Path) -> Result<KeysFile, String> {
     for (name, p) in raw.profiles {
         let mut keys = Vec::new();
         for k in p.key.iter().chain(p.keys.iter()) {
+            if k.get_ref().contains(PLACEHOLDER) {
+                return Err(format!("{}: profile '{name}': key is the example's placeholder; put your key in (or run keyproxy keys add {name})", at(Some(k.span()))));
+            }
             let secret = Secret::new(k.get_ref())
                 .map_err(|why| format!("{}: profile '{name}': key {why}", at(Some(k.span()))))?;
             keys.push(secret);
         }
+        let duration = |field: &str, value: &Option<Spanned<String>>, default: Duration| match value
+        {
+            None => Ok(default),
+            Some(v) => match humantime::parse_duration(v.get_ref()) {
+                Ok(d) if !d.is_zero() => Ok(d),
+                Ok(_) => Err(format!(
+                    "{}: profile '{name}': {field} must be more than 0",
+                    at(Some(v.span()))
+                )),
+                Err(e) => Err(format!(
+                    "{}: profile '{name}': {field}: {e} (write it like \"10m\" or \"30s\")",
+                    at(Some(v.span()))
+                )),
+            },
+        };
+        let key_command = match &p.key_command {
+            None => {
+                if let Some(v) = p.refresh.as_ref().or(p.timeout.as_ref()) {
+                    return Err(format!("{}: profile '{name}': refresh and timeout apply to key_command, which this profile does not have", at(Some(v.span()))));
+                }
+                None
+            }
+            Some(argv) if argv.get_ref().first().is_none_or(|p| p.trim().is_empty()) => {
+                return Err(format!("{}: profile '{name}': key_command needs a program, as in [\"op\", \"read\", \"op://Private/OpenRouter/credential\"]", at(Some(argv.span()))));
+            }
+            Some(argv) => Some(CommandSpec {
+                argv: argv.get_ref().clone(),
+                refresh: duration("refresh", &p.refresh, DEFAULT_REFRESH)?,
+                timeout: duration("timeout", &p.timeout, DEFAULT_TIMEOUT)?,
+            }),
+        };
         profiles.insert(
             name,
             ProfileEntry {
                 keys,
                 key_env: p.key_env,
                 key_file: p.key_file.map(|f| resolve(dir, &f)),
+                key_command,
             },
         );
     }

@@ -4,6 +4,7 @@
 //! request path sees ready-made header values marked sensitive, never the text.
 
 mod cached;
+pub(crate) mod command;
 pub(crate) mod env;
 pub(crate) mod files;
 pub(crate) mod health;

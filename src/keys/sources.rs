@@ -9,6 +9,7 @@ use std::sync::Arc;
 use super::cached::{
     absent, push_error, read_cached, source_status, warn_if_shared, without_path, SourceError,
 };
+use super::command::{CommandSpec, Commands, Notify};
 use super::env::{parse_env_file, Env, EnvFile};
 use super::files::FileSet;
 use super::keys_file::{parse_keys_file, parse_secret_file, trim_one_newline, KeysFile};
@@ -38,6 +39,7 @@ pub struct Loader {
     env_files: HashMap<PathBuf, Arc<EnvFile>>,
     openclaw_stores: HashMap<PathBuf, Arc<openclaw::Store>>,
     openclaw_dirs: HashMap<PathBuf, Arc<openclaw_state::StateDir>>,
+    commands: Commands,
 }
 
 /// One read of every source: the store being built, what went wrong, and what was read.
@@ -46,6 +48,8 @@ struct Pass<'a, 'f> {
     errors: Vec<String>,
     files: &'a mut FileSet,
     env: Env,
+    /// The `key_command`s this read found, so the others' threads stop.
+    commands: Vec<CommandSpec>,
 }
 
 impl Loader {
@@ -56,6 +60,7 @@ impl Loader {
             errors: Vec::new(),
             files,
             env: Env::default(),
+            commands: Vec::new(),
         };
         for path in &config.env_files {
             self.read_env_file(&mut pass, path);
@@ -70,10 +75,22 @@ impl Loader {
             self.add_openclaw_store(&mut pass, path);
         }
         add_openrouter_env(&mut pass);
+        self.commands.retain(&pass.commands);
         Built {
             store: pass.b.build(),
             errors: pass.errors,
         }
+    }
+
+    /// From now on a `key_command` that finishes a run calls `notify`, and a new one is not
+    /// waited for; before this, a read waits for each new command's first run.
+    pub fn on_command_run(&mut self, notify: Notify) {
+        self.commands.set_notify(notify);
+    }
+
+    /// Runs every `key_command` again (SIGHUP); each calls the notifier when done.
+    pub fn run_commands_now(&self) {
+        self.commands.run_all_now();
     }
 
     fn read_env_file(&mut self, pass: &mut Pass<'_, '_>, path: &Path) {
@@ -134,6 +151,11 @@ impl Loader {
                     notes.push(note);
                 }
             }
+            if let Some(spec) = &entry.key_command {
+                if let Some(note) = self.add_command_key(pass, name, spec) {
+                    notes.push(note);
+                }
+            }
             if !pass.b.has_keys(name) {
                 if notes.is_empty() {
                     notes.push("profile has no key, keys, key_env or key_file".into());
@@ -174,6 +196,40 @@ impl Loader {
                 "{label} {}",
                 error.map(|e| e.to_string()).unwrap_or_default()
             )),
+        }
+    }
+
+    /// Adds what a `key_command` printed last; returns what to say of it when it gave nothing.
+    fn add_command_key(
+        &mut self,
+        pass: &mut Pass<'_, '_>,
+        profile: &str,
+        spec: &CommandSpec,
+    ) -> Option<String> {
+        pass.commands.push(spec.clone());
+        let outcome = self.commands.outcome(spec);
+        let label = format!("key_command {}", spec.shown());
+        let error = match (&outcome.error, &outcome.key) {
+            (Some(e), Some(_)) => Some(format!("{e} (keeping the key it printed before)")),
+            (e, _) => e.clone(),
+        };
+        if let Some(e) = error.as_ref().filter(|_| !outcome.pending) {
+            pass.errors.push(format!("profile '{profile}': {e}"));
+        }
+        // The line already names the command.
+        let prefix = format!("{label} ");
+        pass.b.source(SourceStatus {
+            kind: "key_command",
+            path: spec.shown(),
+            ok: outcome.error.is_none(),
+            error: error.map(|e| e.strip_prefix(&prefix).map_or(e.clone(), str::to_owned)),
+        });
+        match &outcome.key {
+            Some(secret) => {
+                pass.b.add_key(profile, secret, &Arc::from(label));
+                None
+            }
+            None => Some(outcome.error.unwrap_or_default()),
         }
     }
 

@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 
 use super::watch::Watcher;
 use crate::config::{self, Config, ConfigError, Origin};
+use crate::keys::command::Notify;
 use crate::keys::files::{FileSet, ReadProbe};
 use crate::keys::sources::Loader;
 use crate::metrics::Metrics;
@@ -124,6 +125,9 @@ impl Reloader {
                 (current.config.clone(), current.routes.clone())
             }
         };
+        if trigger == "SIGHUP" {
+            self.loader.run_commands_now();
+        }
         let built = self.loader.build(&config, routes.formats(), &mut files);
         errors.extend(built.errors);
         let mut keys = built.store;
@@ -186,10 +190,25 @@ impl Reloader {
     /// Runs reloads on a thread of its own, so that no file read, however stuck (a hung NFS or
     /// FUSE mount, a FIFO), can stop accepting, health answers or SIGTERM. A reloader that
     /// panics is restarted from the current snapshot, and the panic shows in `status`.
-    pub fn spawn(mut self, requests: mpsc::Receiver<ReloadRequest>) -> std::io::Result<()> {
+    pub fn spawn(
+        mut self,
+        sender: &mpsc::Sender<ReloadRequest>,
+        requests: mpsc::Receiver<ReloadRequest>,
+    ) -> std::io::Result<()> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
+        // Weak: the reloader ends when keyproxy drops its senders, key commands or not.
+        let sender = sender.downgrade();
+        let command_ran: Notify = Arc::new(move || {
+            if let Some(tx) = sender.upgrade() {
+                let _ = tx.try_send(ReloadRequest {
+                    reason: "key_command",
+                    done: None,
+                });
+            }
+        });
+        self.loader.on_command_run(command_ran.clone());
         let mut watcher = self.watch();
         let mut requests = requests;
         std::thread::Builder::new()
@@ -216,6 +235,7 @@ impl Reloader {
                     listening: self.listening,
                     state,
                 };
+                self.loader.on_command_run(command_ran.clone());
                 self.reload("restart");
                 watcher = self.watch();
             })?;

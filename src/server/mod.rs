@@ -105,7 +105,9 @@ pub async fn start(origin: Origin, listen: Option<SocketAddr>) -> Result<Running
 
     reloader.listening_on(local_addr);
     let (reload_tx, reload_rx) = mpsc::channel(16);
-    reloader.spawn(reload_rx).map_err(ServeError::Workers)?;
+    reloader
+        .spawn(&reload_tx, reload_rx)
+        .map_err(ServeError::Workers)?;
 
     let mut builder = auto::Builder::new(CountedExecutor);
     builder
