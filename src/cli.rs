@@ -22,8 +22,9 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
-    /// Address to listen on, overriding the config's `listen`.
-    #[arg(long, env = "KEYPROXY_LISTEN", value_name = "ADDR")]
+    /// Address to listen on (or, for commands that ask a running keyproxy, where it listens),
+    /// overriding the config's `listen`.
+    #[arg(long, global = true, env = "KEYPROXY_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
 
     #[command(subcommand)]
@@ -33,11 +34,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the proxy (the default).
-    Serve {
-        /// Address to listen on, overriding the config's `listen`.
-        #[arg(long, env = "KEYPROXY_LISTEN", value_name = "ADDR")]
-        listen: Option<SocketAddr>,
-    },
+    Serve,
     /// Load config and keys as serve would, print every profile and problem; exit 0 only when
     /// every route's default profile has a key.
     Check {

@@ -34,7 +34,7 @@ fn main() -> ExitCode {
         }
         Some(Command::Health { url, timeout }) => health(origin, cli.listen, url, timeout),
         Some(Command::Openclaw { action }) => openclaw_cmd::run(origin, cli.listen, action),
-        Some(Command::Serve { listen }) => serve(origin, listen.or(cli.listen)),
+        Some(Command::Serve) => serve(origin, cli.listen),
         None => serve(origin, cli.listen),
     }
 }
@@ -118,8 +118,18 @@ fn serve(origin: Origin, listen: Option<std::net::SocketAddr>) -> ExitCode {
     match runtime.block_on(run(origin, listen)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("keyproxy: {e:#}");
+            // Once, on stderr through the log; a cause already in the message is not repeated.
+            let mut message = e.to_string();
+            for cause in e.chain().skip(1) {
+                let cause = cause.to_string();
+                if !message.contains(&cause) {
+                    message = format!("{message}: {cause}");
+                }
+            }
+            if message.contains("Address already in use") {
+                message += " (is another keyproxy running? `keyproxy health` asks it; `--listen 127.0.0.1:PORT` picks another port)";
+            }
+            tracing::error!("{message}");
             ExitCode::from(2)
         }
     }

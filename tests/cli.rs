@@ -342,3 +342,54 @@ async fn a_changed_listen_address_is_logged_as_needing_a_restart() {
     })
     .await;
 }
+
+#[test]
+fn a_taken_port_is_reported_once_with_what_to_do() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let bin = Bin::new();
+    let config = write_config(
+        &bin,
+        "http://127.0.0.1:9",
+        "p",
+        Some(&keys_toml("p", KEY_A)),
+    );
+    let mut cmd = bin.command();
+    cmd.arg("--config")
+        .arg(&config)
+        .args(["serve", "--listen", &addr]);
+    let out = run(cmd);
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert_eq!(
+        out.stderr.matches("Address already in use").count(),
+        1,
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(&format!("cannot listen on {addr}")),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("keyproxy health"), "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn global_flags_work_after_the_subcommand() {
+    bounded(async {
+        let up = Mock::start(ok_handler()).await;
+        let bin = Bin::new();
+        let config = write_config(&bin, &up.url, "p", Some(&keys_toml("p", KEY_A)));
+        let mut cmd = bin.command();
+        cmd.arg("--config").arg(&config);
+        let served = Served::start(cmd).await;
+        let addr = served.url.trim_start_matches("http://").to_owned();
+        let mut cmd = bin.command();
+        cmd.args(["health", "--listen", &addr, "--config"])
+            .arg(&config);
+        let out = tokio::task::spawn_blocking(move || run(cmd)).await.unwrap();
+        assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+        served.stop().await;
+    })
+    .await;
+}

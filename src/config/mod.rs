@@ -291,12 +291,62 @@ impl Config {
 
 /// Paths in a config file are relative to the file's folder; `~/` means the home folder.
 pub fn resolve(dir: &Path, path: &str) -> PathBuf {
+    let expanded = expand_vars(path);
+    let path = expanded.as_str();
     if let Some(rest) = path.strip_prefix("~/") {
         if let Some(home) = std::env::var_os("HOME") {
             return PathBuf::from(home).join(rest);
         }
     }
     dir.join(path)
+}
+
+/// `$VAR` and `${VAR}` as a shell would expand them, so the documented
+/// `$XDG_CONFIG_HOME/keyproxy/keys.toml` can be copied. `XDG_CONFIG_HOME` and `XDG_STATE_HOME`
+/// fall back to their XDG defaults under `$HOME`; any other unset variable is left as written,
+/// so that the "not found" naming the path shows which one.
+pub fn expand_vars(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut rest = path;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let (name, len) = match after.strip_prefix('{') {
+            Some(inner) => match inner.find('}') {
+                Some(end) => (&inner[..end], end + 2),
+                None => ("", 0),
+            },
+            None => {
+                let end = after
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(after.len());
+                (&after[..end], end)
+            }
+        };
+        match (!name.is_empty())
+            .then(|| var_or_xdg_default(name))
+            .flatten()
+        {
+            Some(value) => out.push_str(&value),
+            None => out.push_str(&rest[at..at + 1 + len]),
+        }
+        rest = &after[len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn var_or_xdg_default(name: &str) -> Option<String> {
+    if let Some(v) = std::env::var(name).ok().filter(|v| !v.is_empty()) {
+        return Some(v);
+    }
+    let home = std::env::var("HOME").ok().filter(|h| !h.is_empty())?;
+    match name {
+        "XDG_CONFIG_HOME" => Some(format!("{home}/.config")),
+        "XDG_STATE_HOME" => Some(format!("{home}/.local/state")),
+        "HOME" => Some(home),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -102,3 +102,24 @@ fn format_renders_around_the_placeholder() {
     assert_eq!(f.render("abc"), "Token abc; v=1");
     assert!(KeyFormat::parse("{key}{key}").is_err());
 }
+
+#[test]
+fn paths_expand_variables_as_a_shell_would() {
+    let home = std::env::var("HOME").unwrap();
+    let config_home = std::env::var("XDG_CONFIG_HOME").unwrap_or(format!("{home}/.config"));
+    assert_eq!(
+        expand_vars("$XDG_CONFIG_HOME/keyproxy/keys.toml"),
+        format!("{config_home}/keyproxy/keys.toml")
+    );
+    assert_eq!(expand_vars("${HOME}/k.toml"), format!("{home}/k.toml"));
+    assert_eq!(
+        expand_vars("/a/$KEYPROXY_SURELY_UNSET_VAR/b"),
+        "/a/$KEYPROXY_SURELY_UNSET_VAR/b"
+    );
+    assert_eq!(expand_vars("/a/${unclosed"), "/a/${unclosed");
+    assert_eq!(expand_vars("cost$"), "cost$");
+    assert_eq!(
+        resolve(Path::new("/etc"), "${HOME}/k.toml"),
+        PathBuf::from(format!("{home}/k.toml"))
+    );
+}
