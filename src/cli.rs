@@ -37,10 +37,54 @@ pub enum Command {
     Serve,
     /// Load config and keys as serve would, print every profile and problem; exit 0 only when
     /// every route's default profile has a key.
+    ///
+    /// It also asks the running keyproxy (on the configured listen address, or --listen) which
+    /// keys it serves, and says where that differs from what this shell loads.
     Check {
         /// Print JSON, whether the check passes or fails.
         #[arg(long)]
         json: bool,
+        /// A client token, when the running keyproxy has [[clients]].
+        #[arg(
+            long,
+            env = "KEYPROXY_CLIENT_TOKEN",
+            value_name = "TOKEN",
+            hide_env_values = true
+        )]
+        token: Option<String>,
+    },
+    /// Ask the running keyproxy which keys it serves (by profile and fingerprint, with sources
+    /// and states), its version, uptime and last reload.
+    Status {
+        /// Print the status document as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Where to ask. Default: /_keyproxy/status on the configured listen address.
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// A client token, when the running keyproxy has [[clients]].
+        #[arg(
+            long,
+            env = "KEYPROXY_CLIENT_TOKEN",
+            value_name = "TOKEN",
+            hide_env_values = true
+        )]
+        token: Option<String>,
+    },
+    /// Ask the running keyproxy to reload its config and keys (as SIGHUP does, without a pid);
+    /// exits 0 when the reload kept no error.
+    Reload {
+        /// Where to ask. Default: /_keyproxy/reload on the configured listen address.
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// A client token, when the running keyproxy has [[clients]].
+        #[arg(
+            long,
+            env = "KEYPROXY_CLIENT_TOKEN",
+            value_name = "TOKEN",
+            hide_env_values = true
+        )]
+        token: Option<String>,
     },
     /// Exit 0 when a running keyproxy answers 200 on /_keyproxy/health, else 1; for container
     /// health checks.
@@ -52,11 +96,48 @@ pub enum Command {
         #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
     },
+    /// Add, list and remove keys in a keys file; a running keyproxy picks the change up.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
     /// Set up and diagnose OpenClaw: `connect` points it at keyproxy, `status` says why it gets
     /// a 401.
     Openclaw {
         #[command(subcommand)]
         action: OpenclawAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysAction {
+    /// Read a key from a hidden prompt (or stdin when it is not a terminal) and add it to
+    /// PROFILE's keys in the keys file: never an argument, so it is in no shell history or
+    /// process list.
+    Add {
+        /// The profile, e.g. openrouter:default.
+        profile: String,
+        /// The keys file to write. Default: the config's first keys file.
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
+        /// Replace the profile's keys in the file instead of adding to them.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Every profile with its keys' fingerprints and sources, loaded as serve would.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove the key with FINGERPRINT from PROFILE, or the whole profile.
+    Remove {
+        profile: String,
+        /// As shown by `keys list`, e.g. sk-or-v1...968304f4.
+        fingerprint: Option<String>,
+        /// The keys file to write. Default: the config's first keys file.
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
     },
 }
 

@@ -1,4 +1,6 @@
+mod keys_cmd;
 mod openclaw_cmd;
+mod running_cmd;
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
@@ -16,8 +18,12 @@ fn main() -> ExitCode {
     not_dumpable();
     let origin = config::discover(cli.config.as_deref());
     match cli.command {
-        Some(Command::Check { json }) => {
-            let report = keyproxy::ops::check::run(origin);
+        Some(Command::Check { json, token }) => {
+            let running = keyproxy::ops::check::Running {
+                listen: cli.listen,
+                token,
+            };
+            let report = keyproxy::ops::check::run(origin, &running);
             if json {
                 println!(
                     "{}",
@@ -32,7 +38,14 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+        Some(Command::Status { json, url, token }) => {
+            running_cmd::status(&origin, cli.listen, url, token, json)
+        }
+        Some(Command::Reload { url, token }) => {
+            running_cmd::reload(&origin, cli.listen, url, token)
+        }
         Some(Command::Health { url, timeout }) => health(origin, cli.listen, url, timeout),
+        Some(Command::Keys { action }) => keys_cmd::run(origin, action),
         Some(Command::Openclaw { action }) => openclaw_cmd::run(origin, cli.listen, action),
         Some(Command::Serve) => serve(origin, cli.listen),
         None => serve(origin, cli.listen),

@@ -23,7 +23,13 @@ const LAYERS: &[(&str, u8)] = &[
 ];
 
 /// The binary's own files, which use the library by its public name only.
-const BINARY: &[&str] = &["main", "openclaw_cmd"];
+const BINARY: &[&str] = &[
+    "main",
+    "openclaw_cmd",
+    "running_cmd",
+    "keys_cmd",
+    "service_cmd",
+];
 
 fn layer(module: &str) -> Option<u8> {
     LAYERS.iter().find(|(m, _)| *m == module).map(|(_, l)| *l)

@@ -7,6 +7,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use serde_json::{json, Value};
 
+use super::reload::ReloadRequest;
 use super::report;
 use crate::config::clients::presented;
 use crate::config::Origin;
@@ -29,6 +30,50 @@ pub fn handle<B>(state: &State, req: &Request<B>) -> Response<ResponseBody> {
         }
         .into_response(),
     }
+}
+
+/// `POST /_keyproxy/reload`: reloads as SIGHUP does (every key command runs again) and answers
+/// when that reload is done, with its outcome; `keyproxy reload` asks this, so no pid is needed.
+pub async fn reload<B>(
+    state: &State,
+    req: &Request<B>,
+    reloader: &tokio::sync::mpsc::Sender<ReloadRequest>,
+) -> Response<ResponseBody> {
+    if let Err(e) = authorized(state, req) {
+        return e.into_response();
+    }
+    if req.method() != http::Method::POST {
+        let mut resp = json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &json!({"error": {"message": "keyproxy: /_keyproxy/reload takes POST (keyproxy reload sends it)"}}),
+        );
+        resp.headers_mut()
+            .insert(http::header::ALLOW, http::HeaderValue::from_static("POST"));
+        return resp;
+    }
+    let (done, finished) = tokio::sync::oneshot::channel();
+    let asked = reloader.try_send(ReloadRequest {
+        reason: super::reload::ASKED,
+        done: Some(done),
+    });
+    let waited = match asked {
+        Ok(()) => tokio::time::timeout(std::time::Duration::from_secs(60), finished)
+            .await
+            .is_ok_and(|r| r.is_ok()),
+        Err(_) => false,
+    };
+    if !waited {
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"error": {"message": "keyproxy: a reload is still running (a key source not answering?); see keyproxy status"}}),
+        );
+    }
+    let log = state.log();
+    let last_error = log.last_error.map(|(_, message)| message);
+    json_response(
+        StatusCode::OK,
+        &json!({"reloaded": true, "count": log.count, "ok": last_error.is_none(), "last_error": last_error}),
+    )
 }
 
 /// With clients configured, status and metrics need a client token, like any request.
@@ -95,7 +140,13 @@ pub fn status(state: &State) -> Value {
         Origin::File(p) => Value::String(p.display().to_string()),
         Origin::Embedded { .. } => Value::Null,
     };
+    let uptime = SystemTime::now()
+        .duration_since(state.started)
+        .unwrap_or_default();
     json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "started_at": rfc3339(state.started),
+        "uptime_secs": uptime.as_secs(),
         "config": config,
         "sources": sources(state, &snapshot),
         "profiles": report::profiles(&snapshot),

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use serde_json::{json, Value};
 
 use super::reload::Reloader;
-use super::{openclaw, report};
+use super::{instance, openclaw, report};
 use crate::config::Origin;
 use crate::keys::looked_list;
 
@@ -16,7 +16,16 @@ pub struct Report {
     pub text: String,
 }
 
-pub fn run(origin: Origin) -> Report {
+/// How `check` reaches the keyproxy that is running, to compare what it serves with what this
+/// shell loads.
+pub struct Running {
+    /// Where it listens, when not the config's `listen`.
+    pub listen: Option<std::net::SocketAddr>,
+    /// A client token, when the running keyproxy has clients.
+    pub token: Option<String>,
+}
+
+pub fn run(origin: Origin, running: &Running) -> Report {
     let origin_text = match &origin {
         Origin::File(p) => p.display().to_string(),
         Origin::Embedded { looked } => format!(
@@ -59,8 +68,17 @@ pub fn run(origin: Origin) -> Report {
             looked_list(&snapshot.keys.looked_for(profile))
         ));
     }
-    let ok = snapshot.profiles_without_key().is_empty();
     let profiles = report::profiles(&snapshot);
+    let defaults: Vec<&str> = snapshot
+        .config
+        .routes
+        .iter()
+        .map(|r| r.profile.as_str())
+        .collect();
+    let listen = running.listen.unwrap_or(snapshot.config.listen);
+    let (compared, notes) = compare(listen, running.token.as_deref(), &profiles, &defaults);
+    problems.extend(compared.iter().cloned());
+    let ok = snapshot.profiles_without_key().is_empty() && compared.is_empty();
 
     let mut text = String::new();
     let _ = writeln!(text, "config: {origin_text}");
@@ -100,6 +118,12 @@ pub fn run(origin: Origin) -> Report {
         let _ = write!(text, "openclaw:\n{section}");
         value
     });
+    if !notes.is_empty() {
+        let _ = writeln!(text, "running keyproxy:");
+        for n in &notes {
+            let _ = writeln!(text, "  {n}");
+        }
+    }
     for p in &problems {
         let _ = writeln!(text, "problem: {p}");
     }
@@ -116,7 +140,69 @@ pub fn run(origin: Origin) -> Report {
         })).collect::<Vec<_>>(),
         "profiles": profiles,
         "problems": problems,
+        "running": notes,
         "openclaw": openclaw,
     });
     Report { ok, json, text }
+}
+
+/// Asks the keyproxy listening on `listen` what it serves and compares; (problems, notes).
+fn compare(
+    listen: std::net::SocketAddr,
+    token: Option<&str>,
+    local: &std::collections::BTreeMap<String, report::ProfileReport>,
+    defaults: &[&str],
+) -> (Vec<String>, Vec<String>) {
+    let url = instance::admin_url(listen, "status");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let asked = match runtime {
+        Ok(rt) => rt.block_on(instance::ask(
+            http::Method::GET,
+            &url,
+            token,
+            std::time::Duration::from_secs(3),
+        )),
+        Err(e) => Err(format!("cannot start the async runtime: {e}")),
+    };
+    match asked {
+        Ok((status, body)) if status.is_success() => {
+            let (problems, mut notes) = instance::differences(local, &body, defaults);
+            if problems.is_empty() && notes.is_empty() {
+                notes.push(format!("{url} serves the same keys as this shell loads"));
+            }
+            (problems, notes)
+        }
+        Ok((status, body)) => (
+            Vec::new(),
+            vec![format!(
+                "{url} answered {status} ({}); pass its client token with --token to compare keys",
+                instance::message(status, &body)
+            )],
+        ),
+        Err(why) => {
+            let cause = why.rsplit(": ").next().unwrap_or(&why);
+            let note =
+                format!("no keyproxy answers at {listen} ({cause}); nothing to compare with");
+            (Vec::new(), vec![note])
+        }
+    }
+}
+
+/// `keyproxy keys list`: every profile and its keys by fingerprint and source, loaded as `serve`
+/// would; text and JSON.
+pub fn list(origin: Origin) -> Result<(String, Value), String> {
+    let reloader = Reloader::start(origin).map_err(|e| e.to_string())?;
+    let snapshot = reloader.state().load();
+    let profiles = report::profiles(&snapshot);
+    let mut text = String::new();
+    for (name, p) in &profiles {
+        let n = p.keys.len();
+        let _ = writeln!(text, "{name}: {n} key{}", if n == 1 { "" } else { "s" });
+        for k in &p.keys {
+            let _ = writeln!(text, "  {} from {}", k.fingerprint, k.source);
+        }
+    }
+    Ok((text, json!(profiles)))
 }

@@ -4,6 +4,8 @@
 
 pub mod admin;
 pub mod check;
+pub mod instance;
+pub mod keys_edit;
 pub mod openclaw;
 pub mod probe;
 pub mod reload;

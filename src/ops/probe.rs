@@ -29,15 +29,10 @@ pub async fn probe(url: &str, timeout: Duration) -> Result<String, String> {
         .map_err(|e| format!("{url} is not a URL: {e}"))?;
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let answer = async {
-        let resp = client.get(uri).await.map_err(|e| {
-            let mut why = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                why = format!("{why}: {s}");
-                source = s.source();
-            }
-            why
-        })?;
+        let resp = client
+            .get(uri)
+            .await
+            .map_err(|e| super::instance::cause_chain(&e))?;
         let status = resp.status();
         let body = resp.into_body().collect().await.map(|b| b.to_bytes());
         Ok::<_, String>((status, body.unwrap_or_default()))

@@ -125,7 +125,8 @@ impl Reloader {
                 (current.config.clone(), current.routes.clone())
             }
         };
-        if trigger == "SIGHUP" {
+        let asked = trigger == "SIGHUP" || trigger == ASKED;
+        if asked {
             self.loader.run_commands_now();
         }
         let built = self.loader.build(&config, routes.formats(), &mut files);
@@ -144,7 +145,7 @@ impl Reloader {
             })
             .collect();
         keys.adopt_health(&current.keys, |profile| {
-            trigger == "SIGHUP" || moved.iter().any(|r| r.allows(profile))
+            asked || moved.iter().any(|r| r.allows(profile))
         });
         // OpenClaw writes its database on every turn; a reload that changed nothing is routine.
         let recovered = self.state.log().last_error.is_some();
@@ -171,7 +172,7 @@ impl Reloader {
         });
         if errors.is_empty() {
             let count = self.state.log().count;
-            if changed || trigger == "SIGHUP" {
+            if changed || asked {
                 tracing::info!(reload = count, trigger, "reloaded config and keys");
             } else {
                 tracing::debug!(
@@ -331,6 +332,9 @@ fn read_config(origin: &Origin, files: &mut FileSet) -> Result<Config, ConfigErr
         }
     }
 }
+
+/// The trigger of a reload asked for with `keyproxy reload`; it does what SIGHUP does.
+pub const ASKED: &str = "keyproxy reload";
 
 /// A request for a reload; `done` is told when a reload that started after it has finished.
 pub struct ReloadRequest {

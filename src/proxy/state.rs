@@ -86,6 +86,8 @@ pub struct State {
     pub metrics: Arc<Metrics>,
     /// What the reloader is reading, so `status` can name a source that does not answer.
     pub reading: Arc<ReadProbe>,
+    /// When this keyproxy started, for `status`.
+    pub started: std::time::SystemTime,
 }
 
 impl State {
@@ -103,6 +105,7 @@ impl State {
             log: Mutex::new(log),
             origin,
             reading,
+            started: std::time::SystemTime::now(),
         }
     }
 

@@ -20,6 +20,7 @@ use tower_http::request_id::{
 
 use super::activity::{Active, Activity};
 use crate::ops::admin;
+use crate::ops::reload::ReloadRequest;
 use crate::proxy::{self, usable_request_id, State, REQUEST_ID};
 use crate::rt::burst::CountedExecutor;
 
@@ -30,6 +31,7 @@ pub(super) struct Serving {
     pub shutdown: watch::Receiver<bool>,
     pub first_bytes_within: Duration,
     pub local_addr: SocketAddr,
+    pub reload: tokio::sync::mpsc::Sender<ReloadRequest>,
 }
 
 impl Serving {
@@ -53,6 +55,7 @@ impl Serving {
             return;
         }
         let state = self.state.clone();
+        let reload = self.reload.clone();
         let idle = state.load().config.idle_timeout;
         let activity = Activity::new();
         let seen = activity.clone();
@@ -61,10 +64,10 @@ impl Serving {
             .layer(SetRequestIdLayer::x_request_id(NewRequestId))
             .layer(PropagateRequestIdLayer::x_request_id())
             .service_fn(move |req| {
-                let state = state.clone();
+                let (state, reload) = (state.clone(), reload.clone());
                 let waiting = seen.request();
                 async move {
-                    let resp = dispatch(&state, local, req).await;
+                    let resp = dispatch(&state, &reload, local, req).await;
                     drop(waiting);
                     Ok::<_, Infallible>(resp)
                 }
@@ -96,10 +99,14 @@ impl Serving {
 /// `/_keyproxy/` is keyproxy's own; everything else is proxied.
 async fn dispatch(
     state: &State,
+    reload: &tokio::sync::mpsc::Sender<ReloadRequest>,
     local: SocketAddr,
     req: Request<Incoming>,
 ) -> http::Response<proxy::ResponseBody> {
     let path = req.uri().path();
+    if path == "/_keyproxy/reload" {
+        return admin::reload(state, &req, reload).await;
+    }
     if path == "/_keyproxy" || path.starts_with("/_keyproxy/") {
         return admin::handle(state, &req);
     }

@@ -127,6 +127,7 @@ pub async fn start(origin: Origin, listen: Option<SocketAddr>) -> Result<Running
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let serving = Arc::new(Serving {
+        reload: reload_tx.clone(),
         state: state.clone(),
         builder,
         shutdown: shutdown_rx,

@@ -1,0 +1,174 @@
+//! `keyproxy keys add | list | remove`: the key goes in through stdin, never an argument; the
+//! file keeps its comments and order, is written atomically with mode 0600, and a running
+//! keyproxy serves the change.
+
+mod support;
+use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt;
+
+use support::*;
+
+const COMMENTED: &str = "# my keys, do not share\n[profiles.\"openrouter:default\"]\n# the work account\nkey_env = \"OR_WORK\"\n\n[profiles.\"anthropic:default\"] # claude\nkey_file = \"/run/secrets/anthropic\"\n";
+
+fn config(upstream: &str) -> String {
+    format!(
+        "poll_interval = \"1h\"\nkeys_files = [\"keys.toml\"]\n[[routes]]\nprefix = \"/\"\nupstream = \"{upstream}\"\nprofile = \"openrouter:default\"\n"
+    )
+}
+
+/// Runs `keyproxy keys ARGS` with `stdin` piped in.
+fn keys(bin: &Bin, args: &[&str], stdin: &str) -> Output {
+    use std::process::Stdio;
+    let mut cmd = bin.command();
+    cmd.arg("--config")
+        .arg(bin.config_dir().join("keyproxy.toml"))
+        .arg("keys")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let out = Output {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert_no_key(&out.stdout);
+    assert_no_key(&out.stderr);
+    out
+}
+
+#[tokio::test]
+async fn keys_add_writes_through_stdin_and_a_running_keyproxy_serves_it() {
+    bounded(async {
+        let up = Mock::start(echo_authorization()).await;
+        let bin = Bin::new();
+        let dir = bin.config_dir();
+        std::fs::write(dir.join("keyproxy.toml"), config(&up.url)).unwrap();
+        std::fs::write(dir.join("keys.toml"), COMMENTED).unwrap();
+        std::fs::set_permissions(
+            dir.join("keys.toml"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        let mut served = Served::start(bin.command()).await;
+
+        let out = keys(&bin, &["add", "openrouter:default"], &format!("{KEY_A}\n"));
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+        assert!(
+            out.stdout
+                .contains(&format!("added {FP_A} to profile 'openrouter:default'")),
+            "{}",
+            out.stdout
+        );
+        let text = std::fs::read_to_string(dir.join("keys.toml")).unwrap();
+        for kept in [
+            "# my keys, do not share",
+            "# the work account",
+            "key_env = \"OR_WORK\"",
+            "# claude",
+        ] {
+            assert!(text.contains(kept), "{kept} lost:\n{text}");
+        }
+        assert!(
+            text.find("openrouter:default") < text.find("anthropic:default"),
+            "{text}"
+        );
+        let mode = std::fs::metadata(dir.join("keys.toml"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        served.wait_for_log(FP_A).await;
+        let reply = get(&format!("{}/v1/models", served.url), &[]).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(
+            up.received().last().unwrap().headers["authorization"],
+            format!("Bearer {KEY_A}").as_str()
+        );
+
+        // A second key joins the pool; the same key again changes nothing.
+        let out = keys(&bin, &["add", "openrouter:default"], KEY_B);
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+        let out = keys(&bin, &["add", "openrouter:default"], KEY_B);
+        assert!(out.stdout.contains("already has"), "{}", out.stdout);
+        let out = keys(&bin, &["list"], "");
+        assert!(
+            out.stdout.contains(FP_A) && out.stdout.contains(FP_B),
+            "{}",
+            out.stdout
+        );
+
+        let out = keys(&bin, &["remove", "openrouter:default", FP_A], "");
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+        let text = std::fs::read_to_string(dir.join("keys.toml")).unwrap();
+        assert!(text.contains(KEY_B) && !text.contains(KEY_A), "{text}");
+        assert!(text.contains("# the work account"), "{text}");
+
+        let out = keys(
+            &bin,
+            &["remove", "openrouter:default", "sk-or-v1...99999999"],
+            "",
+        );
+        assert_eq!(out.code, Some(1));
+        assert!(
+            out.stderr.contains(&format!("its keys: {FP_B}")),
+            "{}",
+            out.stderr
+        );
+        served.stop().await;
+    })
+    .await;
+}
+
+#[test]
+fn a_bad_key_or_a_broken_file_is_refused_and_nothing_is_written() {
+    let bin = Bin::new();
+    let dir = bin.config_dir();
+    std::fs::write(dir.join("keyproxy.toml"), config("http://127.0.0.1:9")).unwrap();
+    let out = keys(&bin, &["add", "p"], "sk-or-v1-has space SECRETMIDDLE\n");
+    assert_eq!(out.code, Some(1));
+    assert!(out.stderr.contains("contains a space"), "{}", out.stderr);
+    assert!(!dir.join("keys.toml").exists());
+
+    let out = keys(&bin, &["add", "p"], "");
+    assert_eq!(out.code, Some(1));
+    assert!(out.stderr.contains("no key given"), "{}", out.stderr);
+
+    let broken = "[profiles.p]\nkey = \"unterminated\n";
+    std::fs::write(dir.join("keys.toml"), broken).unwrap();
+    let out = keys(&bin, &["add", "p"], KEY_A);
+    assert_eq!(out.code, Some(1));
+    assert!(out.stderr.contains("fix the file first"), "{}", out.stderr);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("keys.toml")).unwrap(),
+        broken
+    );
+
+    // A new file in a new folder: created private.
+    let fresh = bin.home.path().join("new/dir/keys.toml");
+    let out = keys(
+        &bin,
+        &["add", "p", "--file", fresh.to_str().unwrap()],
+        KEY_A,
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let mode = std::fs::metadata(&fresh).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(
+        keyproxy::keys::parse_keys_file(&std::fs::read_to_string(&fresh).unwrap(), &fresh)
+            .unwrap()
+            .profiles["p"]
+            .keys
+            .len(),
+        1
+    );
+}
