@@ -101,12 +101,51 @@ pub enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// Install keyproxy as a user service (systemd on Linux, launchd on macOS) with absolute
+    /// paths, so it never depends on a shell's environment.
+    Service {
+        #[command(subcommand)]
+        action: ServiceAction,
+    },
     /// Set up and diagnose OpenClaw: `connect` points it at keyproxy, `status` says why it gets
     /// a 401.
     Openclaw {
         #[command(subcommand)]
         action: OpenclawAction,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceAction {
+    /// Write the unit (or launch agent) and start it at login and now.
+    Install {
+        /// Print the unit and where it would go; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Write the unit but do not start it; print the commands that would.
+        #[arg(long)]
+        no_start: bool,
+        /// The service manager to write for (default: this system's).
+        #[arg(long, value_enum)]
+        manager: Option<ServiceManager>,
+    },
+    /// Stop the service and remove its unit.
+    Uninstall {
+        #[arg(long, value_enum)]
+        manager: Option<ServiceManager>,
+    },
+    /// Is the unit installed, does the service manager say it runs, and does keyproxy answer
+    /// /_keyproxy/ready?
+    Status {
+        #[arg(long, value_enum)]
+        manager: Option<ServiceManager>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ServiceManager {
+    Systemd,
+    Launchd,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,6 +1,7 @@
 mod keys_cmd;
 mod openclaw_cmd;
 mod running_cmd;
+mod service_cmd;
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
@@ -45,6 +46,7 @@ fn main() -> ExitCode {
             running_cmd::reload(&origin, cli.listen, url, token)
         }
         Some(Command::Health { url, timeout }) => health(origin, cli.listen, url, timeout),
+        Some(Command::Service { action }) => service_cmd::run(origin, cli.listen, action),
         Some(Command::Keys { action }) => keys_cmd::run(origin, action),
         Some(Command::Openclaw { action }) => openclaw_cmd::run(origin, cli.listen, action),
         Some(Command::Serve) => serve(origin, cli.listen),

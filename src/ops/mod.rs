@@ -10,4 +10,5 @@ pub mod openclaw;
 pub mod probe;
 pub mod reload;
 mod report;
+pub mod service;
 mod watch;
