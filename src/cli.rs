@@ -52,6 +52,11 @@ pub enum Command {
             hide_env_values = true
         )]
         token: Option<String>,
+        /// Also ask each provider whether each key is valid and has credit, without spending
+        /// tokens (OpenRouter /api/v1/key, OpenAI and Anthropic /v1/models, Gemini
+        /// /v1beta/models).
+        #[arg(long)]
+        live: bool,
     },
     /// Ask the running keyproxy which keys it serves (by profile and fingerprint, with sources
     /// and states), its version, uptime and last reload.

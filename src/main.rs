@@ -19,10 +19,11 @@ fn main() -> ExitCode {
     not_dumpable();
     let origin = config::discover(cli.config.as_deref());
     match cli.command {
-        Some(Command::Check { json, token }) => {
+        Some(Command::Check { json, token, live }) => {
             let running = keyproxy::ops::check::Running {
                 listen: cli.listen,
                 token,
+                live,
             };
             let report = keyproxy::ops::check::run(origin, &running);
             if json {

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use serde_json::{json, Value};
 
 use super::reload::Reloader;
-use super::{instance, openclaw, report};
+use super::{instance, live, openclaw, report};
 use crate::config::Origin;
 use crate::keys::looked_list;
 
@@ -23,6 +23,8 @@ pub struct Running {
     pub listen: Option<std::net::SocketAddr>,
     /// A client token, when the running keyproxy has clients.
     pub token: Option<String>,
+    /// Also ask each provider whether each key is valid (`--live`).
+    pub live: bool,
 }
 
 pub fn run(origin: Origin, running: &Running) -> Report {
@@ -118,6 +120,23 @@ pub fn run(origin: Origin, running: &Running) -> Report {
         let _ = write!(text, "openclaw:\n{section}");
         value
     });
+    let live = running.live.then(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        match runtime {
+            Ok(rt) => rt.block_on(live::check(snapshot.clone())),
+            Err(e) => (
+                format!("live: cannot start the async runtime: {e}\n"),
+                Vec::new(),
+                false,
+            ),
+        }
+    });
+    let ok = ok && live.as_ref().is_none_or(|(_, _, passed)| *passed);
+    if let Some((section, _, _)) = &live {
+        text += section;
+    }
     if !notes.is_empty() {
         let _ = writeln!(text, "running keyproxy:");
         for n in &notes {
@@ -141,6 +160,7 @@ pub fn run(origin: Origin, running: &Running) -> Report {
         "profiles": profiles,
         "problems": problems,
         "running": notes,
+        "live": live.as_ref().map(|(_, checks, _)| checks),
         "openclaw": openclaw,
     });
     Report { ok, json, text }

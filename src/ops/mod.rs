@@ -6,6 +6,7 @@ pub mod admin;
 pub mod check;
 pub mod instance;
 pub mod keys_edit;
+mod live;
 pub mod openclaw;
 pub mod probe;
 pub mod reload;

@@ -82,3 +82,52 @@ pub(crate) fn upstream_error(upstream: &str, config: &Config, e: &Unanswered) ->
         cause: causes.join(": "),
     }
 }
+
+/// A `GET path` to the route's upstream with `key` injected as a request would have it, for
+/// `check --live`: through the route's own connections and TLS setup. The status and at most
+/// 64 KiB of the body.
+pub async fn ask_with_key(
+    route: &Route,
+    key: &crate::keys::Key,
+    path: &str,
+    timeout: std::time::Duration,
+) -> Result<(http::StatusCode, bytes::Bytes), String> {
+    use http_body_util::BodyExt as _;
+    let uri = http::Uri::builder()
+        .scheme(route.upstream.scheme.clone())
+        .authority(route.upstream.authority.clone())
+        .path_and_query(path)
+        .build()
+        .map_err(|e| format!("cannot build the URL: {e}"))?;
+    let mut req = Request::get(uri)
+        .body(UpstreamBody::new(
+            super::upload::Outbound::Replay(http_body_util::Full::new(bytes::Bytes::new())),
+            Default::default(),
+        ))
+        .map_err(|e| format!("cannot build the request: {e}"))?;
+    for (name, value) in route.default_headers.iter().chain(&route.add_headers) {
+        req.headers_mut().insert(name.clone(), value.clone());
+    }
+    super::plan::inject(route, key, req.headers_mut());
+    let answer = async {
+        let (resp, _lease) = route.origin.send(req).await.map_err(|e| {
+            let mut why = e.error.to_string();
+            let mut source = e.error.source();
+            while let Some(s) = source {
+                why = format!("{why}: {s}");
+                source = s.source();
+            }
+            why
+        })?;
+        let status = resp.status();
+        let body = http_body_util::Limited::new(resp.into_body(), 64 * 1024)
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        Ok((status, body))
+    };
+    tokio::time::timeout(timeout, answer)
+        .await
+        .map_err(|_| format!("no answer within {}", humantime::format_duration(timeout)))?
+}
