@@ -65,3 +65,31 @@ async fn an_unreadable_ca_file_stops_start_up_naming_it() {
     })
     .await;
 }
+
+/// A CA in the system's trust store (here through `SSL_CERT_FILE`, as a corporate
+/// TLS-inspecting proxy's CA installed by IT would be) is trusted with no `ca_file`, unless
+/// `system_roots = false`.
+#[tokio::test]
+async fn a_ca_in_the_system_store_is_trusted_without_a_ca_file() {
+    bounded(async {
+        let bin = Bin::new();
+        let dir = bin.config_dir();
+        let ca = dir.join("corporate-ca.pem");
+        let up = Mock::start_tls(ok_handler(), &ca).await;
+        write_private(&dir.join("keys.toml"), &keys_toml("p", KEY_A));
+        for (system_roots, status) in [("true", 200), ("false", 502)] {
+            let config = format!(
+                "system_roots = {system_roots}\nkeys_files = [\"keys.toml\"]\n[[routes]]\nprefix = \"/\"\nupstream = \"{}\"\nprofile = \"p\"\n",
+                up.url
+            );
+            std::fs::write(dir.join("keyproxy.toml"), config).unwrap();
+            let mut cmd = bin.command();
+            cmd.env("SSL_CERT_FILE", &ca);
+            let served = Served::start(cmd).await;
+            let reply = get(&format!("{}/v1/models", served.url), &[]).await;
+            assert_eq!(reply.status, status, "system_roots = {system_roots}: {}", reply.text());
+            served.stop().await;
+        }
+    })
+    .await;
+}

@@ -67,6 +67,8 @@ pub struct Config {
     pub poll_interval: Duration,
     /// Requests with bodies up to this many bytes are kept so they can be retried on another key.
     pub retry_body_limit: u64,
+    /// Trust the system's CA certificates beside the bundled web PKI roots.
+    pub system_roots: bool,
     /// Threads serving connections, each with its own runtime and upstream connection pool.
     /// Read at start; a change needs a restart.
     pub workers: usize,
@@ -270,6 +272,7 @@ impl Config {
             response_timeout: Duration::from_secs(300),
             poll_interval: Duration::from_secs(2),
             retry_body_limit: 1024 * 1024,
+            system_roots: true,
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             clients: Clients::default(),
             routes: vec![RouteConfig {

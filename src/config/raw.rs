@@ -43,6 +43,7 @@ pub(super) struct RawConfig {
     #[serde(default, deserialize_with = "duration")]
     poll_interval: Option<Duration>,
     retry_body_limit: Option<u64>,
+    system_roots: Option<bool>,
     workers: Option<Spanned<usize>>,
     #[serde(default)]
     routes: Vec<Spanned<RawRoute>>,
@@ -238,6 +239,7 @@ impl Config {
                 .unwrap_or(base.response_timeout),
             poll_interval: raw.poll_interval.unwrap_or(base.poll_interval),
             retry_body_limit: raw.retry_body_limit.unwrap_or(base.retry_body_limit),
+            system_roots: raw.system_roots.unwrap_or(base.system_roots),
             workers,
             routes,
             clients,

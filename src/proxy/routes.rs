@@ -110,6 +110,7 @@ impl Routes {
                 None => {
                     let u = upstream::clients(
                         r.ca_file.as_deref(),
+                        config.system_roots,
                         config.connect_timeout,
                         config.workers,
                     )?;

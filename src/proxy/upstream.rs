@@ -113,15 +113,33 @@ pub enum UpstreamError {
     Tls(#[from] rustls::Error),
 }
 
+/// The system's trust store (`/etc/ssl/certs`, `SSL_CERT_FILE`/`SSL_CERT_DIR`, the macOS
+/// keychain), so a corporate TLS-inspecting proxy's CA that IT installed is trusted without a
+/// `ca_file`. A store that cannot be read is a warning: the bundled roots still apply.
+fn add_system_roots(roots: &mut RootCertStore) {
+    let found = rustls_native_certs::load_native_certs();
+    for e in &found.errors {
+        tracing::warn!("system CA certificates: {e}; using the bundled roots and ca_file only for what it holds");
+    }
+    let (added, ignored) = roots.add_parsable_certificates(found.certs);
+    if ignored > 0 {
+        tracing::debug!(added, ignored, "system CA certificates read");
+    }
+}
+
 /// Builds the clients for one trust set. Routes sharing a `ca_file` (most share none) share them.
 pub fn clients(
     ca_file: Option<&Path>,
+    system_roots: bool,
     connect_timeout: Duration,
     workers: usize,
 ) -> Result<Upstreams, UpstreamError> {
     let mut roots = RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
+    if system_roots {
+        add_system_roots(&mut roots);
+    }
     if let Some(path) = ca_file {
         let ca_error = |message: String| UpstreamError::CaFile {
             path: path.display().to_string(),
