@@ -81,6 +81,7 @@ async fn keys_add_writes_through_stdin_and_a_running_keyproxy_serves_it() {
             text.find("openrouter:default") < text.find("anthropic:default"),
             "{text}"
         );
+        assert!(text.starts_with("# my keys, do not share\n"), "{text}");
         let mode = std::fs::metadata(dir.join("keys.toml"))
             .unwrap()
             .permissions()
@@ -151,6 +152,22 @@ fn a_bad_key_or_a_broken_file_is_refused_and_nothing_is_written() {
     assert_eq!(
         std::fs::read_to_string(dir.join("keys.toml")).unwrap(),
         broken
+    );
+
+    // A new profile goes after the comments at the end of a file, not above its first line.
+    std::fs::write(
+        dir.join("keys.toml"),
+        "# header\n[profiles.a]\nkey_env = \"A\"\n# [profiles.example]\n",
+    )
+    .unwrap();
+    let out = keys(&bin, &["add", "b"], KEY_A);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let text = std::fs::read_to_string(dir.join("keys.toml")).unwrap();
+    assert!(
+        text.starts_with(
+            "# header\n[profiles.a]\nkey_env = \"A\"\n# [profiles.example]\n\n[profiles.b]\nkey = "
+        ),
+        "{text}"
     );
 
     // A new file in a new folder: created private.

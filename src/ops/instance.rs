@@ -119,7 +119,8 @@ pub fn status_text(url: &str, status: &Value) -> String {
     }
     let _ = writeln!(text, "profiles:");
     for (name, p) in served(status) {
-        let _ = writeln!(text, "  {name}: {} key(s)", p.len());
+        let n = p.len();
+        let _ = writeln!(text, "  {name}: {n} key{}", if n == 1 { "" } else { "s" });
         for (fingerprint, source, state) in p {
             let _ = writeln!(text, "    {fingerprint} from {source} ({state})");
         }

@@ -150,6 +150,25 @@ fn profile_table<'d>(
     profile: &str,
 ) -> Result<&'d mut dyn toml_edit::TableLike, EditError> {
     let not_table = |what: &str| EditError::Refused(format!("{what} is not a table"));
+    let is_new = doc.get("profiles").and_then(|p| p.get(profile)).is_none();
+    // A new profile goes at the end of the file, after comments there (such as the example's
+    // commented profiles), not above the file's opening comment.
+    let mut new_table = Table::new();
+    if is_new {
+        new_table.set_position(usize::MAX);
+        let trailing = doc.trailing().as_str().unwrap_or_default().to_owned();
+        let blank = if doc.as_table().is_empty() && trailing.trim().is_empty() {
+            ""
+        } else {
+            "\n"
+        };
+        let before = trailing.trim_end_matches('\n');
+        let sep = if before.is_empty() { "" } else { "\n" };
+        new_table
+            .decor_mut()
+            .set_prefix(format!("{before}{sep}{blank}"));
+        doc.set_trailing("");
+    }
     let profiles = doc.entry("profiles").or_insert_with(|| {
         let mut t = Table::new();
         t.set_implicit(true);
@@ -159,7 +178,7 @@ fn profile_table<'d>(
         .as_table_like_mut()
         .ok_or_else(|| not_table("profiles"))?
         .entry(profile)
-        .or_insert_with(|| Item::Table(Table::new()))
+        .or_insert_with(|| Item::Table(new_table))
         .as_table_like_mut()
         .ok_or_else(|| not_table(&format!("profile '{profile}'")))
 }
