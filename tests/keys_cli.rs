@@ -189,3 +189,61 @@ fn a_bad_key_or_a_broken_file_is_refused_and_nothing_is_written() {
         1
     );
 }
+
+/// At a terminal the key is typed at a prompt (rpassword turns echo off), through a real pty
+/// that util-linux's `script` provides.
+#[test]
+fn at_a_terminal_the_key_is_read_from_a_prompt() {
+    use std::io::Read as _;
+    use std::process::{Command, Stdio};
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: needs util-linux script(1) for a pty");
+        return;
+    }
+    let bin = Bin::new();
+    let file = bin.home.path().join("keys.toml");
+    let inner = format!(
+        "{} keys add p --file {}",
+        env!("CARGO_BIN_EXE_keyproxy"),
+        file.display()
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .env("HOME", bin.home.path())
+        .env_remove("XDG_CONFIG_HOME")
+        .current_dir(bin.home.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 256];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+            let _ = tx.send(String::from_utf8_lossy(&seen).into_owned());
+        }
+    });
+    let mut stdin = child.stdin.take().unwrap();
+    let mut seen = String::new();
+    while !seen.contains("key for p (not shown): ") {
+        seen = rx.recv_timeout(LIMIT).expect("no prompt");
+    }
+    stdin.write_all(format!("{KEY_A}\n").as_bytes()).unwrap();
+    while !seen.contains("added ") || !seen.contains("picks it up") {
+        seen = rx.recv_timeout(LIMIT).expect("no answer after the key");
+    }
+    let _ = child.wait();
+    assert!(
+        seen.contains(&format!("added {FP_A} to profile 'p'")),
+        "{seen}"
+    );
+    let written = std::fs::read_to_string(&file).unwrap();
+    assert!(written.contains(KEY_A), "{written}");
+}
