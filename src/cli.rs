@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -64,32 +64,14 @@ pub enum Command {
         /// Print the status document as JSON.
         #[arg(long)]
         json: bool,
-        /// Where to ask. Default: /_keyproxy/status on the configured listen address.
-        #[arg(long, value_name = "URL")]
-        url: Option<String>,
-        /// A client token, when the running keyproxy has [[clients]].
-        #[arg(
-            long,
-            env = "KEYPROXY_CLIENT_TOKEN",
-            value_name = "TOKEN",
-            hide_env_values = true
-        )]
-        token: Option<String>,
+        #[command(flatten)]
+        running: Running,
     },
     /// Ask the running keyproxy to reload its config and keys (as SIGHUP does, without a pid);
     /// exits 0 when the reload kept no error.
     Reload {
-        /// Where to ask. Default: /_keyproxy/reload on the configured listen address.
-        #[arg(long, value_name = "URL")]
-        url: Option<String>,
-        /// A client token, when the running keyproxy has [[clients]].
-        #[arg(
-            long,
-            env = "KEYPROXY_CLIENT_TOKEN",
-            value_name = "TOKEN",
-            hide_env_values = true
-        )]
-        token: Option<String>,
+        #[command(flatten)]
+        running: Running,
     },
     /// Exit 0 when a running keyproxy answers 200 on /_keyproxy/health, else 1; for container
     /// health checks.
@@ -118,6 +100,22 @@ pub enum Command {
         #[command(subcommand)]
         action: OpenclawAction,
     },
+}
+
+/// How to reach the running keyproxy.
+#[derive(Debug, Args)]
+pub struct Running {
+    /// The URL to ask. Default: the endpoint on the configured listen address (or --listen).
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// A client token, when the running keyproxy has [[clients]].
+    #[arg(
+        long,
+        env = "KEYPROXY_CLIENT_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

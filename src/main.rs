@@ -40,12 +40,10 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-        Some(Command::Status { json, url, token }) => {
-            running_cmd::status(&origin, cli.listen, url, token, json)
+        Some(Command::Status { json, running }) => {
+            running_cmd::status(&origin, cli.listen, &running, json)
         }
-        Some(Command::Reload { url, token }) => {
-            running_cmd::reload(&origin, cli.listen, url, token)
-        }
+        Some(Command::Reload { running }) => running_cmd::reload(&origin, cli.listen, &running),
         Some(Command::Health { url, timeout }) => health(origin, cli.listen, url, timeout),
         Some(Command::Service { action }) => service_cmd::run(origin, cli.listen, action),
         Some(Command::Keys { action }) => keys_cmd::run(origin, action),

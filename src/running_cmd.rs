@@ -4,111 +4,89 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use keyproxy::cli::Running;
 use keyproxy::config::{self, Origin};
 use keyproxy::ops::instance;
+use serde_json::Value;
 
-/// The admin URL `path` of the keyproxy this config (or `--listen`) describes, or `url`.
-fn url_for(
+/// Asks the running keyproxy's admin endpoint `path`; its URL and JSON answer, or the exit code
+/// after saying on stderr why there is none.
+fn ask(
+    command: &str,
     origin: &Origin,
     listen: Option<SocketAddr>,
-    url: Option<String>,
-    path: &str,
-) -> Result<String, String> {
-    if let Some(url) = url {
-        return Ok(url);
-    }
-    let listen = match listen {
-        Some(addr) => addr,
-        None => config::load(origin).map_err(|e| e.to_string())?.listen,
+    running: &Running,
+    (method, path, timeout): (http::Method, &str, Duration),
+) -> Result<(String, Value), ExitCode> {
+    let url = match (&running.url, listen) {
+        (Some(url), _) => Ok(url.clone()),
+        (None, Some(addr)) => Ok(instance::admin_url(addr, path)),
+        (None, None) => config::load(origin)
+            .map(|c| instance::admin_url(c.listen, path))
+            .map_err(|e| e.to_string()),
     };
-    Ok(instance::admin_url(listen, path))
-}
-
-fn block_on<T>(fut: impl std::future::Future<Output = Result<T, String>>) -> Result<T, String> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?
-        .block_on(fut)
+    let asked = url.and_then(|url| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+        let answer = runtime.block_on(instance::ask(
+            method,
+            &url,
+            running.token.as_deref(),
+            timeout,
+        ))?;
+        Ok((url, answer))
+    });
+    match asked {
+        Ok((url, (status, body))) if status.is_success() => Ok((url, body)),
+        Ok((url, (status, body))) => {
+            let why = instance::message(status, &body);
+            eprintln!("keyproxy {command}: {url} answered {status}: {why}");
+            Err(ExitCode::FAILURE)
+        }
+        Err(why) => {
+            eprintln!("keyproxy {command}: {why}; is keyproxy running? (keyproxy health)");
+            Err(ExitCode::FAILURE)
+        }
+    }
 }
 
 pub fn status(
     origin: &Origin,
     listen: Option<SocketAddr>,
-    url: Option<String>,
-    token: Option<String>,
+    running: &Running,
     json: bool,
 ) -> ExitCode {
-    let outcome = url_for(origin, listen, url, "status").and_then(|url| {
-        let asked = block_on(instance::ask(
-            http::Method::GET,
-            &url,
-            token.as_deref(),
-            Duration::from_secs(10),
-        ));
-        asked.map(|answer| (url, answer))
-    });
-    match outcome {
-        Ok((url, (status, body))) if status.is_success() => {
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&body).unwrap_or_default()
-                );
-            } else {
-                print!("{}", instance::status_text(&url, &body));
-            }
-            ExitCode::SUCCESS
-        }
-        Ok((url, (status, body))) => {
-            eprintln!(
-                "keyproxy status: {url} answered {status}: {}",
-                instance::message(status, &body)
-            );
-            ExitCode::FAILURE
-        }
-        Err(why) => {
-            eprintln!("keyproxy status: {why}; is keyproxy running? (keyproxy health)");
-            ExitCode::FAILURE
-        }
+    let how = (http::Method::GET, "status", Duration::from_secs(10));
+    let (url, body) = match ask("status", origin, listen, running, how) {
+        Ok(answer) => answer,
+        Err(code) => return code,
+    };
+    if json {
+        let text = serde_json::to_string_pretty(&body).unwrap_or_default();
+        println!("{text}");
+    } else {
+        print!("{}", instance::status_text(&url, &body));
     }
+    ExitCode::SUCCESS
 }
 
-pub fn reload(
-    origin: &Origin,
-    listen: Option<SocketAddr>,
-    url: Option<String>,
-    token: Option<String>,
-) -> ExitCode {
-    let outcome = url_for(origin, listen, url, "reload").and_then(|url| {
-        let asked = block_on(instance::ask(
-            http::Method::POST,
-            &url,
-            token.as_deref(),
-            Duration::from_secs(70),
-        ));
-        asked.map(|answer| (url, answer))
-    });
-    match outcome {
-        Ok((url, (status, body))) if status.is_success() => match body["last_error"].as_str() {
-            None => {
-                println!("reloaded {url} (reload {}); no errors", body["count"]);
-                ExitCode::SUCCESS
-            }
-            Some(error) => {
-                eprintln!("keyproxy reload: reloaded (reload {}), keeping the last good keys of what failed: {error}", body["count"]);
-                ExitCode::FAILURE
-            }
-        },
-        Ok((url, (status, body))) => {
-            eprintln!(
-                "keyproxy reload: {url} answered {status}: {}",
-                instance::message(status, &body)
-            );
-            ExitCode::FAILURE
+pub fn reload(origin: &Origin, listen: Option<SocketAddr>, running: &Running) -> ExitCode {
+    // The endpoint itself gives up after 60 s of a reload that does not finish.
+    let how = (http::Method::POST, "reload", Duration::from_secs(70));
+    let (url, body) = match ask("reload", origin, listen, running, how) {
+        Ok(answer) => answer,
+        Err(code) => return code,
+    };
+    let count = &body["count"];
+    match body["last_error"].as_str() {
+        None => {
+            println!("reloaded {url} (reload {count}); no errors");
+            ExitCode::SUCCESS
         }
-        Err(why) => {
-            eprintln!("keyproxy reload: {why}; is keyproxy running? (keyproxy health)");
+        Some(error) => {
+            eprintln!("keyproxy reload: reloaded (reload {count}), keeping the last good keys of what failed: {error}");
             ExitCode::FAILURE
         }
     }
