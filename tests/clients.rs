@@ -224,3 +224,36 @@ fn client_config_errors_name_the_client_and_line() {
     );
     assert!(!err.contains(TOKEN_CI), "{err}");
 }
+
+/// `keyproxy status` and `keyproxy reload` present a client token (`--token` or
+/// KEYPROXY_CLIENT_TOKEN) when clients are configured; without one they say what answered.
+#[tokio::test]
+async fn status_and_reload_commands_take_a_client_token() {
+    bounded(async {
+        let up = Mock::start(ok_handler()).await;
+        let bin = Bin::new();
+        let dir = bin.config_dir();
+        std::fs::write(dir.join("keyproxy.toml"), config(&up.url)).unwrap();
+        write_private(&dir.join("keys.toml"), &keys());
+        let served = Served::start(bin.command()).await;
+        let addr = served.url.trim_start_matches("http://").to_owned();
+        let cli = |args: &'static [&'static str], token: Option<&'static str>| {
+            let mut cmd = bin.command();
+            cmd.args(["--listen", &addr]).args(args);
+            if let Some(t) = token {
+                cmd.env("KEYPROXY_CLIENT_TOKEN", t);
+            }
+            tokio::task::spawn_blocking(move || run(cmd))
+        };
+        for args in [&["status"][..], &["reload"][..]] {
+            let out = cli(args, None).await.unwrap();
+            assert_eq!(out.code, Some(1), "{}", out.stdout);
+            assert!(out.stderr.contains("401"), "{}", out.stderr);
+            let out = cli(args, Some(TOKEN_LAPTOP)).await.unwrap();
+            assert_eq!(out.code, Some(0), "{}", out.stderr);
+            assert!(!out.stdout.contains(TOKEN_LAPTOP) && !out.stderr.contains(TOKEN_LAPTOP));
+        }
+        served.stop().await;
+    })
+    .await;
+}
