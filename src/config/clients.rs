@@ -15,6 +15,9 @@ pub struct RawClient {
     pub token_sha256: Option<String>,
     #[serde(default)]
     pub profiles: Vec<String>,
+    /// Models it may ask for; empty: any. A trailing `*` matches any rest (`anthropic/*`).
+    #[serde(default)]
+    pub models: Vec<String>,
 }
 
 /// A client: its name and the profiles it may use, the first being its default.
@@ -22,9 +25,21 @@ pub struct RawClient {
 pub struct Client {
     pub name: String,
     pub profiles: Vec<String>,
+    /// The models it may ask for (`models`); empty: any.
+    pub models: Vec<String>,
 }
 
 impl Client {
+    /// May this client ask for `model`? An exact name, or a pattern ending in `*` that matches
+    /// every model starting with what comes before it.
+    pub fn may_ask_for(&self, model: &str) -> bool {
+        self.models.is_empty()
+            || self.models.iter().any(|m| match m.strip_suffix('*') {
+                Some(prefix) => model.starts_with(prefix),
+                None => m == model,
+            })
+    }
+
     pub fn may_use(&self, profile: &str) -> bool {
         self.profiles.iter().any(|p| p == profile)
     }
@@ -115,12 +130,22 @@ impl Clients {
                 "client '{name}' has the same token as another client"
             ));
         }
+        if let Some(bad) = c
+            .models
+            .iter()
+            .find(|m| m.is_empty() || m[..m.len() - 1].contains('*'))
+        {
+            return Err(format!(
+                "client '{name}': models entry {bad:?} must be a model name, or a prefix ending in * (\"anthropic/*\")"
+            ));
+        }
         names.push(name.clone());
         by_digest.insert(
             digest,
             Client {
                 name,
                 profiles: c.profiles,
+                models: c.models,
             },
         );
         Ok(())
@@ -179,6 +204,7 @@ mod tests {
         Client {
             name: "c".into(),
             profiles: profiles.iter().map(|p| p.to_string()).collect(),
+            models: Vec::new(),
         }
     }
 
@@ -192,12 +218,14 @@ mod tests {
                 token: Some(token.into()),
                 token_sha256: None,
                 profiles: vec!["p".into()],
+                models: Vec::new(),
             },
             RawClient {
                 name: "a".into(),
                 token: None,
                 token_sha256: Some(hex.clone()),
                 profiles: vec!["p".into()],
+                models: Vec::new(),
             },
         ] {
             let clients = Clients::build(vec![raw]).unwrap();
@@ -209,6 +237,7 @@ mod tests {
             token: None,
             token_sha256: Some(hex.to_uppercase()),
             profiles: vec!["p".into()],
+            models: Vec::new(),
         }])
         .unwrap_err();
         assert!(err.contains("client 'b'"), "{err}");
@@ -242,5 +271,16 @@ mod tests {
         assert_eq!(presented(&h, &x), Some("tok-x"));
         h.insert(AUTHORIZATION, "Bearer tok-a".parse().unwrap());
         assert_eq!(presented(&h, &x), Some("tok-a"));
+    }
+
+    #[test]
+    fn model_patterns_match_names_and_prefixes() {
+        let mut c = client(&["p"]);
+        assert!(c.may_ask_for("anything"));
+        c.models = vec!["openai/gpt-4o-mini".into(), "anthropic/*".into()];
+        assert!(c.may_ask_for("openai/gpt-4o-mini"));
+        assert!(c.may_ask_for("anthropic/claude-sonnet-4.5"));
+        assert!(!c.may_ask_for("openai/gpt-4o"));
+        assert!(!c.may_ask_for("openai/gpt-4o-mini-2024"));
     }
 }

@@ -82,7 +82,7 @@ impl AccessRecord {
     pub fn planned(&mut self, plan: &Plan<'_>) {
         self.route = Some(plan.route.name.clone());
         self.profile = Some(plan.profile.clone());
-        self.client = plan.client.map(str::to_owned);
+        self.client = plan.client.map(|c| c.name.clone());
     }
 
     /// keyproxy answered itself with `status`, for `reason` (the `x-keyproxy-error` value).

@@ -59,6 +59,14 @@ pub enum LocalError {
     },
     #[error("keyproxy: route '{route}' may not use profile '{profile}'; use one of its own profiles, or list it in the route's profiles in keyproxy.toml.")]
     ProfileNotOnRoute { route: String, profile: String },
+    #[error("keyproxy: client '{client}' may not use model '{}'; ask for one of its models: {allowed}.", shorten(.model))]
+    ModelNotAllowed {
+        client: String,
+        model: String,
+        allowed: String,
+    },
+    #[error("keyproxy: client '{client}' has a model limit, and {why}; send a JSON body with a top-level \"model\".")]
+    ModelUnreadable { client: String, why: String },
     #[error("keyproxy: every key of profile '{profile}' rests after the upstream refused it ({why}); retry in {wakes_in_s} s or add another key.")]
     KeysResting {
         profile: String,
@@ -124,7 +132,10 @@ impl LocalError {
             Self::MissingKey { .. } | Self::MissingToken | Self::InvalidToken => {
                 StatusCode::UNAUTHORIZED
             }
-            Self::ForbiddenProfile { .. } | Self::ProfileNotOnRoute { .. } => StatusCode::FORBIDDEN,
+            Self::ForbiddenProfile { .. }
+            | Self::ProfileNotOnRoute { .. }
+            | Self::ModelNotAllowed { .. } => StatusCode::FORBIDDEN,
+            Self::ModelUnreadable { .. } => StatusCode::BAD_REQUEST,
             Self::KeysResting { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::NoRoute { .. } | Self::UnknownAdminPath { .. } => StatusCode::NOT_FOUND,
             Self::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
@@ -154,6 +165,8 @@ impl LocalError {
             Self::ForbiddenProfile { .. } => "forbidden-profile",
             Self::ProfileNotOnRoute { .. } => "profile-not-on-route",
             Self::KeysResting { .. } => "keys-resting",
+            Self::ModelNotAllowed { .. } => "model-not-allowed",
+            Self::ModelUnreadable { .. } => "model-unreadable",
         }
     }
 
@@ -162,7 +175,9 @@ impl LocalError {
             Self::MissingKey { .. } | Self::MissingToken | Self::InvalidToken => {
                 "authentication_error"
             }
-            Self::ForbiddenProfile { .. } | Self::ProfileNotOnRoute { .. } => "permission_error",
+            Self::ForbiddenProfile { .. }
+            | Self::ProfileNotOnRoute { .. }
+            | Self::ModelNotAllowed { .. } => "permission_error",
             Self::KeysResting { .. } => "rate_limit_error",
             Self::NoRoute { .. } | Self::UnknownAdminPath { .. } => "not_found_error",
             // Anthropic's own types for these, so its SDKs classify them.
@@ -174,6 +189,7 @@ impl LocalError {
             | Self::Connect
             | Self::Trace
             | Self::MalformedBody
+            | Self::ModelUnreadable { .. }
             | Self::BodyStalled { .. } => "invalid_request_error",
         }
     }

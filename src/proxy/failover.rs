@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::request::Parts;
 use http::{Request, Response};
 use http_body::Body as _;
@@ -14,7 +15,7 @@ use hyper::body::Incoming;
 use super::error::LocalError;
 use super::forward::{forward, upstream_error};
 use super::h2::Lease;
-use super::kept::KeptBody;
+use super::kept::{Keeper, KeptBody};
 use super::plan::{inject, Plan};
 use super::state::{Snapshot, State};
 use super::upload::{ClientFault, Outbound, UpstreamBody};
@@ -30,22 +31,36 @@ pub(super) struct Sent<'s> {
     pub upstream_time: Duration,
 }
 
+/// The client's request body: streaming in, or already read whole (a model limit was checked).
+pub(super) enum ClientBody {
+    Streaming(Incoming),
+    Read(Bytes),
+}
+
 pub(super) async fn send_with_failover<'s>(
     state: &State,
     snapshot: &Snapshot,
     plan: &Plan<'s>,
     parts: Parts,
-    body: Incoming,
+    body: ClientBody,
 ) -> Sent<'s> {
     let (config, route, pool) = (&snapshot.config, plan.route, plan.pool);
     let mut key = plan.key;
     let limit = config.retry_body_limit;
-    let fits = body.size_hint().upper().is_none_or(|n| n <= limit);
-    let (body, kept) = if pool.keys().len() > 1 && fits {
-        let (body, keeper) = KeptBody::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
-        (Outbound::Kept(body), Some((keeper, head_copy(&parts))))
-    } else {
-        (Outbound::Stream(body), None)
+    let pooled = pool.keys().len() > 1;
+    let (body, kept) = match body {
+        ClientBody::Read(read) => {
+            let kept = pooled.then(|| (Keeper::whole(read.clone()), head_copy(&parts)));
+            (Outbound::Replay(Full::new(read)), kept)
+        }
+        ClientBody::Streaming(body)
+            if pooled && body.size_hint().upper().is_none_or(|n| n <= limit) =>
+        {
+            let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+            let (body, keeper) = KeptBody::new(body, limit);
+            (Outbound::Kept(body), Some((keeper, head_copy(&parts))))
+        }
+        ClientBody::Streaming(body) => (Outbound::Stream(body), None),
     };
     let meter = || state.metrics.request_bytes.clone();
     let fault = Arc::new(ClientFault::default());

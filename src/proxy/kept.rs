@@ -44,6 +44,16 @@ impl KeptBody {
 }
 
 impl Keeper {
+    /// A copy of a body already read whole (a client's model limit was checked on it).
+    pub fn whole(body: Bytes) -> Self {
+        Self(Arc::new(Mutex::new(Copy {
+            len: body.len(),
+            chunks: vec![body],
+            complete: true,
+            given_up: false,
+        })))
+    }
+
     /// The whole body, if it was sent in full and was small enough to keep.
     pub fn take(&self) -> Option<Bytes> {
         let copy = std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner));

@@ -12,6 +12,7 @@ mod forward;
 mod h2;
 mod headers;
 mod kept;
+mod model_limit;
 mod plan;
 mod readable;
 mod refusal;
@@ -65,6 +66,19 @@ pub async fn handle(
     };
     record.planned(&plan);
     let route = plan.route;
+    let body = match plan.client.filter(|c| !c.models.is_empty()) {
+        None => failover::ClientBody::Streaming(body),
+        Some(client) => {
+            let (limit, stall) = (
+                snapshot.config.retry_body_limit,
+                snapshot.config.idle_timeout,
+            );
+            match model_limit::check(client, body, limit, stall).await {
+                Ok(read) => failover::ClientBody::Read(read),
+                Err(e) => return reject(state, record, e, route.error_shape),
+            }
+        }
+    };
 
     let sent = failover::send_with_failover(state, &snapshot, &plan, parts, body).await;
     record.key = Some(sent.key.fingerprint().into());

@@ -23,8 +23,8 @@ pub struct Plan<'s> {
     pub profile: String,
     pub pool: &'s Profile,
     pub key: &'s Key,
-    /// The client's name, when clients are configured.
-    pub client: Option<&'s str>,
+    /// The client, when clients are configured.
+    pub client: Option<&'s clients::Client>,
 }
 
 /// Steps 2 to 5 of the request path, everything but I/O: picks the route, the profile and a
@@ -88,7 +88,7 @@ fn choose_profile<'s>(
     snapshot: &'s Snapshot,
     route: &'s Route,
     headers: &HeaderMap,
-) -> Result<(String, Option<&'s str>), LocalError> {
+) -> Result<(String, Option<&'s clients::Client>), LocalError> {
     let named = headers
         .get(PROFILE_HEADER)
         .map(|v| v.to_str().unwrap_or_default());
@@ -115,7 +115,7 @@ fn choose_profile<'s>(
                 .profile_for(&route.profile, |p| route.allows(p))
                 .ok_or_else(|| forbidden(&route.profile))?,
         };
-        (chosen, Some(client.name.as_str()))
+        (chosen, Some(client))
     };
     if !route.allows(chosen) {
         return Err(LocalError::ProfileNotOnRoute {

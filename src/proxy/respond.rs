@@ -81,7 +81,7 @@ pub(super) async fn prepare(
         &state.metrics,
         (route.index, &route.prefix),
         &plan.profile,
-        plan.client.unwrap_or(""),
+        plan.client.map_or("", |c| c.name.as_str()),
         status.as_u16(),
     );
     if status.is_success() {
