@@ -127,7 +127,7 @@ async fn a_read_body_is_sent_again_on_the_next_key() {
         assert_eq!(reply.status, 200, "{}", reply.text());
         let got = up.received();
         assert_eq!(got.len(), 2);
-        assert!(got.iter().all(|r| r.body == Bytes::from(body)));
+        assert!(got.iter().all(|r| r.body == body));
     })
     .await;
 }
