@@ -67,6 +67,15 @@ pub enum Command {
         #[command(flatten)]
         running: Running,
     },
+    /// What the running keyproxy counted: requests, tokens and cost per client, profile and
+    /// model, today, this month and all time (UTC).
+    Usage {
+        /// Print /_keyproxy/usage as it is.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        running: Running,
+    },
     /// Ask the running keyproxy to reload its config and keys (as SIGHUP does, without a pid);
     /// exits 0 when the reload kept no error.
     Reload {

@@ -2,7 +2,8 @@
 //!
 //! The binary is a thin shell over this library; tests and benches use it directly. The folders
 //! are the domain and depend one way (see ARCHITECTURE.md): `config` <- `keys` <- `proxy` <-
-//! `ops` <- `server`, with `text`, `metrics` and `rt` as leaves anything may use.
+//! `ops` <- `server`, with `usage` beside `config`, and `text`, `metrics` and `rt` as leaves
+//! anything may use.
 
 pub mod cli;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod proxy;
 mod rt;
 pub mod server;
 mod text;
+pub mod usage;
 
 pub use config::{Config, Origin};
 pub use rt::log_buffer::Stderr as LogWriter;

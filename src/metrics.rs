@@ -97,6 +97,20 @@ pub struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    pub client: String,
+    pub profile: String,
+    /// `prompt` or `completion`.
+    pub direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CostLabels {
+    pub client: String,
+    pub profile: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RetryLabels {
     pub route: String,
     pub profile: String,
@@ -175,6 +189,8 @@ pub struct Metrics {
     local: Family<ReasonLabel, Counter>,
     keys: Family<KeyLabels, Gauge>,
     retries: Family<RetryLabels, Counter>,
+    tokens: Family<TokenLabels, Counter>,
+    cost: Family<CostLabels, Counter<f64, AtomicU64>>,
     /// The request series the current snapshot counts, so a reload can drop the rest.
     known: std::sync::Mutex<std::collections::HashSet<(String, String, String)>>,
     pub request_bytes: Counter,
@@ -198,6 +214,8 @@ impl Metrics {
             local: Family::default(),
             keys: Family::default(),
             retries: Family::default(),
+            tokens: Family::default(),
+            cost: Family::default(),
             known: Default::default(),
             request_bytes: Counter::default(),
             response_bytes: Counter::default(),
@@ -246,7 +264,34 @@ impl Metrics {
             "Requests sent again on another key after the upstream refused one, by route and profile",
             m.retries.clone(),
         );
+        registry.register(
+            "tokens",
+            "Tokens the answers reported, by client, profile and direction (prompt, completion)",
+            m.tokens.clone(),
+        );
+        registry.register(
+            "cost_usd",
+            "Cost in USD the answers reported (OpenRouter's usage.cost), by client and profile",
+            m.cost.clone(),
+        );
         Self { registry, ..m }
+    }
+
+    /// Counts what one answer used; called off the request path by the usage ledger.
+    pub fn used(&self, client: &str, profile: &str, prompt: u64, completion: u64, cost: f64) {
+        for (direction, n) in [("prompt", prompt), ("completion", completion)] {
+            let labels = TokenLabels {
+                client: client.to_owned(),
+                profile: profile.to_owned(),
+                direction,
+            };
+            self.tokens.get_or_create(&labels).inc_by(n);
+        }
+        let labels = CostLabels {
+            client: client.to_owned(),
+            profile: profile.to_owned(),
+        };
+        self.cost.get_or_create(&labels).inc_by(cost);
     }
 
     /// The latency histogram of a route, kept across reloads.

@@ -91,3 +91,23 @@ pub fn reload(origin: &Origin, listen: Option<SocketAddr>, running: &Running) ->
         }
     }
 }
+
+pub fn usage(
+    origin: &Origin,
+    listen: Option<SocketAddr>,
+    running: &Running,
+    json: bool,
+) -> ExitCode {
+    let how = (http::Method::GET, "usage", Duration::from_secs(10));
+    let (_, body) = match ask("usage", origin, listen, running, how) {
+        Ok(answer) => answer,
+        Err(code) => return code,
+    };
+    if json {
+        let text = serde_json::to_string_pretty(&body).unwrap_or_default();
+        println!("{text}");
+    } else {
+        print!("{}", instance::usage_table(&body));
+    }
+    ExitCode::SUCCESS
+}

@@ -14,6 +14,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("metrics", 0),
     ("rt", 0),
     ("config", 1),
+    ("usage", 1),
     ("keys", 2),
     ("proxy", 3),
     ("ops", 4),

@@ -110,7 +110,7 @@ fn unknown_config_fields_stop_check_and_serve_naming_file_line_and_field() {
     let out = run(cmd);
     assert_eq!(out.code, Some(1));
     assert!(
-        out.stdout.contains(&format!("{shown}:7:1")),
+        out.stdout.contains(&format!("{shown}:8:1")),
         "{}",
         out.stdout
     );
@@ -132,7 +132,7 @@ fn unknown_config_fields_stop_check_and_serve_naming_file_line_and_field() {
         out.stderr
     );
     assert!(
-        out.stderr.contains(&format!("{shown}:7:1")),
+        out.stderr.contains(&format!("{shown}:8:1")),
         "{}",
         out.stderr
     );

@@ -17,7 +17,8 @@ fn sha256_hex(s: &str) -> String {
 
 fn config(upstream: &str) -> String {
     format!(
-        r#"keys_files = ["keys.toml"]
+        r#"state_dir = "state"
+keys_files = ["keys.toml"]
 
 [[routes]]
 prefix = "/"

@@ -56,7 +56,7 @@ pub async fn keyproxy(up: &Mock) -> Proxy {
     std::fs::write(
         dir.path().join("keyproxy.toml"),
         format!(
-            "keys_files = [\"keys.toml\"]\n[[routes]]\nprefix = \"/\"\nupstream = \"{}\"\nprofile = \"p\"\n{ca}",
+            "state_dir = \"state\"\nkeys_files = [\"keys.toml\"]\n[[routes]]\nprefix = \"/\"\nupstream = \"{}\"\nprofile = \"p\"\n{ca}",
             up.url
         ),
     )

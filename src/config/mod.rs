@@ -69,6 +69,9 @@ pub struct Config {
     pub retry_body_limit: u64,
     /// Trust the system's CA certificates beside the bundled web PKI roots.
     pub system_roots: bool,
+    /// Where usage is kept (`usage.sqlite3`); None when neither `state_dir`, `XDG_STATE_HOME`
+    /// nor `HOME` says where, and usage is counted in memory only.
+    pub state_dir: Option<PathBuf>,
     /// Threads serving connections, each with its own runtime and upstream connection pool.
     /// Read at start; a change needs a restart.
     pub workers: usize,
@@ -273,6 +276,9 @@ impl Config {
             poll_interval: Duration::from_secs(2),
             retry_body_limit: 1024 * 1024,
             system_roots: true,
+            state_dir: Some(expand_vars("$XDG_STATE_HOME/keyproxy"))
+                .filter(|d| !d.starts_with('$'))
+                .map(PathBuf::from),
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             clients: Clients::default(),
             routes: vec![RouteConfig {

@@ -44,6 +44,7 @@ pub(super) struct RawConfig {
     poll_interval: Option<Duration>,
     retry_body_limit: Option<u64>,
     system_roots: Option<bool>,
+    state_dir: Option<String>,
     workers: Option<Spanned<usize>>,
     #[serde(default)]
     routes: Vec<Spanned<RawRoute>>,
@@ -240,6 +241,9 @@ impl Config {
             poll_interval: raw.poll_interval.unwrap_or(base.poll_interval),
             retry_body_limit: raw.retry_body_limit.unwrap_or(base.retry_body_limit),
             system_roots: raw.system_roots.unwrap_or(base.system_roots),
+            state_dir: raw
+                .state_dir
+                .map_or(base.state_dir, |d| Some(resolve(dir, &d))),
             workers,
             routes,
             clients,

@@ -25,6 +25,10 @@ pub fn handle<B>(state: &State, req: &Request<B>) -> Response<ResponseBody> {
             Ok(()) => metrics(state),
             Err(e) => e.into_response(),
         },
+        "/_keyproxy/usage" => match authorized(state, req) {
+            Ok(()) => json_response(StatusCode::OK, &usage(state)),
+            Err(e) => e.into_response(),
+        },
         path => LocalError::UnknownAdminPath {
             path: path.to_owned(),
         }
@@ -106,6 +110,19 @@ fn metrics(state: &State) -> Response<ResponseBody> {
         ),
     );
     resp
+}
+
+/// Usage today, this month and all time, and where it is kept.
+fn usage(state: &State) -> Value {
+    let Some(ledger) = state.usage.get() else {
+        return json!({"error": {"message": "keyproxy: this process keeps no usage"}});
+    };
+    let mut report = crate::usage::report(&ledger.rows(), SystemTime::now());
+    report["database"] = match ledger.persistence.as_ref() {
+        Ok(path) => json!({"path": path.display().to_string()}),
+        Err(why) => json!({"path": null, "error": why}),
+    };
+    report
 }
 
 fn ready(snapshot: &Snapshot) -> Response<ResponseBody> {

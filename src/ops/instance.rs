@@ -204,3 +204,59 @@ pub fn differences(
     }
     (problems, notes)
 }
+
+/// `keyproxy usage`: one table per period, a row per client, profile and model.
+pub fn usage_table(usage: &Value) -> String {
+    let mut text = String::new();
+    for (key, title) in [
+        ("today", "today (UTC)"),
+        ("month", "this month"),
+        ("all_time", "all time"),
+    ] {
+        let period = &usage[key];
+        let _ = writeln!(text, "{title}:");
+        let _ = writeln!(
+            text,
+            "  {:<14} {:<24} {:<32} {:>8} {:>12} {:>12} {:>10}",
+            "client", "profile", "model", "requests", "prompt", "completion", "cost USD"
+        );
+        let mut rows: BTreeMap<(String, String, String), [f64; 4]> = BTreeMap::new();
+        for r in period["rows"].as_array().into_iter().flatten() {
+            let field = |f: &str| r[f].as_str().unwrap_or_default().to_owned();
+            let key = (field("client"), field("profile"), field("model"));
+            let c = &r["counts"];
+            let sum = rows.entry(key).or_default();
+            for (i, f) in ["requests", "prompt_tokens", "completion_tokens", "cost_usd"]
+                .iter()
+                .enumerate()
+            {
+                sum[i] += c[f].as_f64().unwrap_or(0.0);
+            }
+        }
+        let total = &period["total"];
+        let number = |v: &Value| v.as_f64().unwrap_or(0.0);
+        let mut line = |client: &str, profile: &str, model: &str, n: [f64; 4]| {
+            let _ = writeln!(
+                text,
+                "  {:<14} {:<24} {:<32} {:>8} {:>12} {:>12} {:>10.4}",
+                if client.is_empty() { "-" } else { client },
+                profile,
+                if model.is_empty() { "-" } else { model },
+                n[0],
+                n[1],
+                n[2],
+                n[3]
+            );
+        };
+        for ((client, profile, model), n) in &rows {
+            line(client, profile, model, *n);
+        }
+        let sums = ["requests", "prompt_tokens", "completion_tokens", "cost_usd"]
+            .map(|f| number(&total[f]));
+        line("total", "", "", sums);
+    }
+    if let Some(why) = usage["database"]["error"].as_str() {
+        let _ = writeln!(text, "note: {why}");
+    }
+    text
+}

@@ -3,6 +3,7 @@
 
 use std::future::Future as _;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,8 @@ use tokio::time::Sleep;
 use super::access_log::AccessRecord;
 use super::h2::Lease;
 use crate::rt::burst::Bursts;
+use crate::usage::scan::Scanner;
+use crate::usage::Ledger;
 
 /// What keyproxy sends to a client: the upstream's body as it streams in, or a local reply.
 pub type ResponseBody = Either<Streamed, Full<Bytes>>;
@@ -38,11 +41,16 @@ pin_project_lite::pin_project! {
         record: AccessRecord,
         // The stream's place on its upstream HTTP/2 connection, given back when this drops.
         lease: Lease,
+        // Reads what the answer used as it passes; boxed, so an answer without one costs a word.
+        usage: Option<Box<UsageMeter>>,
     }
 
     impl PinnedDrop for Streamed {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
+            if let Some(usage) = this.usage.take() {
+                usage.done();
+            }
             this.meter.inc_by(*this.bytes);
             // The record is written when it drops, right after this.
             this.record.ended(*this.bytes, this.outcome);
@@ -65,7 +73,23 @@ impl Streamed {
             meter,
             record,
             lease: Lease::default(),
+            usage: None,
         }
+    }
+}
+
+/// Reads an answer's usage as it streams and counts it in the ledger when the answer ends.
+pub struct UsageMeter {
+    pub scanner: Scanner,
+    pub ledger: Ledger,
+    pub client: Arc<str>,
+    pub profile: Arc<str>,
+}
+
+impl UsageMeter {
+    fn done(self) {
+        let used = self.scanner.finish();
+        self.ledger.record(self.client, self.profile, used);
     }
 }
 
@@ -78,6 +102,18 @@ impl Streamed {
 
     pub fn with_lease(mut self, lease: Lease) -> Self {
         self.lease = lease;
+        self
+    }
+
+    /// Reads the answer's usage, from its first bytes (already read) on.
+    pub fn with_usage(mut self, usage: Option<UsageMeter>) -> Self {
+        self.usage = usage.map(Box::new);
+        if let (Some(u), Some(data)) = (
+            self.usage.as_mut(),
+            self.head.as_ref().and_then(Frame::data_ref),
+        ) {
+            u.scanner.feed(data);
+        }
         self
     }
 }
@@ -107,6 +143,9 @@ impl Body for Streamed {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     *this.bytes += data.len() as u64;
+                    if let Some(usage) = this.usage.as_mut() {
+                        usage.scanner.feed(data);
+                    }
                 }
                 // Reading the clock per frame is cheaper than re-arming the timer per frame:
                 // the timer is moved only when it fires early.

@@ -45,7 +45,7 @@ pub enum LocalError {
     Trace,
     #[error("keyproxy: CONNECT is not supported; keyproxy forwards only to its configured upstreams and is not an open proxy.")]
     Connect,
-    #[error("keyproxy: unknown admin path '{}'; try /_keyproxy/health, ready, status or metrics.", shorten(.path))]
+    #[error("keyproxy: unknown admin path '{}'; try /_keyproxy/health, ready, status, usage or metrics.", shorten(.path))]
     UnknownAdminPath { path: String },
     #[error("keyproxy: this keyproxy serves only its configured clients; send your client token as the API key (Authorization: Bearer <token>).")]
     MissingToken,

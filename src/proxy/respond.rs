@@ -196,10 +196,35 @@ pub(super) fn reply(
         Head::Streams(first) => {
             let meter = state.metrics.response_bytes.clone();
             let idle = snapshot.config.idle_timeout;
+            let usage = usage_meter(state, &parts, &record);
             let body = Streamed::new(body, idle, meter, record)
                 .with_head(first)
-                .with_lease(lease);
+                .with_lease(lease)
+                .with_usage(usage);
             Response::from_parts(parts, Either::Left(body))
         }
     }
+}
+
+/// A usage meter for a successful JSON or SSE answer, when keyproxy keeps a ledger.
+fn usage_meter(
+    state: &State,
+    parts: &http::response::Parts,
+    record: &AccessRecord,
+) -> Option<super::body::UsageMeter> {
+    let ledger = state.usage.get()?;
+    if !parts.status.is_success() {
+        return None;
+    }
+    let content_type = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)?
+        .to_str()
+        .ok()?;
+    Some(super::body::UsageMeter {
+        scanner: crate::usage::scan::Scanner::for_content_type(content_type)?,
+        ledger: ledger.clone(),
+        client: record.client.as_deref().unwrap_or_default().into(),
+        profile: record.profile.as_deref().unwrap_or_default().into(),
+    })
 }

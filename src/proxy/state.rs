@@ -88,6 +88,8 @@ pub struct State {
     pub reading: Arc<ReadProbe>,
     /// When this keyproxy started, for `status`.
     pub started: std::time::SystemTime,
+    /// Usage accounting; set when keyproxy serves (not for `check`).
+    pub usage: std::sync::OnceLock<crate::usage::Ledger>,
 }
 
 impl State {
@@ -106,6 +108,7 @@ impl State {
             origin,
             reading,
             started: std::time::SystemTime::now(),
+            usage: std::sync::OnceLock::new(),
         }
     }
 

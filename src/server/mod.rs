@@ -77,6 +77,10 @@ impl Running {
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
+        if let Some(ledger) = self.state.usage.get().cloned() {
+            // Usage counted since the last write reaches the database before the process ends.
+            let _ = tokio::task::spawn_blocking(move || ledger.flush()).await;
+        }
     }
 
     /// Waits until the server stops by itself (it does not, unless shut down).
@@ -90,6 +94,8 @@ pub async fn start(origin: Origin, listen: Option<SocketAddr>) -> Result<Running
     let mut reloader = Reloader::start(origin)?;
     let state = reloader.state().clone();
     let config = state.load().config.clone();
+    let ledger = crate::usage::Ledger::open(config.state_dir.as_deref(), state.metrics.clone());
+    let _ = state.usage.set(ledger);
     let addr = listen.unwrap_or(config.listen);
     if config.exposes(addr) {
         return Err(ServeError::Exposed { addr });

@@ -258,6 +258,12 @@ impl Proxy {
             write_private(&dir.path().join(name), text);
         }
         let path = dir.path().join("keyproxy.toml");
+        // Usage goes to the test's folder, never to the user's state folder.
+        let config = if config.contains("state_dir") {
+            config.to_owned()
+        } else {
+            format!("state_dir = \"state\"\n{config}")
+        };
         std::fs::write(&path, config).unwrap();
         let running = keyproxy::start(
             keyproxy::Origin::File(path),
@@ -340,7 +346,7 @@ pub fn write_private(path: &Path, text: &str) {
 /// A config with one route `/` to `upstream` and `keys.toml` beside it.
 pub fn simple_config(upstream: &str, profile: &str) -> String {
     format!(
-        "keys_files = [\"keys.toml\"]\n\n[[routes]]\nprefix = \"/\"\nupstream = \"{upstream}\"\nprofile = \"{profile}\"\n"
+        "state_dir = \"state\"\nkeys_files = [\"keys.toml\"]\n\n[[routes]]\nprefix = \"/\"\nupstream = \"{upstream}\"\nprofile = \"{profile}\"\n"
     )
 }
 
