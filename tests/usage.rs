@@ -262,14 +262,11 @@ async fn a_corrupt_database_is_reported_and_keyproxy_still_serves() {
         let state = bin.config_dir().join("state");
         std::fs::create_dir_all(&state).unwrap();
         std::fs::write(state.join("usage.sqlite3"), vec![0x5a; 8192]).unwrap();
-        let served = Served::start(bin.command()).await;
-        // Said before keyproxy says it listens.
-        let log = served.log.lock().unwrap().join("\n");
-        assert!(
-            log.contains("usage database") && log.contains("counted in memory only"),
-            "{log}"
-        );
+        let mut served = Served::start(bin.command()).await;
         assert_eq!(chat(&served.url).await.status, 200);
+        // Said when the database is first needed.
+        let line = served.wait_for_log("usage database").await;
+        assert!(line.contains("counted in memory only"), "{line}");
         let v = usage_when(&served.url, |v| requests(v) == 1).await;
         assert!(
             v["database"]["error"]

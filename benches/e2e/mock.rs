@@ -25,6 +25,8 @@ use crate::tls::tls_acceptor;
 
 pub const CHAT_RESPONSE: &str = r#"{"id":"gen-1732442400-abcdefghijklmnop","provider":"OpenAI","model":"openai/gpt-4o-mini","object":"chat.completion","created":1732442400,"choices":[{"logprobs":null,"finish_reason":"stop","native_finish_reason":"stop","index":0,"message":{"role":"assistant","content":"Requests pass through,\nkeys stay home behind the wall,\nstreams flow, none the wiser.","refusal":null}}],"usage":{"prompt_tokens":27,"completion_tokens":22,"total_tokens":49}}"#;
 const EVENT: &[u8] = b"data: {\"id\":\"gen-1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"word \"}}]}\n\n";
+/// The last event, as OpenRouter ends a stream: the usage with its cost.
+const USAGE_EVENT: &[u8] = b"data: {\"id\":\"gen-1\",\"object\":\"chat.completion.chunk\",\"model\":\"openai/gpt-4o-mini\",\"choices\":[],\"usage\":{\"prompt_tokens\":27,\"completion_tokens\":20,\"total_tokens\":47,\"cost\":0.0000161}}\n\n";
 pub const EVENTS: usize = 20;
 pub const PACE: Duration = Duration::from_millis(25);
 
@@ -90,7 +92,8 @@ impl Body for Events {
             }
         }
         self.left -= 1;
-        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(EVENT)))))
+        let event = if self.left == 0 { USAGE_EVENT } else { EVENT };
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(event)))))
     }
 }
 

@@ -56,7 +56,9 @@ pub async fn keyproxy(up: &Mock) -> Proxy {
     std::fs::write(
         dir.path().join("keyproxy.toml"),
         format!(
-            "state_dir = \"state\"\nkeys_files = [\"keys.toml\"]\n[[routes]]\nprefix = \"/\"\nupstream = \"{}\"\nprofile = \"p\"\n{ca}",
+            "state_dir = \"state\"\nusage = {}\nkeys_files = [\"keys.toml\"]\n[[routes]]\nprefix = \"/\"\nupstream = \"{}\"\nprofile = \"p\"\n{ca}",
+            // KEYPROXY_BENCH_USAGE=off measures keyproxy without usage accounting.
+            std::env::var("KEYPROXY_BENCH_USAGE").map_or(true, |v| v != "off"),
             up.url
         ),
     )

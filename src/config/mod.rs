@@ -69,6 +69,8 @@ pub struct Config {
     pub retry_body_limit: u64,
     /// Trust the system's CA certificates beside the bundled web PKI roots.
     pub system_roots: bool,
+    /// Count what answers used (`usage`); off, answers are not read at all.
+    pub usage: bool,
     /// Where usage is kept (`usage.sqlite3`); None when neither `state_dir`, `XDG_STATE_HOME`
     /// nor `HOME` says where, and usage is counted in memory only.
     pub state_dir: Option<PathBuf>,
@@ -276,6 +278,7 @@ impl Config {
             poll_interval: Duration::from_secs(2),
             retry_body_limit: 1024 * 1024,
             system_roots: true,
+            usage: true,
             state_dir: Some(expand_vars("$XDG_STATE_HOME/keyproxy"))
                 .filter(|d| !d.starts_with('$'))
                 .map(PathBuf::from),

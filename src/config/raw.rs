@@ -45,6 +45,7 @@ pub(super) struct RawConfig {
     retry_body_limit: Option<u64>,
     system_roots: Option<bool>,
     state_dir: Option<String>,
+    usage: Option<bool>,
     workers: Option<Spanned<usize>>,
     #[serde(default)]
     routes: Vec<Spanned<RawRoute>>,
@@ -241,6 +242,7 @@ impl Config {
             poll_interval: raw.poll_interval.unwrap_or(base.poll_interval),
             retry_body_limit: raw.retry_body_limit.unwrap_or(base.retry_body_limit),
             system_roots: raw.system_roots.unwrap_or(base.system_roots),
+            usage: raw.usage.unwrap_or(base.usage),
             state_dir: raw
                 .state_dir
                 .map_or(base.state_dir, |d| Some(resolve(dir, &d))),

@@ -12,6 +12,7 @@ use super::report;
 use crate::config::clients::presented;
 use crate::config::Origin;
 use crate::proxy::{json_response, LocalError, ResponseBody, Snapshot, State};
+use crate::usage::Persistence;
 
 pub fn handle<B>(state: &State, req: &Request<B>) -> Response<ResponseBody> {
     match req.uri().path() {
@@ -23,10 +24,6 @@ pub fn handle<B>(state: &State, req: &Request<B>) -> Response<ResponseBody> {
         },
         "/_keyproxy/metrics" => match authorized(state, req) {
             Ok(()) => metrics(state),
-            Err(e) => e.into_response(),
-        },
-        "/_keyproxy/usage" => match authorized(state, req) {
-            Ok(()) => json_response(StatusCode::OK, &usage(state)),
             Err(e) => e.into_response(),
         },
         path => LocalError::UnknownAdminPath {
@@ -112,17 +109,31 @@ fn metrics(state: &State) -> Response<ResponseBody> {
     resp
 }
 
-/// Usage today, this month and all time, and where it is kept.
-fn usage(state: &State) -> Value {
-    let Some(ledger) = state.usage.get() else {
-        return json!({"error": {"message": "keyproxy: this process keeps no usage"}});
+/// `GET /_keyproxy/usage`: usage today, this month and all time, and where it is kept. Async:
+/// the first report may wait for the ledger's thread to open the database.
+pub async fn usage<B>(state: &State, req: &Request<B>) -> Response<ResponseBody> {
+    if let Err(e) = authorized(state, req) {
+        return e.into_response();
+    }
+    let Some(ledger) = state.usage.get().cloned() else {
+        let message = "keyproxy: usage is not counted (usage = false in keyproxy.toml)";
+        return json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"error": {"message": message}}),
+        );
     };
-    let mut report = crate::usage::report(&ledger.rows(), SystemTime::now());
-    report["database"] = match ledger.persistence.as_ref() {
-        Ok(path) => json!({"path": path.display().to_string()}),
-        Err(why) => json!({"path": null, "error": why}),
+    let reader = ledger.clone();
+    let rows = tokio::task::spawn_blocking(move || reader.rows())
+        .await
+        .unwrap_or_default();
+    let mut report = crate::usage::report(&rows, SystemTime::now());
+    report["database"] = match ledger.persistence() {
+        Persistence::Open(path) | Persistence::NotYetOpened(path) => {
+            json!({"path": path.display().to_string()})
+        }
+        Persistence::MemoryOnly(why) => json!({"path": null, "error": why}),
     };
-    report
+    json_response(StatusCode::OK, &report)
 }
 
 fn ready(snapshot: &Snapshot) -> Response<ResponseBody> {

@@ -107,6 +107,9 @@ async fn dispatch(
     if path == "/_keyproxy/reload" {
         return admin::reload(state, &req, reload).await;
     }
+    if path == "/_keyproxy/usage" {
+        return admin::usage(state, &req).await;
+    }
     if path == "/_keyproxy" || path.starts_with("/_keyproxy/") {
         return admin::handle(state, &req);
     }

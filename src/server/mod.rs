@@ -94,8 +94,10 @@ pub async fn start(origin: Origin, listen: Option<SocketAddr>) -> Result<Running
     let mut reloader = Reloader::start(origin)?;
     let state = reloader.state().clone();
     let config = state.load().config.clone();
-    let ledger = crate::usage::Ledger::open(config.state_dir.as_deref(), state.metrics.clone());
-    let _ = state.usage.set(ledger);
+    if config.usage {
+        let ledger = crate::usage::Ledger::open(config.state_dir.as_deref(), state.metrics.clone());
+        let _ = state.usage.set(ledger);
+    }
     let addr = listen.unwrap_or(config.listen);
     if config.exposes(addr) {
         return Err(ServeError::Exposed { addr });

@@ -29,6 +29,9 @@ impl Store {
             .map_err(|e| e.to_string())?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(|e| e.to_string())?;
+        // A few rows a second need no 2 MiB page cache; keep the idle footprint small.
+        conn.pragma_update(None, "cache_size", -128)
+            .map_err(|e| e.to_string())?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS usage (
                 day TEXT NOT NULL, client TEXT NOT NULL, profile TEXT NOT NULL, model TEXT NOT NULL,
