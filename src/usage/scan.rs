@@ -84,8 +84,12 @@ impl Scanner {
                 skipping,
                 used,
             } => {
-                while let Some(end) = chunk.iter().position(|&b| b == b'\n') {
-                    if !*skipping {
+                while let Some(end) = memchr::memchr(b'\n', chunk) {
+                    // A line whole in this chunk is read where it is; only a line split across
+                    // chunks is copied.
+                    if line.is_empty() && !*skipping {
+                        sse_line(&chunk[..end], used);
+                    } else if !*skipping {
                         line.extend_from_slice(&chunk[..end]);
                         sse_line(line, used);
                     }
@@ -108,10 +112,8 @@ impl Scanner {
     /// What the answer used, once it has ended.
     pub fn finish(self) -> Used {
         match self {
-            Self::Sse {
-                mut line, mut used, ..
-            } => {
-                sse_line(&mut line, &mut used);
+            Self::Sse { line, mut used, .. } => {
+                sse_line(&line, &mut used);
                 used
             }
             Self::Json {
@@ -140,15 +142,15 @@ impl Scanner {
 }
 
 /// One SSE line: a `data:` line that mentions usage is parsed; others cost one substring search.
-fn sse_line(line: &mut Vec<u8>, used: &mut Used) {
-    if line.last() == Some(&b'\r') {
-        line.pop();
-    }
+fn sse_line(line: &[u8], used: &mut Used) {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
     let Some(data) = line.strip_prefix(b"data:") else {
         return;
     };
     // OpenAI sends `"usage":null` in every chunk when usage is asked for; only the last has one.
-    if !contains(data, b"\"usage\"") || contains(data, b"\"usage\":null") {
+    static USAGE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage\""));
+    if USAGE.find(data).is_none() || contains(data, b"\"usage\":null") {
         return;
     }
     if let Ok(v) = serde_json::from_slice::<Value>(data.trim_ascii_start()) {
