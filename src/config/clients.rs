@@ -18,15 +18,43 @@ pub struct RawClient {
     /// Models it may ask for; empty: any. A trailing `*` matches any rest (`anthropic/*`).
     #[serde(default)]
     pub models: Vec<String>,
+    pub budget_usd: Option<f64>,
+    pub budget_period: Option<Period>,
+    pub requests_per_minute: Option<u32>,
+    pub tokens_per_day: Option<u64>,
+}
+
+/// A calendar period in UTC, for budgets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Period {
+    Day,
+    Week,
+    Month,
+}
+
+/// What a client may use: spend per period, requests per minute, tokens per UTC day.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Limits {
+    pub budget: Option<(f64, Period)>,
+    pub requests_per_minute: Option<u32>,
+    pub tokens_per_day: Option<u64>,
+}
+
+impl Limits {
+    pub fn any(&self) -> bool {
+        self.budget.is_some() || self.requests_per_minute.is_some() || self.tokens_per_day.is_some()
+    }
 }
 
 /// A client: its name and the profiles it may use, the first being its default.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Client {
     pub name: String,
     pub profiles: Vec<String>,
     /// The models it may ask for (`models`); empty: any.
     pub models: Vec<String>,
+    pub limits: Limits,
 }
 
 impl Client {
@@ -77,7 +105,7 @@ fn sha256(token: &str) -> Digest {
 }
 
 /// Every configured client, found by the SHA-256 of its token.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Clients {
     by_digest: HashMap<Digest, Client>,
 }
@@ -139,6 +167,24 @@ impl Clients {
                 "client '{name}': models entry {bad:?} must be a model name, or a prefix ending in * (\"anthropic/*\")"
             ));
         }
+        if c.budget_usd.is_some_and(|b| !(b > 0.0 && b.is_finite())) {
+            return Err(format!(
+                "client '{name}': budget_usd must be a positive number of dollars"
+            ));
+        }
+        if c.budget_period.is_some() && c.budget_usd.is_none() {
+            return Err(format!("client '{name}': budget_period needs budget_usd"));
+        }
+        if c.requests_per_minute == Some(0) || c.tokens_per_day == Some(0) {
+            return Err(format!("client '{name}': requests_per_minute and tokens_per_day must be more than 0 (leave one out for no limit)"));
+        }
+        let limits = Limits {
+            budget: c
+                .budget_usd
+                .map(|usd| (usd, c.budget_period.unwrap_or(Period::Month))),
+            requests_per_minute: c.requests_per_minute,
+            tokens_per_day: c.tokens_per_day,
+        };
         names.push(name.clone());
         by_digest.insert(
             digest,
@@ -146,6 +192,7 @@ impl Clients {
                 name,
                 profiles: c.profiles,
                 models: c.models,
+                limits,
             },
         );
         Ok(())
@@ -205,6 +252,7 @@ mod tests {
             name: "c".into(),
             profiles: profiles.iter().map(|p| p.to_string()).collect(),
             models: Vec::new(),
+            limits: Limits::default(),
         }
     }
 
@@ -219,6 +267,10 @@ mod tests {
                 token_sha256: None,
                 profiles: vec!["p".into()],
                 models: Vec::new(),
+                budget_usd: None,
+                budget_period: None,
+                requests_per_minute: None,
+                tokens_per_day: None,
             },
             RawClient {
                 name: "a".into(),
@@ -226,6 +278,10 @@ mod tests {
                 token_sha256: Some(hex.clone()),
                 profiles: vec!["p".into()],
                 models: Vec::new(),
+                budget_usd: None,
+                budget_period: None,
+                requests_per_minute: None,
+                tokens_per_day: None,
             },
         ] {
             let clients = Clients::build(vec![raw]).unwrap();
@@ -238,6 +294,10 @@ mod tests {
             token_sha256: Some(hex.to_uppercase()),
             profiles: vec!["p".into()],
             models: Vec::new(),
+            budget_usd: None,
+            budget_period: None,
+            requests_per_minute: None,
+            tokens_per_day: None,
         }])
         .unwrap_err();
         assert!(err.contains("client 'b'"), "{err}");

@@ -152,8 +152,9 @@ impl Reloader {
         let changed = keys.log_changes_since(&current.keys)
             || !Arc::ptr_eq(&config, &current.config)
             || recovered;
-        self.state
-            .store(Snapshot::new(config, routes, keys, &self.state.metrics));
+        self.state.store(
+            Snapshot::new(config, routes, keys, &self.state.metrics).with_limits_of(&current),
+        );
         self.files = files;
         let now = SystemTime::now();
         self.state.metrics.reloads.inc();

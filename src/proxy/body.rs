@@ -16,6 +16,7 @@ use tokio::time::Sleep;
 
 use super::access_log::AccessRecord;
 use super::h2::Lease;
+use crate::config::clients::Limits as ClientLimits;
 use crate::rt::burst::Bursts;
 use crate::usage::scan::Scanner;
 use crate::usage::Ledger;
@@ -84,11 +85,17 @@ pub struct UsageMeter {
     pub ledger: Ledger,
     pub client: Arc<str>,
     pub profile: Arc<str>,
+    /// The client's budget counters, when it has limits.
+    pub limits: Option<(ClientLimits, Arc<super::limits::Used>)>,
 }
 
 impl UsageMeter {
     fn done(self) {
         let used = self.scanner.finish();
+        if let Some((limits, counters)) = &self.limits {
+            let tokens = used.prompt_tokens + used.completion_tokens;
+            super::limits::spent(limits, counters, tokens, used.cost);
+        }
         self.ledger.record(self.client, self.profile, used);
     }
 }
@@ -136,6 +143,10 @@ impl Body for Streamed {
             *this.bytes += head.data_ref().map_or(0, |d| d.len() as u64);
             if this.inner.is_end_stream() {
                 *this.outcome = "complete";
+                // Counted before the last bytes leave, so the client's next request sees it.
+                if let Some(usage) = this.usage.take() {
+                    usage.done();
+                }
             }
             return Poll::Ready(Some(Ok(head)));
         }
@@ -152,6 +163,10 @@ impl Body for Streamed {
                 *this.last_frame = Instant::now();
                 if this.inner.is_end_stream() {
                     *this.outcome = "complete";
+                    // Counted before the last bytes leave, so the client's next request sees it.
+                    if let Some(usage) = this.usage.take() {
+                        usage.done();
+                    }
                 }
                 return Poll::Ready(Some(Ok(frame)));
             }
@@ -161,6 +176,10 @@ impl Body for Streamed {
             }
             Poll::Ready(None) => {
                 *this.outcome = "complete";
+                // Counted before the last bytes leave, so the client's next request sees it.
+                if let Some(usage) = this.usage.take() {
+                    usage.done();
+                }
                 return Poll::Ready(None);
             }
             Poll::Pending => {}

@@ -12,6 +12,7 @@ mod forward;
 mod h2;
 mod headers;
 mod kept;
+pub mod limits;
 mod model_limit;
 mod plan;
 mod readable;
@@ -66,6 +67,13 @@ pub async fn handle(
     };
     record.planned(&plan);
     let route = plan.route;
+    if let Some(client) = plan.client {
+        if let Some(used) = snapshot.limits.of(&client.name) {
+            if let Err(e) = limits::admit(client, used) {
+                return reject(state, record, e, route.error_shape);
+            }
+        }
+    }
     let body = match plan.client.filter(|c| !c.models.is_empty()) {
         None => failover::ClientBody::Streaming(body),
         Some(client) => {

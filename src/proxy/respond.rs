@@ -196,7 +196,7 @@ pub(super) fn reply(
         Head::Streams(first) => {
             let meter = state.metrics.response_bytes.clone();
             let idle = snapshot.config.idle_timeout;
-            let usage = usage_meter(state, &parts, &record);
+            let usage = usage_meter(state, snapshot, &parts, &record);
             let body = Streamed::new(body, idle, meter, record)
                 .with_head(first)
                 .with_lease(lease)
@@ -206,9 +206,11 @@ pub(super) fn reply(
     }
 }
 
-/// A usage meter for a successful JSON or SSE answer, when keyproxy keeps a ledger.
+/// A usage meter for a successful JSON or SSE answer, when keyproxy keeps a ledger; it also
+/// counts the answer against its client's budget.
 fn usage_meter(
     state: &State,
+    snapshot: &Snapshot,
     parts: &http::response::Parts,
     record: &AccessRecord,
 ) -> Option<super::body::UsageMeter> {
@@ -221,10 +223,16 @@ fn usage_meter(
         .get(http::header::CONTENT_TYPE)?
         .to_str()
         .ok()?;
+    let name = record.client.as_deref().unwrap_or_default();
+    let limits = snapshot.limits.of(name).and_then(|counters| {
+        let client = snapshot.config.clients.iter().find(|c| c.name == name)?;
+        Some((client.limits, counters.clone()))
+    });
     Some(super::body::UsageMeter {
         scanner: crate::usage::scan::Scanner::for_content_type(content_type)?,
         ledger: ledger.clone(),
-        client: record.client.as_deref().unwrap_or_default().into(),
+        client: name.into(),
         profile: record.profile.as_deref().unwrap_or_default().into(),
+        limits,
     })
 }

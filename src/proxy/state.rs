@@ -19,6 +19,8 @@ pub struct Snapshot {
     pub routes: Arc<Routes>,
     pub keys: KeyStore,
     pub meters: RequestMeters,
+    /// Budget and rate-limit counters of the clients that have limits.
+    pub limits: Arc<super::limits::Limits>,
 }
 
 impl Snapshot {
@@ -45,12 +47,21 @@ impl Snapshot {
             &routes.prefixes(),
             without_client.chain(of_clients),
         );
+        let limits = Arc::new(super::limits::Limits::build(&config.clients, None));
         Self {
             config,
             routes,
             keys,
             meters,
+            limits,
         }
+    }
+
+    /// Keeps `old`'s limit counters for the clients both have, so a reload resets no budget.
+    pub fn with_limits_of(mut self, old: &Snapshot) -> Self {
+        let limits = super::limits::Limits::build(&self.config.clients, Some(&old.limits));
+        self.limits = Arc::new(limits);
+        self
     }
 
     /// Default profiles of routes that have no key, each named once, in route order.

@@ -96,6 +96,15 @@ pub async fn start(origin: Origin, listen: Option<SocketAddr>) -> Result<Running
     let config = state.load().config.clone();
     if config.usage {
         let ledger = crate::usage::Ledger::open(config.state_dir.as_deref(), state.metrics.clone());
+        // A restart must not give a client its budget again: seed from what the ledger kept.
+        let snapshot = state.load();
+        let budgeted = config
+            .clients
+            .iter()
+            .any(|c| c.limits.budget.is_some() || c.limits.tokens_per_day.is_some());
+        if budgeted {
+            snapshot.limits.seed(&config.clients, &ledger.rows());
+        }
         let _ = state.usage.set(ledger);
     }
     let addr = listen.unwrap_or(config.listen);
