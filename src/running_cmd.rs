@@ -58,8 +58,34 @@ pub fn status(
     running: &Running,
     json: bool,
 ) -> ExitCode {
-    let how = (http::Method::GET, "status", Duration::from_secs(10));
-    let (url, body) = match ask("status", origin, listen, running, how) {
+    show(
+        "status",
+        (origin, listen, running),
+        json,
+        instance::status_text,
+    )
+}
+
+pub fn usage(
+    origin: &Origin,
+    listen: Option<SocketAddr>,
+    running: &Running,
+    json: bool,
+) -> ExitCode {
+    show("usage", (origin, listen, running), json, |_, body| {
+        instance::usage_table(body)
+    })
+}
+
+/// GETs the admin endpoint named `command` and prints it as JSON or through `render`.
+fn show(
+    command: &str,
+    (origin, listen, running): (&Origin, Option<SocketAddr>, &Running),
+    json: bool,
+    render: impl Fn(&str, &Value) -> String,
+) -> ExitCode {
+    let how = (http::Method::GET, command, Duration::from_secs(10));
+    let (url, body) = match ask(command, origin, listen, running, how) {
         Ok(answer) => answer,
         Err(code) => return code,
     };
@@ -67,7 +93,7 @@ pub fn status(
         let text = serde_json::to_string_pretty(&body).unwrap_or_default();
         println!("{text}");
     } else {
-        print!("{}", instance::status_text(&url, &body));
+        print!("{}", render(&url, &body));
     }
     ExitCode::SUCCESS
 }
@@ -90,24 +116,4 @@ pub fn reload(origin: &Origin, listen: Option<SocketAddr>, running: &Running) ->
             ExitCode::FAILURE
         }
     }
-}
-
-pub fn usage(
-    origin: &Origin,
-    listen: Option<SocketAddr>,
-    running: &Running,
-    json: bool,
-) -> ExitCode {
-    let how = (http::Method::GET, "usage", Duration::from_secs(10));
-    let (_, body) = match ask("usage", origin, listen, running, how) {
-        Ok(answer) => answer,
-        Err(code) => return code,
-    };
-    if json {
-        let text = serde_json::to_string_pretty(&body).unwrap_or_default();
-        println!("{text}");
-    } else {
-        print!("{}", instance::usage_table(&body));
-    }
-    ExitCode::SUCCESS
 }
