@@ -37,7 +37,10 @@ pub async fn ask(
         .map_err(|e| format!("{url} is not a URL: {e}"))?;
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let answer = async {
-        let resp = client.request(req).await.map_err(|e| cause_chain(&e))?;
+        let resp = client
+            .request(req)
+            .await
+            .map_err(|e| crate::proxy::causes(&e).0)?;
         let status = resp.status();
         let body = resp
             .into_body()
@@ -52,16 +55,6 @@ pub async fn ask(
         Ok(Err(why)) => Err(format!("{url}: {why}")),
         Ok(Ok(answer)) => Ok(answer),
     }
-}
-
-pub(super) fn cause_chain(e: &dyn std::error::Error) -> String {
-    let mut why = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        why = format!("{why}: {s}");
-        source = s.source();
-    }
-    why
 }
 
 /// The message a local error carries (`{"error": {"message": ...}}`), or the status.

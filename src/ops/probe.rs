@@ -32,7 +32,7 @@ pub async fn probe(url: &str, timeout: Duration) -> Result<String, String> {
         let resp = client
             .get(uri)
             .await
-            .map_err(|e| super::instance::cause_chain(&e))?;
+            .map_err(|e| crate::proxy::causes(&e).0)?;
         let status = resp.status();
         let body = resp.into_body().collect().await.map(|b| b.to_bytes());
         Ok::<_, String>((status, body.unwrap_or_default()))

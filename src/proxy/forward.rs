@@ -53,10 +53,22 @@ pub(crate) fn upstream_error(upstream: &str, config: &Config, e: &Unanswered) ->
         }
         Unanswered::Failed(e) => e,
     };
+    let (cause, timed_out) = causes(&*e.error);
+    if timed_out && e.connect {
+        return timeout(TimeoutPhase::Connect, &config.connect_timeout);
+    }
+    LocalError::UpstreamUnreachable {
+        upstream: upstream.to_owned(),
+        cause,
+    }
+}
+
+/// What went wrong sending a request, as its chain of causes, each said once; and whether an
+/// I/O timeout is among them. hyper-util's own text ("client error (Connect)") is left out: it
+/// says nothing its causes do not.
+pub fn causes(top: &(dyn std::error::Error + 'static)) -> (String, bool) {
     let mut causes: Vec<String> = Vec::new();
     let mut timed_out = false;
-    let top: &(dyn std::error::Error + 'static) = &*e.error;
-    // hyper-util's own text ("client error (Connect)") says nothing its causes do not.
     let mut source = match top.is::<hyper_util::client::legacy::Error>() {
         true => top.source(),
         false => Some(top),
@@ -71,16 +83,10 @@ pub(crate) fn upstream_error(upstream: &str, config: &Config, e: &Unanswered) ->
         }
         source = s.source();
     }
-    if timed_out && e.connect {
-        return timeout(TimeoutPhase::Connect, &config.connect_timeout);
-    }
     if causes.is_empty() {
         causes.push(top.to_string());
     }
-    LocalError::UpstreamUnreachable {
-        upstream: upstream.to_owned(),
-        cause: causes.join(": "),
-    }
+    (causes.join(": "), timed_out)
 }
 
 /// A `GET path` to the route's upstream with `key` injected as a request would have it, for
@@ -110,15 +116,11 @@ pub async fn ask_with_key(
     }
     super::plan::inject(route, key, req.headers_mut());
     let answer = async {
-        let (resp, _lease) = route.origin.send(req).await.map_err(|e| {
-            let mut why = e.error.to_string();
-            let mut source = e.error.source();
-            while let Some(s) = source {
-                why = format!("{why}: {s}");
-                source = s.source();
-            }
-            why
-        })?;
+        let (resp, _lease) = route
+            .origin
+            .send(req)
+            .await
+            .map_err(|e| causes(&*e.error).0)?;
         let status = resp.status();
         let body = http_body_util::Limited::new(resp.into_body(), 64 * 1024)
             .collect()

@@ -32,7 +32,7 @@ use hyper::body::Incoming;
 pub use access_log::{new_request_id, usable_request_id, REQUEST_ID};
 pub use body::ResponseBody;
 pub use error::{json_response, ErrorShape, LocalError};
-pub use forward::ask_with_key;
+pub use forward::{ask_with_key, causes};
 pub use plan::{plan, Plan, PROFILE_HEADER};
 pub use readable::check_agent_readable;
 pub use routes::{Route, Routes};
