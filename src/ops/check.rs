@@ -78,7 +78,19 @@ pub fn run(origin: Origin, running: &Running) -> Report {
         .map(|r| r.profile.as_str())
         .collect();
     let listen = running.listen.unwrap_or(snapshot.config.listen);
-    let (compared, notes) = compare(listen, running.token.as_deref(), &profiles, &defaults);
+    // One runtime for asking the running keyproxy and, with --live, the providers.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"));
+    let compared = match &runtime {
+        Ok(rt) => compare(rt, listen, running.token.as_deref(), &profiles, &defaults),
+        Err(why) => (
+            Vec::new(),
+            vec![format!("cannot ask the running keyproxy: {why}")],
+        ),
+    };
+    let (compared, notes) = compared;
     problems.extend(compared.iter().cloned());
     let ok = snapshot.profiles_without_key().is_empty() && compared.is_empty();
 
@@ -108,30 +120,15 @@ pub fn run(origin: Origin, running: &Running) -> Report {
         );
     }
     let _ = writeln!(text, "profiles:");
-    for (name, p) in &profiles {
-        let n = p.keys.len();
-        let _ = writeln!(text, "  {name}: {n} key{}", if n == 1 { "" } else { "s" });
-        for k in &p.keys {
-            let _ = writeln!(text, "    {} from {}", k.fingerprint, k.source);
-        }
-    }
+    write_profiles(&mut text, &profiles, "  ");
     let openclaw = (!snapshot.config.openclaw_state_dirs.is_empty()).then(|| {
         let (_, section, value) = openclaw::report(&snapshot.config, &snapshot);
         let _ = write!(text, "openclaw:\n{section}");
         value
     });
-    let live = running.live.then(|| {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build();
-        match runtime {
-            Ok(rt) => rt.block_on(live::check(snapshot.clone())),
-            Err(e) => (
-                format!("live: cannot start the async runtime: {e}\n"),
-                Vec::new(),
-                false,
-            ),
-        }
+    let live = running.live.then(|| match &runtime {
+        Ok(rt) => rt.block_on(live::check(snapshot.clone())),
+        Err(why) => (format!("live: {why}\n"), Vec::new(), false),
     });
     let ok = ok && live.as_ref().is_none_or(|(_, _, passed)| *passed);
     if let Some((section, _, _)) = &live {
@@ -168,24 +165,19 @@ pub fn run(origin: Origin, running: &Running) -> Report {
 
 /// Asks the keyproxy listening on `listen` what it serves and compares; (problems, notes).
 fn compare(
+    runtime: &tokio::runtime::Runtime,
     listen: std::net::SocketAddr,
     token: Option<&str>,
     local: &std::collections::BTreeMap<String, report::ProfileReport>,
     defaults: &[&str],
 ) -> (Vec<String>, Vec<String>) {
     let url = instance::admin_url(listen, "status");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build();
-    let asked = match runtime {
-        Ok(rt) => rt.block_on(instance::ask(
-            http::Method::GET,
-            &url,
-            token,
-            std::time::Duration::from_secs(3),
-        )),
-        Err(e) => Err(format!("cannot start the async runtime: {e}")),
-    };
+    let asked = runtime.block_on(instance::ask(
+        http::Method::GET,
+        &url,
+        token,
+        std::time::Duration::from_secs(3),
+    ));
     match asked {
         Ok((status, body)) if status.is_success() => {
             let (problems, mut notes) = instance::differences(local, &body, defaults);
@@ -217,12 +209,25 @@ pub fn list(origin: Origin) -> Result<(String, Value), String> {
     let snapshot = reloader.state().load();
     let profiles = report::profiles(&snapshot);
     let mut text = String::new();
-    for (name, p) in &profiles {
+    write_profiles(&mut text, &profiles, "");
+    Ok((text, json!(profiles)))
+}
+
+/// Each profile with its keys' fingerprints and sources, indented by `indent`.
+fn write_profiles(
+    text: &mut String,
+    profiles: &std::collections::BTreeMap<String, report::ProfileReport>,
+    indent: &str,
+) {
+    for (name, p) in profiles {
         let n = p.keys.len();
-        let _ = writeln!(text, "{name}: {n} key{}", if n == 1 { "" } else { "s" });
+        let _ = writeln!(
+            text,
+            "{indent}{name}: {n} key{}",
+            if n == 1 { "" } else { "s" }
+        );
         for k in &p.keys {
-            let _ = writeln!(text, "  {} from {}", k.fingerprint, k.source);
+            let _ = writeln!(text, "{indent}  {} from {}", k.fingerprint, k.source);
         }
     }
-    Ok((text, json!(profiles)))
 }

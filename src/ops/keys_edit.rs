@@ -97,11 +97,7 @@ pub fn remove(path: &Path, profile: &str, fp: Option<&str>) -> Result<Edited, Ed
                     }
                 )));
             }
-            table.remove("key");
-            table.remove("keys");
-            if !kept.is_empty() {
-                set_keys_like(table, &kept);
-            }
+            set_inline_keys(table, &kept);
             vec![fp.to_owned()]
         }
     };
@@ -193,15 +189,13 @@ fn inline_keys_of(table: &dyn toml_edit::TableLike) -> Vec<String> {
     one.into_iter().chain(many).collect()
 }
 
+/// The profile's inline keys become `keys`: one as `key = "..."`, more as `keys = [...]`, none
+/// as neither.
 fn set_inline_keys(table: &mut dyn toml_edit::TableLike, keys: &[String]) {
     table.remove("key");
     table.remove("keys");
-    set_keys_like(table, keys);
-}
-
-/// One key as `key = "..."`, more as `keys = [...]`.
-fn set_keys_like(table: &mut dyn toml_edit::TableLike, keys: &[String]) {
     match keys {
+        [] => {}
         [one] => {
             table.insert("key", value(one.as_str()));
         }
