@@ -46,9 +46,14 @@ impl CommandSpec {
 pub(crate) struct Outcome {
     pub key: Option<Secret>,
     pub error: Option<String>,
-    /// The first run has not finished yet.
-    pub pending: bool,
     runs: u64,
+}
+
+impl Outcome {
+    /// The first run has not finished yet.
+    pub fn pending(&self) -> bool {
+        self.runs == 0
+    }
 }
 
 #[derive(Default)]
@@ -117,13 +122,12 @@ impl Commands {
             let wait = spec.timeout + Duration::from_secs(1);
             slot = shared
                 .changed
-                .wait_timeout_while(slot, wait, |s| s.outcome.runs == 0)
+                .wait_timeout_while(slot, wait, |s| s.outcome.pending())
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
         let mut outcome = slot.outcome.clone();
-        if outcome.runs == 0 {
-            outcome.pending = true;
+        if outcome.pending() {
             outcome.error = Some(format!("key_command {} has not finished yet", spec.shown()));
         }
         outcome

@@ -213,7 +213,7 @@ impl Loader {
             (Some(e), Some(_)) => Some(format!("{e} (keeping the key it printed before)")),
             (e, _) => e.clone(),
         };
-        if let Some(e) = error.as_ref().filter(|_| !outcome.pending) {
+        if let Some(e) = error.as_ref().filter(|_| !outcome.pending()) {
             pass.errors.push(format!("profile '{profile}': {e}"));
         }
         // The line already names the command.
