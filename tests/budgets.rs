@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Either};
+use http_body_util::BodyExt;
 use support::*;
 use tokio::sync::mpsc;
 
@@ -88,11 +88,7 @@ async fn a_stream_in_flight_is_not_cut_when_another_request_uses_the_budget() {
         let slot = Arc::new(Mutex::new(Some(rx)));
         let handler: Handler = Arc::new(move |r| {
             if r.uri.path().ends_with("/stream") {
-                let rx = slot.lock().unwrap().take().unwrap();
-                let mut resp = http::Response::new(Either::Right(ChannelBody(rx)));
-                resp.headers_mut()
-                    .insert("content-type", "text/event-stream".parse().unwrap());
-                return resp;
+                return event_stream(slot.lock().unwrap().take().unwrap());
             }
             reply(200, COSTLY)
         });

@@ -212,16 +212,8 @@ async fn json_access_logs_parse_and_hold_no_key_even_at_trace_level() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_a_stream_in_flight_finish_then_exits_0() {
     bounded(async {
-        let (tx, rx) = mpsc::channel::<Bytes>(4);
-        let slot = Arc::new(Mutex::new(Some(rx)));
-        let up = Mock::start(Arc::new(move |_| {
-            let rx = slot.lock().unwrap().take().expect("one stream");
-            let mut r = http::Response::new(Either::Right(ChannelBody(rx)));
-            r.headers_mut()
-                .insert("content-type", "text/event-stream".parse().unwrap());
-            r
-        }))
-        .await;
+        let (tx, handler) = one_event_stream(4);
+        let up = Mock::start(handler).await;
         let bin = Bin::new();
         let dir = bin.home.path().join("etc");
         std::fs::create_dir_all(&dir).unwrap();

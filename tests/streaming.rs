@@ -2,7 +2,7 @@
 //! large bodies pass through intact.
 
 mod support;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Either};
@@ -11,15 +11,7 @@ use tokio::sync::mpsc;
 
 /// An upstream answering one event stream, whose events the test sends, and a proxy in front.
 async fn event_stream_through_proxy() -> (mpsc::Sender<Bytes>, Mock, Proxy) {
-    let (events_tx, events_rx) = mpsc::channel::<Bytes>(32);
-    let slot = Arc::new(Mutex::new(Some(events_rx)));
-    let handler: Handler = Arc::new(move |_| {
-        let rx = slot.lock().unwrap().take().expect("one stream only");
-        let mut r = http::Response::new(Either::Right(ChannelBody(rx)));
-        r.headers_mut()
-            .insert("content-type", "text/event-stream".parse().unwrap());
-        r
-    });
+    let (events_tx, handler) = one_event_stream(32);
     let up = Mock::start(handler).await;
     let proxy = Proxy::start(
         &simple_config(&up.url, "p"),

@@ -7,7 +7,7 @@ mod support;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Either};
+use http_body_util::BodyExt as _;
 use support::*;
 use tokio::sync::mpsc;
 
@@ -24,10 +24,7 @@ fn held_streams(open: Arc<Mutex<Vec<mpsc::Sender<Bytes>>>>) -> Handler {
         let (tx, rx) = mpsc::channel(4);
         tx.try_send(Bytes::from_static(b"data: first\n\n")).unwrap();
         open.lock().unwrap().push(tx);
-        let mut resp = http::Response::new(Either::Right(ChannelBody(rx)));
-        resp.headers_mut()
-            .insert("content-type", "text/event-stream".parse().unwrap());
-        resp
+        event_stream(rx)
     })
 }
 

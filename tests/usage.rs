@@ -3,13 +3,12 @@
 //! client, profile and model, kept in SQLite across a restart and a SIGKILL.
 
 mod support;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Either};
+use http_body_util::BodyExt;
 use support::*;
-use tokio::sync::mpsc;
 
 const TOKEN: &str = "kp-laptop-0123456789abcdef0123";
 const OPENROUTER_JSON: &str = r#"{"id":"gen-1","model":"openai/gpt-4o-mini","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":12,"completion_tokens":34,"total_tokens":46,"cost":0.0042}}"#;
@@ -87,15 +86,7 @@ async fn a_json_answer_is_counted_per_client_profile_and_model_with_its_cost() {
 /// An SSE stream whose usage event arrives in pieces: every byte passes unchanged, and the
 /// usage is counted once the stream ends.
 async fn stream_through(chunks: Vec<&'static [u8]>) -> (serde_json::Value, Bytes) {
-    let (tx, rx) = mpsc::channel::<Bytes>(32);
-    let slot = Arc::new(Mutex::new(Some(rx)));
-    let handler: Handler = Arc::new(move |_| {
-        let rx = slot.lock().unwrap().take().expect("one stream only");
-        let mut r = http::Response::new(Either::Right(ChannelBody(rx)));
-        r.headers_mut()
-            .insert("content-type", "text/event-stream".parse().unwrap());
-        r
-    });
+    let (tx, handler) = one_event_stream(32);
     let up = Mock::start(handler).await;
     let proxy = Proxy::start(
         &with_client(&up.url),

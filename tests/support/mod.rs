@@ -77,6 +77,23 @@ pub fn reply(status: u16, body: &str) -> Response<MockBody> {
     r
 }
 
+/// A `text/event-stream` answer whose chunks are what `rx` receives.
+pub fn event_stream(rx: mpsc::Receiver<Bytes>) -> Response<MockBody> {
+    let mut r = Response::new(Either::Right(ChannelBody(rx)));
+    r.headers_mut()
+        .insert("content-type", "text/event-stream".parse().unwrap());
+    r
+}
+
+/// An upstream that answers its one request with an event stream; the test sends the events.
+pub fn one_event_stream(capacity: usize) -> (mpsc::Sender<Bytes>, Handler) {
+    let (tx, rx) = mpsc::channel::<Bytes>(capacity);
+    let slot = Mutex::new(Some(rx));
+    let handler: Handler =
+        Arc::new(move |_| event_stream(slot.lock().unwrap().take().expect("one stream only")));
+    (tx, handler)
+}
+
 pub fn ok_handler() -> Handler {
     Arc::new(|_| reply(200, r#"{"ok":true}"#))
 }
