@@ -14,6 +14,19 @@ pub enum Provider {
 }
 
 impl Provider {
+    const ALL: [Self; 5] = [
+        Self::OpenRouter,
+        Self::OpenAI,
+        Self::Anthropic,
+        Self::Gemini,
+        Self::Azure,
+    ];
+
+    /// The provider called `name` in a config (`provider = "..."`) or a profile's prefix.
+    pub fn named(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Self::OpenRouter => "openrouter",

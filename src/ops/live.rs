@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::config::clients::provider_of;
 use crate::config::providers::Provider;
 use crate::proxy::{ask_with_key, Route, Snapshot};
 
@@ -39,15 +40,14 @@ fn endpoint(provider: Provider) -> Option<&'static str> {
 
 /// The route's preset; else the provider its profile names, when the route goes to that
 /// provider's public API (the embedded default's OpenRouter route).
-fn provider_of(snapshot: &Snapshot, route: &Route) -> Option<Provider> {
+fn preset_of(snapshot: &Snapshot, route: &Route) -> Option<Provider> {
     let config = snapshot.config.routes.get(route.index)?;
     if let Some(p) = config.provider {
         return Some(p);
     }
-    let prefix = route.profile.split(':').next().unwrap_or_default();
-    let inferred: Provider = serde_json::from_value(Value::String(prefix.to_owned())).ok()?;
+    let inferred = Provider::named(provider_of(&route.profile))?;
     let public = inferred.upstream()?;
-    (route.upstream.to_string() == public).then_some(inferred)
+    (route.upstream_label == public).then_some(inferred)
 }
 
 /// Asks about every key of every profile each route with a provider may inject; the text, the
@@ -59,7 +59,7 @@ pub async fn check(snapshot: Arc<Snapshot>) -> (String, Vec<KeyCheck>, bool) {
     let mut checked_defaults = Vec::new();
     for route in snapshot.routes.iter() {
         let Some((provider, path)) =
-            provider_of(&snapshot, route).and_then(|p| Some((p, endpoint(p)?)))
+            preset_of(&snapshot, route).and_then(|p| Some((p, endpoint(p)?)))
         else {
             let _ = writeln!(
                 text,
