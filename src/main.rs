@@ -136,13 +136,7 @@ fn serve(origin: Origin, listen: Option<std::net::SocketAddr>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Once, on stderr through the log; a cause already in the message is not repeated.
-            let mut message = e.to_string();
-            for cause in e.chain().skip(1) {
-                let cause = cause.to_string();
-                if !message.contains(&cause) {
-                    message = format!("{message}: {cause}");
-                }
-            }
+            let (mut message, _) = keyproxy::proxy::causes(e.as_ref());
             if message.contains("Address already in use") {
                 message += " (is another keyproxy running? `keyproxy health` asks it; `--listen 127.0.0.1:PORT` picks another port)";
             }
