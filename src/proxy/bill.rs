@@ -55,11 +55,6 @@ impl Bill {
         self
     }
 
-    /// Counts answers at all: one with a ledger, or a reservation to settle.
-    pub fn counts(&self) -> bool {
-        self.ledger.is_some() || self.reservation.is_some()
-    }
-
     pub fn feed(&mut self, data: &[u8]) {
         if let Some(s) = self.scanner.as_mut() {
             s.feed(data);

@@ -244,6 +244,7 @@ fn usage_meter(
     if !parts.status.is_success() {
         return None;
     }
+    let scanner = scanner()?;
     let bill = Bill::new(
         Some(ledger.clone()),
         record.client.as_deref().unwrap_or_default().into(),
@@ -251,5 +252,5 @@ fn usage_meter(
         record.route.clone().unwrap_or_default(),
         None,
     );
-    Some(bill.with_scanner(Some(scanner()?)))
+    Some(bill.with_scanner(Some(scanner)))
 }
