@@ -70,6 +70,10 @@ impl Reservation {
     /// Takes the reservation out and adds `charge`, once: every field is taken, so a second call
     /// (the drop after `settle`) finds nothing to give back.
     fn finish(&mut self, charge: Charge) {
+        let holds = self.spend.is_some() || self.tokens.is_some() || self.in_flight;
+        if !holds && charge == Charge::default() {
+            return;
+        }
         let (periods, today) = now_indexes(SystemTime::now());
         let held = self.spend.take();
         for (i, p) in PERIODS.iter().enumerate() {
