@@ -79,7 +79,7 @@ fn shown(commands: &[Vec<String>]) -> String {
 
 fn install(s: &Service, dry_run: bool, no_start: bool) -> Result<String, String> {
     let path = s.unit_path();
-    let unit = s.render();
+    let unit = s.render()?;
     let mut out = String::new();
     if s.binary.components().any(|c| c.as_os_str() == "target") {
         out += &format!(
