@@ -12,6 +12,7 @@ mod keys_file;
 mod looked;
 pub(crate) mod openclaw;
 pub(crate) mod openclaw_state;
+mod owner;
 mod secret;
 pub(crate) mod sources;
 
