@@ -57,7 +57,7 @@ fn ask(
 /// names its `listen` (these commands are what Troubleshooting sends a user to after a typo):
 /// read from the TOML when it parses, else from a `listen = "..."` line above every table;
 /// failing both, the default address.
-fn configured_listen(command: &str, origin: &Origin) -> (SocketAddr, String) {
+pub fn configured_listen(command: &str, origin: &Origin) -> (SocketAddr, String) {
     let error = match config::load(origin) {
         Ok(c) => {
             let from = match origin {
