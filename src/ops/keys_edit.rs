@@ -25,6 +25,8 @@ pub enum EditError {
     BadKey(&'static str),
     #[error("{0}")]
     Refused(String),
+    #[error(transparent)]
+    Write(#[from] keys_write::WriteError),
 }
 
 /// What an edit did, for the line the command prints.
@@ -237,5 +239,5 @@ fn write(locked: &Locked, doc: &DocumentMut) -> Result<(), EditError> {
     let text = doc.to_string();
     parse_keys_file(&text, &locked.path)
         .map_err(|m| EditError::Refused(format!("the edit would break the file: {m}")))?;
-    keys_write::replace(locked, &text).map_err(EditError::Refused)
+    Ok(keys_write::replace(locked, &text)?)
 }

@@ -10,6 +10,29 @@ use std::io::Write as _;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
+/// Why a keys file could not be written; nothing was, in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: cannot keep its owner {uid}:{gid} ({source}); nothing written")]
+    Owner {
+        path: PathBuf,
+        uid: u32,
+        gid: u32,
+        source: std::io::Error,
+    },
+    #[error("{path}: cannot keep its group {gid}, through which others read it ({source}); nothing written: run this as root or as a member of that group")]
+    Group {
+        path: PathBuf,
+        gid: u32,
+        source: std::io::Error,
+    },
+}
+
 /// A keys file held for one edit: the lock is released when this is dropped.
 pub(super) struct Locked {
     /// The file itself, every symlink on the way followed.
@@ -62,9 +85,12 @@ pub(super) fn lock(path: &Path) -> std::io::Result<Locked> {
 }
 
 /// Replaces the file with `text`, keeping what the old one had of owner, group and mode.
-pub(super) fn replace(locked: &Locked, text: &str) -> Result<(), String> {
+pub(super) fn replace(locked: &Locked, text: &str) -> Result<(), WriteError> {
     let path = &locked.path;
-    let io = |e: std::io::Error| format!("{}: {e}", path.display());
+    let io = |source| WriteError::Io {
+        path: path.clone(),
+        source,
+    };
     let dir = folder(path);
     let old = match std::fs::metadata(path) {
         Ok(meta) => Some(meta),
@@ -98,12 +124,18 @@ pub(super) fn replace(locked: &Locked, text: &str) -> Result<(), String> {
 /// a file the service user owns stays the service user's. Anyone else keeps the group when they
 /// are in it; when they cannot and the group could read the old file, nothing is written, since
 /// the service reading it through that group would be locked out.
-fn keep_owner(new: &File, old: &std::fs::Metadata, path: &Path) -> Result<(), String> {
+fn keep_owner(new: &File, old: &std::fs::Metadata, path: &Path) -> Result<(), WriteError> {
     let (uid, gid) = (old.uid(), old.gid());
     let me = rustix::process::geteuid().as_raw();
     if me == 0 {
-        return std::os::unix::fs::fchown(new, Some(uid), Some(gid))
-            .map_err(|e| format!("{}: cannot keep its owner {uid}:{gid}: {e}", path.display()));
+        return std::os::unix::fs::fchown(new, Some(uid), Some(gid)).map_err(|source| {
+            WriteError::Owner {
+                path: path.to_path_buf(),
+                uid,
+                gid,
+                source,
+            }
+        });
     }
     let mine = new.metadata().map(|m| m.gid()).unwrap_or(gid);
     if mine == gid {
@@ -112,10 +144,11 @@ fn keep_owner(new: &File, old: &std::fs::Metadata, path: &Path) -> Result<(), St
     match std::os::unix::fs::fchown(new, None, Some(gid)) {
         Ok(()) => Ok(()),
         Err(_) if old.permissions().mode() & 0o070 == 0 => Ok(()),
-        Err(e) => Err(format!(
-            "{}: cannot keep its group {gid}, through which others read it ({e}); nothing written: run this as root or as a member of that group",
-            path.display()
-        )),
+        Err(source) => Err(WriteError::Group {
+            path: path.to_path_buf(),
+            gid,
+            source,
+        }),
     }
 }
 
