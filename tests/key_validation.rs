@@ -16,7 +16,7 @@ fn check(bin: &Bin, files: &[(&str, &str)], env: &[(&str, &str)]) -> Output {
     let config = dir.join("keyproxy.toml");
     std::fs::write(
         &config,
-        "keys_files = [\"inline.toml\", \"others.toml\"]\nopenclaw_auth_profiles = [\"auth.json\"]\n[[routes]]\nprefix = \"/\"\nupstream = \"http://127.0.0.1:9\"\nprofile = \"p\"\n",
+        format!("listen = \"{}\"\n", nothing_listens()) + "keys_files = [\"inline.toml\", \"others.toml\"]\nopenclaw_auth_profiles = [\"auth.json\"]\n[[routes]]\nprefix = \"/\"\nupstream = \"http://127.0.0.1:9\"\nprofile = \"p\"\n",
     )
     .unwrap();
     let mut cmd = bin.command();
@@ -28,6 +28,13 @@ fn check(bin: &Bin, files: &[(&str, &str)], env: &[(&str, &str)]) -> Output {
     assert_no_key(&out.stdout);
     assert_no_key(&out.stderr);
     out
+}
+
+/// An address no keyproxy answers on, so that `check` compares with no running one (whatever
+/// listens on the default port of this machine).
+fn nothing_listens() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
 }
 
 #[test]

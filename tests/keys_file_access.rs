@@ -20,7 +20,16 @@ fn check_as(uid: u32, keys_mode: u32) -> (Output, std::path::PathBuf, tempfile::
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let config = dir.path().join("keyproxy.toml");
-    std::fs::write(&config, simple_config("http://127.0.0.1:9", "p")).unwrap();
+    // An address no keyproxy answers on, so that `check` compares with no running one.
+    let nothing = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let text = format!(
+        "listen = \"{nothing}\"\n{}",
+        simple_config("http://127.0.0.1:9", "p")
+    );
+    std::fs::write(&config, text).unwrap();
     let keys = dir.path().join("keys.toml");
     std::fs::write(&keys, keys_toml("p", KEY_A)).unwrap();
     std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(keys_mode)).unwrap();
