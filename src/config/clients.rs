@@ -124,6 +124,12 @@ pub fn provider_of(profile: &str) -> &str {
 
 pub type Digest = [u8; 32];
 
+/// The example config's client tokens (config/two-agents.toml), refused like the example keys
+/// file's placeholder key, so that a copied example never lets in whoever read it.
+const EXAMPLE_TOKEN_MARK: &str = "replace-me";
+const EXAMPLE_TOKEN_SHA256: &str =
+    "21528b2600d31fdb7209da6a7fd3b819c5125da3107090bb6c5dbb493c85d4d2";
+
 fn sha256(token: &str) -> Digest {
     let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
     let mut out = [0u8; 32];
@@ -160,12 +166,22 @@ impl Clients {
         }
         let digest = match (c.token, c.token_sha256) {
             (Some(token), None) => {
+                if token.contains(EXAMPLE_TOKEN_MARK) {
+                    return Err(format!(
+                        "client '{name}': token is the example's placeholder, which anyone can read; make one with openssl rand -hex 24"
+                    ));
+                }
                 if token.chars().count() < 16 {
                     return Err(format!(
                         "client '{name}': token is shorter than 16 characters; use a long random one (openssl rand -hex 24)"
                     ));
                 }
                 sha256(&token)
+            }
+            (None, Some(hex)) if hex.eq_ignore_ascii_case(EXAMPLE_TOKEN_SHA256) => {
+                return Err(format!(
+                    "client '{name}': token_sha256 is the example's, not of a token of yours; make a token with openssl rand -hex 24 and put its SHA-256 here"
+                ));
             }
             (None, Some(hex)) => parse_hex(&hex).ok_or_else(|| {
                 format!("client '{name}': token_sha256 must be 64 lowercase hex characters (sha256sum of the token)")
