@@ -11,12 +11,15 @@ mod failover;
 mod forward;
 mod h2;
 mod headers;
+mod include_usage;
+mod inspect;
 mod kept;
 pub mod limits;
 mod model_limit;
 mod plan;
 mod readable;
 mod refusal;
+mod request_json;
 mod respond;
 mod routes;
 mod settings;
@@ -67,6 +70,24 @@ pub async fn handle(
     };
     record.planned(&plan);
     let route = plan.route;
+    // Only a client with a model list, a budget or a token limit has its body read first.
+    let (body, hides_usage) = match plan.client.filter(|c| inspect::needed(c)) {
+        None => (failover::ClientBody::Streaming(body), false),
+        Some(client) => {
+            let (limit, stall) = (
+                snapshot.config.retry_body_limit,
+                snapshot.config.idle_timeout,
+            );
+            match inspect::inspect(client, &mut parts, body, limit, stall).await {
+                Ok(read) => {
+                    // For limits admission (which reserves it): `read.tokens_hint`.
+                    tracing::debug!(client = %client.name, tokens_hint = ?read.tokens_hint, "request read");
+                    (failover::ClientBody::Read(read.body), read.hides_usage)
+                }
+                Err(e) => return reject(state, record, e, route.error_shape),
+            }
+        }
+    };
     if let Some(client) = plan.client {
         if let Some(used) = snapshot.limits.of(&client.name) {
             if let Err(e) = limits::admit(client, used) {
@@ -74,19 +95,6 @@ pub async fn handle(
             }
         }
     }
-    let body = match plan.client.filter(|c| !c.models.is_empty()) {
-        None => failover::ClientBody::Streaming(body),
-        Some(client) => {
-            let (limit, stall) = (
-                snapshot.config.retry_body_limit,
-                snapshot.config.idle_timeout,
-            );
-            match model_limit::check(client, body, limit, stall).await {
-                Ok(read) => failover::ClientBody::Read(read),
-                Err(e) => return reject(state, record, e, route.error_shape),
-            }
-        }
-    };
 
     let sent = failover::send_with_failover(state, &snapshot, &plan, parts, body).await;
     record.key = Some(sent.key.fingerprint().into());
@@ -95,7 +103,7 @@ pub async fn handle(
             let upstream_time = sent.upstream_time;
             respond::prepare(state, &snapshot, &plan, sent.key, resp, upstream_time)
                 .await
-                .map(|answer| answer.leased(lease))
+                .map(|answer| answer.leased(lease).hiding_usage(hides_usage))
         }
         Err(e) => Err(e),
     };
