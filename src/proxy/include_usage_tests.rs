@@ -12,7 +12,11 @@ fn usage_is_asked_for_on_streams_that_did_not() {
         Some(r#" {"stream_options":{"include_usage":true},"model":"m","stream":true}"#)
     );
     assert_eq!(
-        asked(r#"{"stream":true,"stream_options":{"include_usage":false,"x":1}}"#, "/v1/completions").as_deref(),
+        asked(
+            r#"{"stream":true,"stream_options":{"include_usage":false,"x":1}}"#,
+            "/v1/completions"
+        )
+        .as_deref(),
         Some(r#"{"stream":true,"stream_options":{"include_usage":true,"x":1}}"#)
     );
     assert_eq!(
@@ -20,7 +24,10 @@ fn usage_is_asked_for_on_streams_that_did_not() {
         Some(r#"{"stream":true,"stream_options":{"include_usage":true}}"#)
     );
     for (text, path) in [
-        (r#"{"stream":true,"stream_options":{"include_usage":true}}"#, chat),
+        (
+            r#"{"stream":true,"stream_options":{"include_usage":true}}"#,
+            chat,
+        ),
         (r#"{"stream":false}"#, chat),
         (r#"{"stream":"true"}"#, chat),
         (r#"{"model":"m"}"#, chat),

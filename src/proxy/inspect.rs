@@ -86,9 +86,7 @@ pub(super) async fn inspect(
         }
         // Not JSON: a model limit cannot be checked; a budget counts it by its reservation.
         Some(Err(NotMembers::NotObject)) | None if limited_models => {
-            return Err(unreadable(
-                "the request body is not a JSON object".into(),
-            ))
+            return Err(unreadable("the request body is not a JSON object".into()))
         }
         Some(Err(NotMembers::NotObject)) | None => return Ok(inspected),
     };
@@ -186,7 +184,10 @@ mod tests {
             Ok(Some(107))
         );
         assert_eq!(hint(r#"{"max_tokens":1e400}"#), Ok(None));
-        assert_eq!(hint(r#"{"max_tokens":18446744073709551615}"#), Ok(Some(u64::MAX)));
+        assert_eq!(
+            hint(r#"{"max_tokens":18446744073709551615}"#),
+            Ok(Some(u64::MAX))
+        );
         assert_eq!(hint(r#"{"model":"x"}"#), Ok(None));
         assert_eq!(
             hint(r#"{"generationConfig":{"maxOutputTokens":5,"maxOutputTokens":9}}"#),

@@ -130,7 +130,11 @@ fn tools(client: &Client, value: &serde_json::value::RawValue) -> Result<(), Loc
         }
         // An advisor with no model of its own consults one the answering model picks.
         if kind.contains("advisor") && !has_model {
-            return Err(field(client, &at(".model"), "is missing from an advisor tool"));
+            return Err(field(
+                client,
+                &at(".model"),
+                "is missing from an advisor tool",
+            ));
         }
     }
     Ok(())
@@ -224,9 +228,7 @@ fn decoded_segments(path: &str) -> Option<Vec<String>> {
     path.split('/')
         .map(|segment| {
             let decoded = String::from_utf8(percent_decode(segment)?).ok()?;
-            let odd = decoded == "."
-                || decoded == ".."
-                || decoded.contains(['/', '\\', '%', ';']);
+            let odd = decoded == "." || decoded == ".." || decoded.contains(['/', '\\', '%', ';']);
             (!odd).then_some(decoded)
         })
         .collect()

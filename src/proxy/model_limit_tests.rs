@@ -37,14 +37,35 @@ fn unreadable_why(r: Result<impl std::fmt::Debug, LocalError>) -> String {
 fn every_model_in_the_body_is_checked() {
     assert!(body(r#"{"model":"openai/gpt-4o-mini","models":["anthropic/claude"]}"#).is_ok());
     for (text, model) in [
-        (r#"{"model":"openai/gpt-4o-mini","models":["openai/o1-pro"]}"#, "openai/o1-pro"),
-        (r#"{"models":["anthropic/x","openai/o1-pro"],"route":"fallback"}"#, "openai/o1-pro"),
-        (r#"{"model":"openai/gpt-4o-mini","tools":[{"type":"advisor_20260301","name":"advisor","model":"openai/o3"}]}"#, "openai/o3"),
-        (r#"{"model":"openai/gpt-4o-mini","tools":[{"type":"image_generation","model":"gpt-image-1"}]}"#, "gpt-image-1"),
-        (r#"{"model":"openrouter/auto","plugins":[{"id":"auto-router","allowed_models":["openai/o1-pro"]}]}"#, "openrouter/auto"),
-        (r#"{"model":"anthropic/x","plugins":[{"id":"auto-router","allowed_models":["openai/o1-pro"]}]}"#, "openai/o1-pro"),
+        (
+            r#"{"model":"openai/gpt-4o-mini","models":["openai/o1-pro"]}"#,
+            "openai/o1-pro",
+        ),
+        (
+            r#"{"models":["anthropic/x","openai/o1-pro"],"route":"fallback"}"#,
+            "openai/o1-pro",
+        ),
+        (
+            r#"{"model":"openai/gpt-4o-mini","tools":[{"type":"advisor_20260301","name":"advisor","model":"openai/o3"}]}"#,
+            "openai/o3",
+        ),
+        (
+            r#"{"model":"openai/gpt-4o-mini","tools":[{"type":"image_generation","model":"gpt-image-1"}]}"#,
+            "gpt-image-1",
+        ),
+        (
+            r#"{"model":"openrouter/auto","plugins":[{"id":"auto-router","allowed_models":["openai/o1-pro"]}]}"#,
+            "openrouter/auto",
+        ),
+        (
+            r#"{"model":"anthropic/x","plugins":[{"id":"auto-router","allowed_models":["openai/o1-pro"]}]}"#,
+            "openai/o1-pro",
+        ),
         // A preset holds its own models: a pattern never allows one.
-        (r#"{"model":"anthropic/claude@preset/mine"}"#, "anthropic/claude@preset/mine"),
+        (
+            r#"{"model":"anthropic/claude@preset/mine"}"#,
+            "anthropic/claude@preset/mine",
+        ),
         (r#"{"mod\u0065l":"openai/o1-pro"}"#, "openai/o1-pro"),
     ] {
         assert_eq!(refused_model(body(text)), model, "{text}");
@@ -54,22 +75,58 @@ fn every_model_in_the_body_is_checked() {
 #[test]
 fn what_cannot_be_checked_is_refused_naming_the_field() {
     for (text, field) in [
-        (r#"{"model":"anthropic/x","models":"openai/o1"}"#, "\"models\""),
-        (r#"{"model":"anthropic/x","models":["anthropic/y",7]}"#, "\"models\""),
+        (
+            r#"{"model":"anthropic/x","models":"openai/o1"}"#,
+            "\"models\"",
+        ),
+        (
+            r#"{"model":"anthropic/x","models":["anthropic/y",7]}"#,
+            "\"models\"",
+        ),
         (r#"{"model":["anthropic/x"]}"#, "\"model\""),
-        (r#"{"model":"anthropic/x","route":{"type":"custom"}}"#, "\"route\""),
+        (
+            r#"{"model":"anthropic/x","route":{"type":"custom"}}"#,
+            "\"route\"",
+        ),
         (r#"{"model":"anthropic/x","route":"cheapest"}"#, "\"route\""),
         (r#"{"model":"anthropic/x","preset":"mine"}"#, "\"preset\""),
-        (r#"{"model":"anthropic/x","fallbacks":["openai/o1"]}"#, "\"fallbacks\""),
-        (r#"{"model":"anthropic/x","Model":"openai/o1"}"#, "\"Model\""),
-        (r#"{"model":"anthropic/x","fallback_models":[]}"#, "\"fallback_models\""),
+        (
+            r#"{"model":"anthropic/x","fallbacks":["openai/o1"]}"#,
+            "\"fallbacks\"",
+        ),
+        (
+            r#"{"model":"anthropic/x","Model":"openai/o1"}"#,
+            "\"Model\"",
+        ),
+        (
+            r#"{"model":"anthropic/x","fallback_models":[]}"#,
+            "\"fallback_models\"",
+        ),
         (r#"{"model":"anthropic/x","Tools":[]}"#, "\"Tools\""),
-        (r#"{"requests":[{"params":{"model":"openai/o1"}}]}"#, "\"requests\""),
-        (r#"{"model":"anthropic/x","tools":[{"type":"openrouter:advisor","parameters":{"model":"anthropic/y"}}]}"#, "\"tools[0].type\""),
-        (r#"{"model":"anthropic/x","tools":[{"type":"function"},{"type":"openrouter:subagent"}]}"#, "\"tools[1].type\""),
-        (r#"{"model":"anthropic/x","tools":[{"type":"advisor_20260301","name":"advisor"}]}"#, "\"tools[0].model\""),
-        (r#"{"model":"anthropic/x","tools":[{"type":"x","model":"anthropic/y","model":"openai/o1"}]}"#, "\"tools[0].model\""),
-        (r#"{"model":"anthropic/x","plugins":[{"id":"auto-router","model_list":["openai/o1"]}]}"#, "\"plugins[0].model_list\""),
+        (
+            r#"{"requests":[{"params":{"model":"openai/o1"}}]}"#,
+            "\"requests\"",
+        ),
+        (
+            r#"{"model":"anthropic/x","tools":[{"type":"openrouter:advisor","parameters":{"model":"anthropic/y"}}]}"#,
+            "\"tools[0].type\"",
+        ),
+        (
+            r#"{"model":"anthropic/x","tools":[{"type":"function"},{"type":"openrouter:subagent"}]}"#,
+            "\"tools[1].type\"",
+        ),
+        (
+            r#"{"model":"anthropic/x","tools":[{"type":"advisor_20260301","name":"advisor"}]}"#,
+            "\"tools[0].model\"",
+        ),
+        (
+            r#"{"model":"anthropic/x","tools":[{"type":"x","model":"anthropic/y","model":"openai/o1"}]}"#,
+            "\"tools[0].model\"",
+        ),
+        (
+            r#"{"model":"anthropic/x","plugins":[{"id":"auto-router","model_list":["openai/o1"]}]}"#,
+            "\"plugins[0].model_list\"",
+        ),
     ] {
         let why = unreadable_why(body(text));
         assert!(why.contains(field), "{text}: {why}");
@@ -108,11 +165,26 @@ fn models_in_the_path() {
     }
     assert_eq!(post("/api/v1/chat/completions").ok(), Some(false));
     for (path, model) in [
-        ("/v1beta/models/gemini-2.5-pro:generateContent", "gemini-2.5-pro"),
-        ("/v1beta/models/gemini-2.5-pro%3AstreamGenerateContent", "gemini-2.5-pro"),
-        ("/v1beta/models/gemini%2D2.5-pro:generateContent", "gemini-2.5-pro"),
-        ("/v1beta/tunedModels/mine:generateContent", "tunedModels/mine"),
-        ("/openai/deployments/gpt-4o-big/chat/completions", "gpt-4o-big"),
+        (
+            "/v1beta/models/gemini-2.5-pro:generateContent",
+            "gemini-2.5-pro",
+        ),
+        (
+            "/v1beta/models/gemini-2.5-pro%3AstreamGenerateContent",
+            "gemini-2.5-pro",
+        ),
+        (
+            "/v1beta/models/gemini%2D2.5-pro:generateContent",
+            "gemini-2.5-pro",
+        ),
+        (
+            "/v1beta/tunedModels/mine:generateContent",
+            "tunedModels/mine",
+        ),
+        (
+            "/openai/deployments/gpt-4o-big/chat/completions",
+            "gpt-4o-big",
+        ),
     ] {
         assert_eq!(refused_model(post(path)), model, "{path}");
     }

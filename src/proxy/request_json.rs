@@ -133,7 +133,11 @@ mod tests {
     #[test]
     fn what_is_not_one_object() {
         for text in ["[]", "\"x\"", "{} {}", "{\"a\":}", "model=x", ""] {
-            assert_eq!(Members::of(text).err(), Some(NotMembers::NotObject), "{text}");
+            assert_eq!(
+                Members::of(text).err(),
+                Some(NotMembers::NotObject),
+                "{text}"
+            );
         }
     }
 
