@@ -71,25 +71,28 @@ pub async fn handle(
     record.planned(&plan);
     let route = plan.route;
     // Only a client with a model list, a budget or a token limit has its body read first.
-    let (body, hides_usage) = match plan.client.filter(|c| inspect::needed(c)) {
-        None => (failover::ClientBody::Streaming(body), false),
+    let (body, tokens_hint, hides_usage) = match plan.client.filter(|c| inspect::needed(c)) {
+        None => (failover::ClientBody::Streaming(body), None, false),
         Some(client) => {
             let (limit, stall) = (
                 snapshot.config.retry_body_limit,
                 snapshot.config.idle_timeout,
             );
             match inspect::inspect(client, &mut parts, body, limit, stall).await {
-                Ok(read) => {
-                    // For limits admission (which reserves it): `read.tokens_hint`.
-                    tracing::debug!(client = %client.name, tokens_hint = ?read.tokens_hint, "request read");
-                    (failover::ClientBody::Read(read.body), read.hides_usage)
-                }
+                Ok(read) => (
+                    failover::ClientBody::Read(read.body),
+                    read.tokens_hint,
+                    read.hides_usage,
+                ),
                 Err(e) => return reject(state, record, e, route.error_shape),
             }
         }
     };
     if let Some(client) = plan.client {
         if let Some(used) = snapshot.limits.of(&client.name) {
+            // The most tokens this request may use, when its body says: what admission
+            // reserves for it while it is in flight.
+            tracing::debug!(client = %client.name, ?tokens_hint, "admitting");
             if let Err(e) = limits::admit(client, used) {
                 return reject(state, record, e, route.error_shape);
             }
