@@ -187,6 +187,7 @@ async fn a_field_keyproxy_cannot_check_is_refused_naming_it() {
                 r#"{"model":"anthropic/x","route":{"custom":true}}"#,
                 "\"route\"",
             ),
+            (r#"{"model":"anthropic/x","route":"fallback"}"#, "\"route\""),
             (r#"{"model":"anthropic/x","preset":"mine"}"#, "\"preset\""),
             (
                 r#"{"model":"anthropic/x","fallbacks":["openai/o1-pro"]}"#,

@@ -251,6 +251,10 @@ impl Body for Streamed {
     }
 
     fn size_hint(&self) -> SizeHint {
+        if self.hider.is_some() {
+            // What it keeps from the client is unknown until read: no length to promise.
+            return SizeHint::default();
+        }
         match &self.head {
             None => self.inner.size_hint(),
             Some(h) => {

@@ -58,8 +58,9 @@ pub(super) fn check_body(
                 named = true;
             }
             "models" => names(client, name, value)?,
-            // OpenRouter's fallback route tries the `models` list, each checked above.
-            "route" if string(value).as_deref() == Some("fallback") => {}
+            // OpenRouter's fallback route tries the `models` list, each checked here; without
+            // one, OpenRouter picks the fallback itself.
+            "route" if string(value).as_deref() == Some("fallback") && has_models(body) => {}
             "tools" => tools(client, value)?,
             "plugins" => plugins(client, value)?,
             _ if chooses_models(name) => return Err(field(client, name, CHOOSES)),
@@ -74,6 +75,13 @@ pub(super) fn check_body(
             "the request body has no top-level \"model\" string".into(),
         ))
     }
+}
+
+/// A non-empty `models` list (each of its models is checked on its own).
+fn has_models(body: &Members<'_>) -> bool {
+    body.get("models")
+        .and_then(array)
+        .is_some_and(|list| !list.is_empty())
 }
 
 const NOT_A_NAME: &str = "is not a model name string";

@@ -89,6 +89,11 @@ fn what_cannot_be_checked_is_refused_naming_the_field() {
             "\"route\"",
         ),
         (r#"{"model":"anthropic/x","route":"cheapest"}"#, "\"route\""),
+        (r#"{"model":"anthropic/x","route":"fallback"}"#, "\"route\""),
+        (
+            r#"{"model":"anthropic/x","models":[],"route":"fallback"}"#,
+            "\"route\"",
+        ),
         (r#"{"model":"anthropic/x","preset":"mine"}"#, "\"preset\""),
         (
             r#"{"model":"anthropic/x","fallbacks":["openai/o1"]}"#,
