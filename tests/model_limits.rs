@@ -153,6 +153,7 @@ async fn every_model_a_body_names_is_checked_and_nothing_is_forwarded() {
             (r#"{"model":"anthropic/claude","tools":[{"type":"advisor_20260301","name":"advisor","model":"openai/o1-pro"}]}"#, "openai/o1-pro"),
             (r#"{"model":"anthropic/claude","plugins":[{"id":"auto-router","allowed_models":["openai/o1-pro"]}]}"#, "openai/o1-pro"),
             (r#"{"model":"anthropic/claude@preset/mine"}"#, "anthropic/claude@preset/mine"),
+            (r#"{"model":"anthropic/claude","fallbacks":[{"model":"openai/o1-pro"}]}"#, "openai/o1-pro"),
             (r#"{"m\u006fdel":"openai/o1-pro"}"#, "openai/o1-pro"),
         ] {
             let reply = post(&proxy, LAPTOP, body).await;
@@ -190,8 +191,8 @@ async fn a_field_keyproxy_cannot_check_is_refused_naming_it() {
             (r#"{"model":"anthropic/x","route":"fallback"}"#, "\"route\""),
             (r#"{"model":"anthropic/x","preset":"mine"}"#, "\"preset\""),
             (
-                r#"{"model":"anthropic/x","fallbacks":["openai/o1-pro"]}"#,
-                "\"fallbacks\"",
+                r#"{"model":"anthropic/x","fallbacks":[{"max_tokens":9}]}"#,
+                "\"fallbacks[0].model\"",
             ),
             (
                 r#"{"model":"anthropic/x","Model":"openai/o1-pro"}"#,

@@ -1,12 +1,13 @@
 //! A client's model limit (`models` on `[[clients]]`): every model a request names must be one
 //! it may ask for. A request names models in its URL path (Gemini's `models/{model}:action`,
 //! Azure's `deployments/{name}/`) and in its JSON body: `model`, OpenRouter's `models` fallback
-//! list, and models inside `tools` (advisors, image generation) and `plugins` (the auto
-//! router's `allowed_models`). Anything else that can choose a model (`preset`, a custom
+//! list, Anthropic's (and OpenRouter's Messages) `fallbacks`, and models inside `tools`
+//! (advisors, image generation) and `plugins` (the auto router's `allowed_models`). Anything else that can choose a model (`preset`, a custom
 //! `route`, a server tool that runs models of its own, a field spelled like `model`) is refused
 //! with a 400 naming it, never passed on.
 
 use http::Method;
+use serde_json::value::RawValue;
 
 use super::error::LocalError;
 use super::request_json::{array, string, Members, NotMembers};
@@ -63,6 +64,7 @@ pub(super) fn check_body(
             "route" if string(value).as_deref() == Some("fallback") && has_models(body) => {}
             "tools" => tools(client, value)?,
             "plugins" => plugins(client, value)?,
+            "fallbacks" => fallbacks(client, value)?,
             _ if chooses_models(name) => return Err(field(client, name, CHOOSES)),
             _ => {}
         }
@@ -89,8 +91,7 @@ const NOT_NAMES: &str = "is not a list of model name strings";
 const CHOOSES: &str = "can choose models keyproxy cannot check, so remove it";
 
 /// A top-level member that can choose a model keyproxy does not read: a preset (which holds
-/// its own model list), a custom route, batches of requests, fallbacks as other gateways spell
-/// them, and any spelling of the fields it does read that an upstream matching names loosely
+/// its own model list), a custom route, batches of requests, and any spelling of the fields it does read that an upstream matching names loosely
 /// (Go's encoding/json ignores case, protobuf's JSON takes snake_case too) would take for them.
 fn chooses_models(name: &str) -> bool {
     let loose: String = name
@@ -107,7 +108,7 @@ fn chooses_models(name: &str) -> bool {
 
 /// `tools`: a tool may name a model (Anthropic's advisor, OpenAI's image generation); OpenRouter
 /// server tools other than search, fetch and the date run models of their own choosing.
-fn tools(client: &Client, value: &serde_json::value::RawValue) -> Result<(), LocalError> {
+fn tools(client: &Client, value: &RawValue) -> Result<(), LocalError> {
     const SAFE: [&str; 3] = [
         "openrouter:web_search",
         "openrouter:web_fetch",
@@ -115,32 +116,18 @@ fn tools(client: &Client, value: &serde_json::value::RawValue) -> Result<(), Loc
     ];
     let list = array(value).ok_or_else(|| field(client, "tools", "is not a list"))?;
     for (i, tool) in list.into_iter().enumerate() {
-        let at = |member: &str| format!("tools[{i}]{member}");
-        let tool = members(client, &at(""), tool)?;
-        let mut has_model = false;
-        for (name, value) in tool.iter() {
-            match name {
-                "model" => {
-                    let model =
-                        string(value).ok_or_else(|| field(client, &at(".model"), NOT_A_NAME))?;
-                    ensure(client, &model)?;
-                    has_model = true;
-                }
-                _ if name.to_ascii_lowercase().contains("model") => {
-                    return Err(field(client, &at(&format!(".{name}")), CHOOSES))
-                }
-                _ => {}
-            }
-        }
+        let at = format!("tools[{i}]");
+        let tool = members(client, &at, tool)?;
+        let named = models_of(client, &at, &tool)?;
         let kind = tool.get("type").and_then(string).unwrap_or_default();
         if kind.starts_with("openrouter:") && !SAFE.contains(&kind.as_str()) {
-            return Err(field(client, &at(".type"), CHOOSES));
+            return Err(field(client, &format!("{at}.type"), CHOOSES));
         }
         // An advisor with no model of its own consults one the answering model picks.
-        if kind.contains("advisor") && !has_model {
+        if kind.contains("advisor") && !named {
             return Err(field(
                 client,
-                &at(".model"),
+                &format!("{at}.model"),
                 "is missing from an advisor tool",
             ));
         }
@@ -149,30 +136,55 @@ fn tools(client: &Client, value: &serde_json::value::RawValue) -> Result<(), Loc
 }
 
 /// `plugins`: OpenRouter's auto router takes `allowed_models`; every model named is checked.
-fn plugins(client: &Client, value: &serde_json::value::RawValue) -> Result<(), LocalError> {
+fn plugins(client: &Client, value: &RawValue) -> Result<(), LocalError> {
     let list = array(value).ok_or_else(|| field(client, "plugins", "is not a list"))?;
     for (i, plugin) in list.into_iter().enumerate() {
         let at = format!("plugins[{i}]");
-        for (name, value) in members(client, &at, plugin)?.iter() {
-            let at = format!("{at}.{name}");
-            match name {
-                "model" => {
-                    let model = string(value).ok_or_else(|| field(client, &at, NOT_A_NAME))?;
-                    ensure(client, &model)?;
-                }
-                "models" | "allowed_models" => names(client, &at, value)?,
-                _ if name.to_ascii_lowercase().contains("model") => {
-                    return Err(field(client, &at, CHOOSES))
-                }
-                _ => {}
-            }
+        models_of(client, &at, &members(client, &at, plugin)?)?;
+    }
+    Ok(())
+}
+
+/// `fallbacks`: Anthropic's server-side fallbacks and OpenRouter's on its Messages endpoint,
+/// `[{"model": "..."}]`, tried in order when the first model fails or refuses.
+fn fallbacks(client: &Client, value: &RawValue) -> Result<(), LocalError> {
+    let list = array(value).ok_or_else(|| field(client, "fallbacks", "is not a list"))?;
+    for (i, entry) in list.into_iter().enumerate() {
+        let at = format!("fallbacks[{i}]");
+        // Some gateways take bare names.
+        if let Some(model) = string(entry) {
+            ensure(client, &model)?;
+        } else if !models_of(client, &at, &members(client, &at, entry)?)? {
+            return Err(field(client, &format!("{at}.model"), "is missing"));
         }
     }
     Ok(())
 }
 
+/// Checks the models an object inside the body names (`model`, `models`, `allowed_models`);
+/// any other member spelled like them is refused. True when it names one.
+fn models_of(client: &Client, at: &str, object: &Members<'_>) -> Result<bool, LocalError> {
+    let mut named = false;
+    for (name, value) in object.iter() {
+        let at = format!("{at}.{name}");
+        match name {
+            "model" => {
+                let model = string(value).ok_or_else(|| field(client, &at, NOT_A_NAME))?;
+                ensure(client, &model)?;
+                named = true;
+            }
+            "models" | "allowed_models" => names(client, &at, value)?,
+            _ if name.to_ascii_lowercase().contains("model") => {
+                return Err(field(client, &at, CHOOSES))
+            }
+            _ => {}
+        }
+    }
+    Ok(named)
+}
+
 /// A list of model names, each allowed.
-fn names(client: &Client, at: &str, value: &serde_json::value::RawValue) -> Result<(), LocalError> {
+fn names(client: &Client, at: &str, value: &RawValue) -> Result<(), LocalError> {
     let list = array(value).ok_or_else(|| field(client, at, NOT_NAMES))?;
     for model in list {
         let model = string(model).ok_or_else(|| field(client, at, NOT_NAMES))?;
@@ -181,11 +193,7 @@ fn names(client: &Client, at: &str, value: &serde_json::value::RawValue) -> Resu
     Ok(())
 }
 
-fn members<'a>(
-    client: &Client,
-    at: &str,
-    value: &'a serde_json::value::RawValue,
-) -> Result<Members<'a>, LocalError> {
+fn members<'a>(client: &Client, at: &str, value: &'a RawValue) -> Result<Members<'a>, LocalError> {
     Members::of_raw(value).map_err(|e| match e {
         NotMembers::NotObject => field(client, at, "is not an object"),
         NotMembers::Twice(name) => field(client, &format!("{at}.{name}"), "is given twice"),

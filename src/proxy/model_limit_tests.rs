@@ -67,6 +67,14 @@ fn every_model_in_the_body_is_checked() {
             "anthropic/claude@preset/mine",
         ),
         (r#"{"mod\u0065l":"openai/o1-pro"}"#, "openai/o1-pro"),
+        (
+            r#"{"model":"anthropic/x","fallbacks":[{"model":"anthropic/y"},{"model":"openai/o1"}]}"#,
+            "openai/o1",
+        ),
+        (
+            r#"{"model":"anthropic/x","fallbacks":["openai/o1"]}"#,
+            "openai/o1",
+        ),
     ] {
         assert_eq!(refused_model(body(text)), model, "{text}");
     }
@@ -96,9 +104,18 @@ fn what_cannot_be_checked_is_refused_naming_the_field() {
         ),
         (r#"{"model":"anthropic/x","preset":"mine"}"#, "\"preset\""),
         (
-            r#"{"model":"anthropic/x","fallbacks":["openai/o1"]}"#,
+            r#"{"model":"anthropic/x","fallbacks":"openai/o1"}"#,
             "\"fallbacks\"",
         ),
+        (
+            r#"{"model":"anthropic/x","fallbacks":[{"max_tokens":5}]}"#,
+            "\"fallbacks[0].model\"",
+        ),
+        (
+            r#"{"model":"anthropic/x","fallbacks":[{"model":"anthropic/y","model":"openai/o1"}]}"#,
+            "\"fallbacks[0].model\"",
+        ),
+        (r#"{"model":"anthropic/x","Fallbacks":[]}"#, "\"Fallbacks\""),
         (
             r#"{"model":"anthropic/x","Model":"openai/o1"}"#,
             "\"Model\"",
@@ -147,6 +164,7 @@ fn ordinary_requests_pass() {
         r#"{"model":"openai/gpt-4o-mini","provider":{"order":["openai"],"allow_fallbacks":false},"modalities":["text"]}"#,
         r#"{"model":"anthropic/x","tools":[{"type":"openrouter:web_search"}],"plugins":[{"id":"web"}]}"#,
         r#"{"model":"models/gemini-2.5-flash"}"#,
+        r#"{"model":"anthropic/x","fallbacks":[{"model":"anthropic/y"},"openai/gpt-4o-mini"]}"#,
     ] {
         assert!(body(text).is_ok(), "{text}");
     }
