@@ -51,7 +51,8 @@ pub(super) fn check_body(
     path_named: bool,
 ) -> Result<(), LocalError> {
     let mut named = path_named;
-    for (name, value) in body.iter() {
+    // A member set to null is taken for absent, by upstreams and SDKs alike: it names nothing.
+    for (name, value) in body.iter().filter(|(_, v)| v.get() != "null") {
         match name {
             "model" => {
                 let model = string(value).ok_or_else(|| field(client, name, NOT_A_NAME))?;
@@ -165,7 +166,7 @@ fn fallbacks(client: &Client, value: &RawValue) -> Result<(), LocalError> {
 /// any other member spelled like them is refused. True when it names one.
 fn models_of(client: &Client, at: &str, object: &Members<'_>) -> Result<bool, LocalError> {
     let mut named = false;
-    for (name, value) in object.iter() {
+    for (name, value) in object.iter().filter(|(_, v)| v.get() != "null") {
         let at = format!("{at}.{name}");
         match name {
             "model" => {

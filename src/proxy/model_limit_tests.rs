@@ -164,6 +164,7 @@ fn ordinary_requests_pass() {
         r#"{"model":"openai/gpt-4o-mini","provider":{"order":["openai"],"allow_fallbacks":false},"modalities":["text"]}"#,
         r#"{"model":"anthropic/x","tools":[{"type":"openrouter:web_search"}],"plugins":[{"id":"web"}]}"#,
         r#"{"model":"models/gemini-2.5-flash"}"#,
+        r#"{"model":"anthropic/x","tools":null,"models":null,"plugins":null,"route":null}"#,
         r#"{"model":"anthropic/x","fallbacks":[{"model":"anthropic/y"},"openai/gpt-4o-mini"]}"#,
     ] {
         assert!(body(text).is_ok(), "{text}");

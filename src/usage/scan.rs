@@ -147,8 +147,12 @@ impl Scanner {
                 let mut used = Used::default();
                 if !dropped {
                     head.extend_from_slice(&tail);
-                    if let Ok(v) = serde_json::from_slice::<Value>(&head) {
-                        merge(&v, &mut used);
+                    match serde_json::from_slice::<Value>(&head) {
+                        // Gemini's streamGenerateContent without `alt=sse`: an array of
+                        // answers, each with the usage so far.
+                        Ok(Value::Array(items)) => items.iter().for_each(|v| merge(v, &mut used)),
+                        Ok(v) => merge(&v, &mut used),
+                        Err(_) => {}
                     }
                     return used;
                 }

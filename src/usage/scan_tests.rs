@@ -165,6 +165,13 @@ fn gemini_json_and_stream() {
         counts(&every_split("text/event-stream", stream)),
         ("gemini-2.5-pro", 8, 2, true)
     );
+    // Without `alt=sse` the stream is one JSON array.
+    let array = br#"[{"candidates":[],"usageMetadata":{"promptTokenCount":8,"totalTokenCount":8}},
+{"candidates":[],"usageMetadata":{"promptTokenCount":8,"candidatesTokenCount":5,"totalTokenCount":13},"modelVersion":"gemini-2.5-pro"}]"#;
+    assert_eq!(
+        counts(&every_split("application/json", array)),
+        ("gemini-2.5-pro", 8, 5, true)
+    );
     let only_total = br#"{"usageMetadata":{"promptTokenCount":4,"totalTokenCount":10}}"#;
     assert_eq!(
         counts(&scan("application/json", &[only_total])),
