@@ -65,9 +65,9 @@ pub enum LocalError {
         model: String,
         allowed: String,
     },
-    #[error("keyproxy: client '{client}' has a model limit, and {why}; nothing was forwarded.")]
+    #[error("keyproxy: client '{client}' has a model limit, and {why}. Nothing was forwarded.")]
     ModelUnreadable { client: String, why: String },
-    #[error("keyproxy: client '{client}' has a budget or token limit, and {why}; nothing was forwarded.")]
+    #[error("keyproxy: client '{client}' has a budget or token limit, and {why}. Nothing was forwarded.")]
     RequestUnreadable { client: String, why: String },
     #[error("keyproxy: client '{client}' has used its {limit}; nothing was forwarded. It resets in {retry_after} s.")]
     BudgetExhausted {

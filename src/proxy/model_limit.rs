@@ -22,7 +22,7 @@ pub(super) fn check_path(client: &Client, method: &Method, path: &str) -> Result
     let unreadable = || {
         unreadable(
             client,
-            "its URL path is not one keyproxy can check (a bad or encoded escape, a dot segment or a ':' out of place)".into(),
+            "its URL path is not one keyproxy can check (an escape, a dot segment or a ':' out of place)".into(),
         )
     };
     let segments = decoded_segments(path).ok_or_else(unreadable)?;
@@ -234,7 +234,12 @@ fn unreadable(client: &Client, why: String) -> LocalError {
 }
 
 /// A 400 naming the member: `the request's "models" is not a list of model name strings`.
+/// The name is the client's and may be anything: a long one is cut, to keep the advice in sight.
 fn field(client: &Client, name: &str, problem: &str) -> LocalError {
+    let name = match name.char_indices().nth(40) {
+        Some((cut, _)) => format!("{}…", &name[..cut]),
+        None => name.to_owned(),
+    };
     unreadable(client, format!("the request's \"{name}\" {problem}"))
 }
 
