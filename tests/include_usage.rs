@@ -179,3 +179,19 @@ async fn a_request_that_is_not_an_openai_stream_is_sent_as_it_is() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_event_cut_off_by_the_end_of_the_stream_still_reaches_the_client() {
+    bounded(async {
+        let body = r#"{"model":"openai/gpt-4o","stream":true}"#;
+        let events = [WITH_USAGE[0], WITH_USAGE[1], WITH_USAGE[2], "data: [DONE]"];
+        // The last event has no blank line after it: it is held until the stream ends.
+        let expected = [PLAIN[0], PLAIN[1], "", ""];
+        let (_, got, _) = stream(body, &events, &expected, 9).await;
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            format!("{}{}data: [DONE]", PLAIN[0], PLAIN[1])
+        );
+    })
+    .await;
+}

@@ -161,6 +161,10 @@ impl Body for Streamed {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let mut this = self.project();
         loop {
+            // What the hider held was the last frame: the upstream body has already ended.
+            if this.hider.as_ref().is_some_and(|h| h.finished()) {
+                return Poll::Ready(None);
+            }
             if let Some(head) = this.head.take() {
                 let ended = this.inner.is_end_stream();
                 let head = match this.hider.as_mut() {

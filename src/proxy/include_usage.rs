@@ -60,6 +60,8 @@ pub struct UsageHider {
     line_start: usize,
     /// The event outgrew `EVENT` and passes unchanged to its end; true while at a line's start.
     passing: Option<bool>,
+    /// The stream ended and what was held was handed on.
+    finished: bool,
 }
 
 impl UsageHider {
@@ -96,6 +98,7 @@ impl UsageHider {
 
     /// What is left when the stream ends: an event with no blank line after it.
     pub fn finish(&mut self) -> Bytes {
+        self.finished = true;
         let event = std::mem::take(&mut self.event);
         self.line_start = 0;
         Bytes::from(without_added_usage(&event).into_owned())
@@ -133,6 +136,13 @@ impl UsageHider {
             }
             Err(trailers) => trailers,
         }
+    }
+}
+
+impl UsageHider {
+    /// The stream has ended: its body must not be polled again.
+    pub fn finished(&self) -> bool {
+        self.finished
     }
 }
 
