@@ -274,6 +274,15 @@ async fn models_in_gemini_and_azure_paths_are_checked() {
             assert_eq!(reply.status, 400, "{path}: {}", reply.text());
             assert!(reply.text().contains("URL path"), "{}", reply.text());
         }
+        // A GET that asks to be taken for a POST is checked as one.
+        let auth = format!("Bearer {LAPTOP}");
+        let url = format!("{}/v1beta/models/gemini-2.5-pro:generateContent", proxy.url);
+        let headers = [
+            ("authorization", auth.as_str()),
+            ("x-http-method-override", "POST"),
+        ];
+        let reply = send(&client(), request("GET", &url, &headers, gemini)).await;
+        assert_eq!(reply.status, 403, "{}", reply.text());
         assert_eq!(up.count(), 0);
         for path in [
             "/v1beta/models/gemini-2.5-flash:generateContent",

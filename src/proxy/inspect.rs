@@ -53,7 +53,7 @@ pub(super) async fn inspect(
     let limited_models = !client.models.is_empty();
     // The path first: a model refused there needs no body read.
     let path_named = match limited_models {
-        true => model_limit::check_path(client, &parts.method, parts.uri.path())?,
+        true => model_limit::check_path(client, &parts.method, &parts.headers, parts.uri.path())?,
         false => false,
     };
     let unreadable = |why: String| match limited_models {

@@ -6,7 +6,7 @@
 //! `route`, a server tool that runs models of its own, a field spelled like `model`) is refused
 //! with a 400 naming it, never passed on.
 
-use http::Method;
+use http::{HeaderMap, Method};
 use serde_json::value::RawValue;
 
 use super::error::LocalError;
@@ -14,9 +14,21 @@ use super::request_json::{array, string, Members, NotMembers};
 use crate::config::clients::Client;
 
 /// Checks the models the upstream path names; true when it names one (the body then need not).
-/// A GET or HEAD reads a model's description, never runs one: its path is not checked.
-pub(super) fn check_path(client: &Client, method: &Method, path: &str) -> Result<bool, LocalError> {
-    if method == Method::GET || method == Method::HEAD {
+/// A GET or HEAD reads a model's description, never runs one: its path is not checked, unless
+/// it asks to be taken for another method (Google's front ends honour the override headers).
+pub(super) fn check_path(
+    client: &Client,
+    method: &Method,
+    headers: &HeaderMap,
+    path: &str,
+) -> Result<bool, LocalError> {
+    const OVERRIDES: [&str; 3] = [
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+    ];
+    let reads = method == Method::GET || method == Method::HEAD;
+    if reads && !OVERRIDES.iter().any(|h| headers.contains_key(*h)) {
         return Ok(false);
     }
     let unreadable = || {

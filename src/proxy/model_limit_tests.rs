@@ -176,7 +176,8 @@ fn ordinary_requests_pass() {
 
 #[test]
 fn models_in_the_path() {
-    let post = |path: &str| check_path(&client(), &Method::POST, path);
+    let none = HeaderMap::new();
+    let post = |path: &str| check_path(&client(), &Method::POST, &none, path);
     for path in [
         "/v1beta/models/gemini-2.5-flash:generateContent",
         "/v1beta/models/gemini-2.5-flash:streamGenerateContent",
@@ -221,6 +222,12 @@ fn models_in_the_path() {
         assert!(unreadable_why(post(path)).contains("URL path"), "{path}");
     }
     // Reading a model's description runs nothing.
-    let get = check_path(&client(), &Method::GET, "/v1beta/models/gemini-2.5-pro");
+    let pro = "/v1beta/models/gemini-2.5-pro:generateContent";
+    let get = check_path(&client(), &Method::GET, &none, pro);
     assert_eq!(get.ok(), Some(false));
+    // Unless it asks to be taken for a POST.
+    let mut overridden = HeaderMap::new();
+    overridden.insert("x-http-method-override", "POST".parse().unwrap());
+    let get = check_path(&client(), &Method::GET, &overridden, pro);
+    assert_eq!(refused_model(get), "gemini-2.5-pro");
 }
