@@ -134,12 +134,17 @@ async fn read(
     }
 }
 
-/// The request's output limit plus its body's bytes / 4, when it has an output limit; Err names
-/// an object keyproxy reads the limit from that names a member twice.
+/// The request's output limit (times the answers it asks for: `n`, `best_of`, Gemini's
+/// `candidateCount`) plus its body's bytes / 4, when it has an output limit; Err names an object
+/// keyproxy reads the limit from that names a member twice.
 fn tokens_hint(body: &Members<'_>, len: usize) -> Result<Option<u64>, &'static str> {
     let mut most = None;
+    let mut answers = 1;
     for name in ["max_tokens", "max_completion_tokens", "max_output_tokens"] {
         most = most.max(body.get(name).and_then(count));
+    }
+    for name in ["n", "best_of"] {
+        answers = answers.max(body.get(name).and_then(count).unwrap_or(1));
     }
     // Gemini; its JSON takes snake_case too.
     for config in ["generationConfig", "generation_config"] {
@@ -151,12 +156,15 @@ fn tokens_hint(body: &Members<'_>, len: usize) -> Result<Option<u64>, &'static s
                 for name in ["maxOutputTokens", "max_output_tokens"] {
                     most = most.max(config.get(name).and_then(count));
                 }
+                for name in ["candidateCount", "candidate_count"] {
+                    answers = answers.max(config.get(name).and_then(count).unwrap_or(1));
+                }
             }
             Err(NotMembers::Twice(_)) => return Err(config),
             Err(NotMembers::NotObject) => {}
         }
     }
-    Ok(most.map(|n| n.saturating_add(len as u64 / 4)))
+    Ok(most.map(|n| n.saturating_mul(answers).saturating_add(len as u64 / 4)))
 }
 
 #[cfg(test)]
@@ -189,6 +197,11 @@ mod tests {
             Ok(Some(u64::MAX))
         );
         assert_eq!(hint(r#"{"model":"x"}"#), Ok(None));
+        assert_eq!(hint(r#"{"max_tokens":100,"n":3}"#), Ok(Some(400)));
+        assert_eq!(
+            hint(r#"{"generationConfig":{"maxOutputTokens":10,"candidateCount":2}}"#),
+            Ok(Some(120))
+        );
         assert_eq!(
             hint(r#"{"generationConfig":{"maxOutputTokens":5,"maxOutputTokens":9}}"#),
             Err("generationConfig")
