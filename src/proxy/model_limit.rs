@@ -2,9 +2,9 @@
 //! it may ask for. A request names models in its URL path (Gemini's `models/{model}:action`,
 //! Azure's `deployments/{name}/`) and in its JSON body: `model`, OpenRouter's `models` fallback
 //! list, Anthropic's (and OpenRouter's Messages) `fallbacks`, and models inside `tools`
-//! (advisors, image generation) and `plugins` (the auto router's `allowed_models`). Anything else that can choose a model (`preset`, a custom
-//! `route`, a server tool that runs models of its own, a field spelled like `model`) is refused
-//! with a 400 naming it, never passed on.
+//! (advisors, image generation) and `plugins` (the auto router's `allowed_models`). Anything
+//! else that can choose a model (`preset`, a custom `route`, a server tool that runs models of
+//! its own, a field spelled like `model`) is refused with a 400 naming it, never passed on.
 
 use http::{HeaderMap, Method};
 use serde_json::value::RawValue;
