@@ -65,8 +65,10 @@ pub enum LocalError {
         model: String,
         allowed: String,
     },
-    #[error("keyproxy: client '{client}' has a model limit, and {why}; send a JSON body with a top-level \"model\".")]
+    #[error("keyproxy: client '{client}' has a model limit, and {why}. Nothing was forwarded.")]
     ModelUnreadable { client: String, why: String },
+    #[error("keyproxy: client '{client}' has a budget or token limit, and {why}. Nothing was forwarded.")]
+    RequestUnreadable { client: String, why: String },
     #[error("keyproxy: client '{client}' has used its {limit}; nothing was forwarded. It resets in {retry_after} s.")]
     BudgetExhausted {
         client: String,
@@ -147,7 +149,9 @@ impl LocalError {
             Self::ForbiddenProfile { .. }
             | Self::ProfileNotOnRoute { .. }
             | Self::ModelNotAllowed { .. } => StatusCode::FORBIDDEN,
-            Self::ModelUnreadable { .. } => StatusCode::BAD_REQUEST,
+            Self::ModelUnreadable { .. } | Self::RequestUnreadable { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             Self::KeysResting { .. } | Self::BudgetExhausted { .. } | Self::RateLimited { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
@@ -183,6 +187,7 @@ impl LocalError {
             Self::RateLimited { .. } => "rate-limited",
             Self::ModelNotAllowed { .. } => "model-not-allowed",
             Self::ModelUnreadable { .. } => "model-unreadable",
+            Self::RequestUnreadable { .. } => "request-unreadable",
         }
     }
 
@@ -208,6 +213,7 @@ impl LocalError {
             | Self::Trace
             | Self::MalformedBody
             | Self::ModelUnreadable { .. }
+            | Self::RequestUnreadable { .. }
             | Self::BodyStalled { .. } => "invalid_request_error",
         }
     }

@@ -94,6 +94,22 @@ fn every_local_message_survives_agents_filters() {
             why: "rate limited or out of credit".into(),
             wakes_in_s: 3600,
         },
+        LocalError::ModelUnreadable {
+            client: "laptop-agent".into(),
+            why: "its URL path is not one keyproxy can check (an escape, a dot segment or a ':' out of place)".into(),
+        },
+        LocalError::ModelUnreadable {
+            client: "laptop-agent".into(),
+            why: "the request's \"plugins[12].fallback_model_list_for_…\" can choose models keyproxy cannot check, so remove it".into(),
+        },
+        LocalError::RequestUnreadable {
+            client: "laptop-agent".into(),
+            why: "the request body is larger than retry_body_limit (1048576 bytes)".into(),
+        },
+        LocalError::RequestUnreadable {
+            client: "laptop-agent".into(),
+            why: "the request body names \"max_completion_tokens\" twice, which upstreams read differently".into(),
+        },
     ];
     for e in all {
         let msg = e.to_string();
