@@ -5,6 +5,7 @@
 
 mod cached;
 pub(crate) mod command;
+mod command_run;
 pub(crate) mod env;
 pub(crate) mod files;
 pub(crate) mod health;
@@ -12,11 +13,14 @@ mod keys_file;
 mod looked;
 pub(crate) mod openclaw;
 pub(crate) mod openclaw_state;
+mod redact;
 mod secret;
 pub(crate) mod sources;
 
 pub use keys_file::{parse_keys_file, KeysFile, ProfileEntry};
 pub use looked::{looked_list, Looked, LookedAt};
+pub use redact::Redactor;
+pub(crate) use redact::Seen;
 pub use secret::{fingerprint, Secret};
 
 use std::collections::HashMap;
@@ -169,9 +173,15 @@ pub struct KeyStore {
     profiles: HashMap<String, Profile>,
     looked: Vec<Looked>,
     sources: Vec<SourceStatus>,
+    redactor: Arc<Redactor>,
 }
 
 impl KeyStore {
+    /// Every key known when this store was built, for hiding them in texts made later.
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
+    }
+
     /// The profile if it has at least one key.
     pub fn profile(&self, name: &str) -> Option<&Profile> {
         self.profiles.get(name).filter(|p| !p.keys.is_empty())
@@ -255,6 +265,9 @@ pub struct StoreBuilder<'a> {
     profiles: HashMap<String, Vec<Key>>,
     looked: Vec<Looked>,
     sources: Vec<SourceStatus>,
+    /// Every key added, for the redactor.
+    added: Vec<Secret>,
+    redactor: Arc<Redactor>,
 }
 
 impl<'a> StoreBuilder<'a> {
@@ -264,11 +277,14 @@ impl<'a> StoreBuilder<'a> {
             profiles: HashMap::new(),
             looked: Vec::new(),
             sources: Vec::new(),
+            added: Vec::new(),
+            redactor: Arc::default(),
         }
     }
 
     pub fn add_key(&mut self, profile: &str, secret: &Secret, source: &Arc<str>) {
         let key = Key::new(secret, source.clone(), self.formats);
+        self.added.push(secret.clone());
         self.profiles
             .entry(profile.to_owned())
             .or_default()
@@ -309,6 +325,7 @@ impl<'a> StoreBuilder<'a> {
                 .collect(),
             looked: self.looked,
             sources: self.sources,
+            redactor: self.redactor,
         }
     }
 }

@@ -14,7 +14,7 @@ use super::env::{parse_env_file, Env, EnvFile};
 use super::files::FileSet;
 use super::keys_file::{parse_keys_file, parse_secret_file, trim_one_newline, KeysFile};
 use super::{openclaw, openclaw_state};
-use super::{KeyStore, Looked, Secret, SourceStatus, StoreBuilder};
+use super::{KeyStore, Looked, Secret, Seen, SourceStatus, StoreBuilder};
 use crate::config::{Config, KeyFormat, DEFAULT_PROFILE, OPENROUTER_ENV};
 use crate::text::tilde;
 
@@ -40,6 +40,8 @@ pub struct Loader {
     openclaw_stores: HashMap<PathBuf, Arc<openclaw::Store>>,
     openclaw_dirs: HashMap<PathBuf, Arc<openclaw_state::StateDir>>,
     commands: Commands,
+    /// Every key read so far, hidden in whatever this loader says.
+    seen: Seen,
 }
 
 /// One read of every source: the store being built, what went wrong, and what was read.
@@ -76,10 +78,49 @@ impl Loader {
         }
         add_openrouter_env(&mut pass);
         self.commands.retain(&pass.commands);
+        // Every key known, in the store or not (a profile an earlier source filled, a last good
+        // file), is replaced by its fingerprint in every text this read made.
+        let known: Vec<Secret> = pass
+            .b
+            .added()
+            .iter()
+            .chain(self.cached_keys())
+            .cloned()
+            .collect();
+        let redactor = self.seen.add(&known);
+        for e in &mut pass.errors {
+            *e = redactor.known(e).into_owned();
+        }
+        pass.b.redact(redactor.clone());
+        self.commands.set_redactor(redactor);
         Built {
             store: pass.b.build(),
             errors: pass.errors,
         }
+    }
+
+    /// The keys of every source's last good contents.
+    fn cached_keys(&self) -> impl Iterator<Item = &Secret> {
+        let files = self
+            .keys_files
+            .values()
+            .flat_map(|f| f.profiles.values().flat_map(|p| p.keys.iter()));
+        let openclaw = self
+            .openclaw_stores
+            .values()
+            .flat_map(|s| s.profiles.iter().map(|(_, e)| e))
+            .chain(
+                self.openclaw_dirs
+                    .values()
+                    .flat_map(|d| d.profiles.iter().map(|(_, e, _)| e)),
+            )
+            .filter_map(|e| match e {
+                openclaw::Entry::Key(k) => Some(k),
+                _ => None,
+            });
+        files
+            .chain(self.secret_files.values().map(|s| &**s))
+            .chain(openclaw)
     }
 
     /// From now on a `key_command` that finishes a run calls `notify`, and a new one is not
