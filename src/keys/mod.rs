@@ -12,6 +12,7 @@ pub(crate) mod health;
 mod keys_file;
 mod looked;
 pub(crate) mod openclaw;
+mod openclaw_copy;
 pub(crate) mod openclaw_state;
 mod redact;
 mod secret;

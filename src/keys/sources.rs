@@ -13,6 +13,7 @@ use super::command::{CommandSpec, Commands, Notify};
 use super::env::{parse_env_file, Env, EnvFile};
 use super::files::FileSet;
 use super::keys_file::{parse_keys_file, parse_secret_file, trim_one_newline, KeysFile};
+use super::openclaw_copy::Copies;
 use super::{openclaw, openclaw_state};
 use super::{KeyStore, Looked, Secret, Seen, SourceStatus, StoreBuilder};
 use crate::config::{Config, KeyFormat, DEFAULT_PROFILE, OPENROUTER_ENV};
@@ -40,6 +41,7 @@ pub struct Loader {
     openclaw_stores: HashMap<PathBuf, Arc<openclaw::Store>>,
     openclaw_dirs: HashMap<PathBuf, Arc<openclaw_state::StateDir>>,
     commands: Commands,
+    openclaw_copies: Copies,
     /// Every key read so far, hidden in whatever this loader says.
     seen: Seen,
 }
@@ -52,6 +54,8 @@ struct Pass<'a, 'f> {
     env: Env,
     /// The `key_command`s this read found, so the others' threads stop.
     commands: Vec<CommandSpec>,
+    /// keyproxy's own folder, where OpenClaw's database is copied to be read.
+    state_dir: Option<&'a Path>,
 }
 
 impl Loader {
@@ -63,6 +67,7 @@ impl Loader {
             files,
             env: Env::default(),
             commands: Vec::new(),
+            state_dir: config.state_dir.as_deref(),
         };
         for path in &config.env_files {
             self.read_env_file(&mut pass, path);
@@ -295,7 +300,12 @@ impl Loader {
     /// `openclaw.json` sends to OpenRouter, which also fills `openrouter:default`.
     fn add_openclaw_state_dir(&mut self, pass: &mut Pass<'_, '_>, dir: &Path) {
         let label = format!("OpenClaw state folder {}", tilde(dir));
-        let (state, error) = match openclaw_state::read(dir, pass.files) {
+        let (state, error) = match openclaw_state::read(
+            dir,
+            pass.files,
+            &mut self.openclaw_copies,
+            pass.state_dir,
+        ) {
             Ok(fresh) => {
                 let fresh = Arc::new(fresh);
                 self.openclaw_dirs.insert(dir.to_path_buf(), fresh.clone());
