@@ -72,6 +72,10 @@ fn setup(bin: &Bin, upstream: &str) -> std::path::PathBuf {
             "if [ -e '{d}/revoke' ]; then cat '{d}/odd-err.txt' >&2; exit 1; fi\ncat '{d}/odd.txt'"
         ),
     );
+    // A command line that holds the key itself: the source's name must not show it.
+    keys += &format!(
+        "[profiles.\"openrouter:inline\"]\nkey_command = [\"printf\", \"%s\", \"{KEY_A}\"]\n"
+    );
     keys += &format!(
         "[profiles.\"openrouter:lastgood\"]\nkey_command = [\"{lastgood}\"]\nrefresh = \"300ms\"\n"
     );
@@ -97,6 +101,7 @@ async fn cli(bin: &Bin, url: &str, args: &[&str]) -> Output {
 
 fn assert_hidden(what: &str, text: &str) {
     assert!(!text.contains(KEY_B), "{what}: a full key leaked:\n{text}");
+    assert!(!text.contains(KEY_A), "{what}: a full key leaked:\n{text}");
     assert!(
         !text.contains("SECRETMIDDLE"),
         "{what}: part of a key leaked:\n{text}"
@@ -132,8 +137,12 @@ async fn no_key_from_a_failing_commands_stderr_reaches_any_output() {
             status.contains(&format!("'{ODD_FP}' was revoked")),
             "the known key is shown by its fingerprint: {status}"
         );
-        // The last good key is still served.
+        // The last good key is still served, and so is the key on a command line.
         assert!(status.contains(ODD_FP), "{status}");
+        assert!(
+            status.contains(&format!("key_command printf %s {FP_A}")),
+            "{status}"
+        );
 
         for i in 0..SHAPES.len() {
             let profile = format!("openrouter:s{i}");

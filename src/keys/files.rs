@@ -1,6 +1,8 @@
 //! Reading the files keys come from, remembering what each held, so that a reload happens only
 //! when contents change. Events and polls only suggest a change (see `ops::watch`): the contents
-//! of the files, read through their paths, decide.
+//! of the files, read through their paths, decide. The one exception is a file too large to read
+//! on every poll (OpenClaw's database), looked at by size, times and inode instead
+//! ([`FileSet::stat`]); SQLite writes it in place, so those always move.
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
@@ -219,5 +221,30 @@ mod tests {
         assert_eq!(set.changed(), None, "rewriting the same bytes is no change");
         std::fs::write(&path, "b").unwrap();
         assert_eq!(set.changed(), Some(path.as_path()));
+    }
+
+    #[test]
+    fn a_stamped_file_changes_with_its_metadata_and_a_recent_write_proves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        std::fs::write(&path, "aaaa").unwrap();
+        let mut set = FileSet::default();
+        set.stat(&path);
+        assert_eq!(
+            set.changed(),
+            Some(path.as_path()),
+            "written just now: racy"
+        );
+        let age = |p: &Path| {
+            let then = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+            let f = std::fs::File::options().write(true).open(p).unwrap();
+            f.set_modified(then).unwrap();
+        };
+        age(&path);
+        set.stat(&path);
+        assert_eq!(set.changed(), None);
+        std::fs::write(&path, "aaaaa").unwrap();
+        age(&path);
+        assert_eq!(set.changed(), Some(path.as_path()), "size and ctime moved");
     }
 }

@@ -21,7 +21,7 @@ pub(crate) mod sources;
 pub use keys_file::{parse_keys_file, KeysFile, ProfileEntry};
 pub use looked::{looked_list, Looked, LookedAt};
 pub use redact::Redactor;
-pub(crate) use redact::Seen;
+pub(crate) use redact::SeenKeys;
 pub use secret::{fingerprint, Secret};
 
 use std::collections::HashMap;

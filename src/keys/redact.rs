@@ -116,9 +116,9 @@ impl Redactor {
 
 /// The keys a loader has seen, most recent last, at most [`REMEMBERED`].
 #[derive(Default)]
-pub(crate) struct Seen(Vec<Secret>);
+pub(crate) struct SeenKeys(Vec<Secret>);
 
-impl Seen {
+impl SeenKeys {
     /// Adds `keys` and returns a redactor for everything seen.
     pub fn add<'a>(&mut self, keys: impl IntoIterator<Item = &'a Secret>) -> Arc<Redactor> {
         for key in keys {
@@ -141,8 +141,8 @@ impl StoreBuilder<'_> {
         &self.added
     }
 
-    /// Replaces every known key in what the store will say of its sources and of where it
-    /// looked, and keeps `redactor` in the store for texts made later (`check --live`).
+    /// Replaces every known key in what the store will say of its sources, its keys' sources and
+    /// of where it looked, and keeps `redactor` in the store for texts made later (`check --live`).
     pub(crate) fn redact(&mut self, redactor: Arc<Redactor>) {
         let clean = |text: &mut String| {
             if let Cow::Owned(clean) = redactor.known(text) {
@@ -153,6 +153,13 @@ impl StoreBuilder<'_> {
             clean(&mut source.path);
             if let Some(error) = &mut source.error {
                 clean(error);
+            }
+        }
+        // A key's source names its command, and `key_command = ["printf", "sk-..."]` is a
+        // command line.
+        for key in self.profiles.values_mut().flatten() {
+            if let Cow::Owned(clean) = redactor.known(&key.source) {
+                key.source = Arc::from(clean);
             }
         }
         for looked in &mut self.looked {
@@ -193,7 +200,7 @@ mod tests {
 
     #[test]
     fn the_loader_remembers_rotated_keys() {
-        let mut seen = Seen::default();
+        let mut seen = SeenKeys::default();
         let a = Secret::new(KEY).unwrap();
         seen.add([&a]);
         let r = seen.add([]);

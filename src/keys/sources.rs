@@ -15,7 +15,7 @@ use super::files::FileSet;
 use super::keys_file::{parse_keys_file, parse_secret_file, trim_one_newline, KeysFile};
 use super::openclaw_copy::Copies;
 use super::{openclaw, openclaw_state};
-use super::{KeyStore, Looked, Secret, Seen, SourceStatus, StoreBuilder};
+use super::{KeyStore, Looked, Secret, SeenKeys, SourceStatus, StoreBuilder};
 use crate::config::{Config, KeyFormat, DEFAULT_PROFILE, OPENROUTER_ENV};
 use crate::text::tilde;
 
@@ -45,7 +45,7 @@ pub struct Loader {
     commands: Commands,
     openclaw_copies: Copies,
     /// Every key read so far, hidden in whatever this loader says.
-    seen: Seen,
+    seen: SeenKeys,
 }
 
 /// One read of every source: the store being built, what went wrong, and what was read.
