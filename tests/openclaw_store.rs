@@ -408,12 +408,30 @@ async fn a_copy_left_by_a_killed_keyproxy_is_removed_at_the_next_start() {
         std::fs::write(stale.join(".lock"), "").unwrap();
         std::fs::copy(state.db(), stale.join("openclaw.sqlite")).unwrap();
 
-        let served = Served::start(bin.command()).await;
+        // What an earlier keyproxy, which copied into TMPDIR, left there.
+        let tmp = bin.home.path().join("tmp");
+        let legacy = tmp.join("keyproxy-openclaw-Ab12Cd");
+        std::fs::create_dir_all(&legacy).unwrap();
+        std::fs::copy(state.db(), legacy.join("openclaw.sqlite")).unwrap();
+        let then = std::time::SystemTime::now() - std::time::Duration::from_secs(600);
+        std::fs::File::open(&legacy)
+            .unwrap()
+            .set_modified(then)
+            .unwrap();
+
+        let mut cmd = bin.command();
+        cmd.env("TMPDIR", &tmp);
+        let served = Served::start(cmd).await;
         let folder = state_dir.join("openclaw-copy");
         assert_eq!(
             listing(&folder),
             Vec::<String>::new(),
             "copies are left in {folder:?}"
+        );
+        assert_eq!(
+            listing(&tmp),
+            Vec::<String>::new(),
+            "copies are left in TMPDIR"
         );
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&folder).unwrap().permissions().mode();

@@ -25,8 +25,10 @@ const FILES: [&str; 3] = ["", "-wal", "-journal"];
 const LOCK: &str = ".lock";
 const PREFIX: &str = "copy-";
 /// A copy folder without a lock file is left alone this long: its process may be about to lock
-/// it.
+/// it. Also the age past which a copy an earlier keyproxy made in TMPDIR is taken as abandoned.
 const UNLOCKED_GRACE: Duration = Duration::from_secs(60);
+/// How keyproxy named its copies in TMPDIR before they had a folder of their own.
+const LEGACY_PREFIX: &str = "keyproxy-openclaw-";
 
 /// The last row read from each database, with the looks at its files it was read after.
 #[derive(Default)]
@@ -105,6 +107,7 @@ impl Copies {
             .ok_or_else(|| io::Error::other("no state_dir (nor XDG_STATE_HOME or HOME)"))?;
         private_folder(&folder)?;
         remove_stale(&folder);
+        remove_legacy(&std::env::temp_dir());
         self.folder = Some(folder.clone());
         Ok(folder)
     }
@@ -163,3 +166,37 @@ fn remove_stale(folder: &Path) {
         }
     }
 }
+
+/// Removes copies an earlier keyproxy left in TMPDIR when it was killed mid-copy: this user's,
+/// older than [`UNLOCKED_GRACE`] (such a copy took well under a second).
+#[cfg(unix)]
+fn remove_legacy(tmp: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    let me = rustix::process::getuid().as_raw();
+    for entry in entries.filter_map(Result::ok) {
+        if !entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(LEGACY_PREFIX)
+        {
+            continue;
+        }
+        // Not followed: a link planted by someone else is not ours to remove the target of.
+        let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
+            continue;
+        };
+        let old = meta
+            .modified()
+            .is_ok_and(|m| m.elapsed().is_ok_and(|age| age > UNLOCKED_GRACE));
+        if meta.is_dir() && meta.uid() == me && old && std::fs::remove_dir_all(entry.path()).is_ok()
+        {
+            tracing::info!(copy = %entry.path().display(), "removed a copy of OpenClaw's database an earlier keyproxy left in TMPDIR");
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn remove_legacy(_tmp: &Path) {}
