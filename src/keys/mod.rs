@@ -14,11 +14,14 @@ mod looked;
 pub(crate) mod openclaw;
 mod openclaw_copy;
 pub(crate) mod openclaw_state;
+mod owner;
 mod redact;
 mod secret;
 pub(crate) mod sources;
 
-pub use keys_file::{parse_keys_file, KeysFile, ProfileEntry};
+pub use keys_file::{
+    is_placeholder, parse_keys_file, parse_keys_file_to_edit, KeysFile, ProfileEntry,
+};
 pub use looked::{looked_list, Looked, LookedAt};
 pub use redact::Redactor;
 pub(crate) use redact::SeenKeys;
