@@ -304,9 +304,19 @@ async fn a_command_that_leaves_a_daemon_holding_stdout_is_served_and_leaks_nothi
             !grew(before.1, after.1, 2),
             "descriptors grew: {before:?} -> {after:?}"
         );
+        // A daemon killed a moment ago may not have died yet while the next run starts one:
+        // leaked ones would stay, so at most one is left soon.
+        let mut left = sleeps(marker);
+        for _ in 0..100 {
+            if left <= 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            left = sleeps(marker);
+        }
         assert!(
-            sleeps(marker) <= 1,
-            "the daemons of finished runs were left running"
+            left <= 1,
+            "the daemons of finished runs were left running: {left}"
         );
         served.stop().await;
     })
