@@ -173,12 +173,13 @@ async fn run(origin: Origin, listen: Option<std::net::SocketAddr>) -> anyhow::Re
             keyproxy::keys::looked_list(&snapshot.keys.looked_for(profile))
         );
     }
-    tracing::info!(listen = %running.local_addr, "keyproxy is listening; point agents at http://{}/api/v1", running.local_addr);
-
+    // Handlers first: whoever waits for the line below may signal at once, and SIGHUP's default
+    // action would end the process.
     let reload = running.reloader();
     let mut hup = signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = signal(tokio::signal::unix::SignalKind::interrupt())?;
+    tracing::info!(listen = %running.local_addr, "keyproxy is listening; point agents at http://{}/api/v1", running.local_addr);
     loop {
         tokio::select! {
             _ = hup.recv() => {

@@ -3,23 +3,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-/// The fingerprint of a key: first 8 characters, `...`, last 8, for keys of 40 characters or
-/// more (as OpenClaw shows them); shorter keys show `...` and the last 4, since 16 characters of
-/// a 20-character key would be most of it; keys of 8 characters or fewer show only `...`,
-/// because their last 4 would be half the key.
-pub fn fingerprint(key: &str) -> String {
-    let n = key.len();
-    if !key.is_ascii() {
-        return "...".into();
-    }
-    if n >= 40 {
-        format!("{}...{}", &key[..8], &key[n - 8..])
-    } else if n > 8 {
-        format!("...{}", &key[n - 4..])
-    } else {
-        "...".into()
-    }
-}
+/// One form for a key's fingerprint and for a key-shaped word masked in a message.
+pub use crate::text::fingerprint;
 
 /// The longest key accepted: API keys are under 200 bytes, JWT-style tokens a few hundred.
 pub const MAX_KEY_LEN: usize = 4096;
