@@ -70,7 +70,9 @@ class Provider(BaseHTTPRequestHandler):
         self.wfile.flush()
 
 
-server = ThreadingHTTPServer(("127.0.0.1", 0), Provider)
+# Loopback and any port unless told otherwise (the Compose check runs it in a container).
+bind = (os.environ.get("MOCK_BIND", "127.0.0.1"), int(os.environ.get("MOCK_PORT", "0")))
+server = ThreadingHTTPServer(bind, Provider)
 with open(PORT_FILE + ".tmp", "w") as f:
     f.write(str(server.server_address[1]))
 # Renamed into place: the smoke test never reads half a port number.

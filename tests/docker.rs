@@ -241,6 +241,13 @@ fn the_compose_config_needs_tokens_and_reads_the_docker_secret() {
         "the folder is mounted where the image looks"
     );
     assert!(compose.contains("http://keyproxy:8787/api/v1"));
+    for line in [
+        "read_only: true",
+        "- keyproxy-state:/state",
+        "user: \"65532:${KEYPROXY_GID",
+    ] {
+        assert!(compose.contains(line), "compose.yaml: {line}");
+    }
 }
 
 #[tokio::test]
@@ -250,6 +257,16 @@ async fn the_kubernetes_sidecar_config_reloads_when_the_secret_is_applied() {
         let (_, text) = docker_file("kubernetes/keyproxy.toml");
         let (_, deployment) = docker_file("kubernetes/deployment.yaml");
         assert!(deployment.contains("mountPath: /var/run/keyproxy"));
+        // User 65532 reads the Secret through its group, and writes usage to the emptyDir only.
+        for line in [
+            "fsGroup: 65532",
+            "defaultMode: 0440",
+            "readOnlyRootFilesystem: true",
+            "mountPath: /state",
+            "emptyDir: {}",
+        ] {
+            assert!(deployment.contains(line), "deployment.yaml: {line}");
+        }
         assert!(
             text.contains("listen = \"127.0.0.1:8787\""),
             "a sidecar listens on the pod's loopback"
