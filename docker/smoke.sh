@@ -160,7 +160,12 @@ warned=$("$engine" logs "$run_id-1" 2>&1 | jq -R 'fromjson? | select(.level == "
 check "no permission warning for the 0640 keys file with --user 65532:$gid" [ "$warned" = 0 ]
 
 # 5. The image's HEALTHCHECK is `keyproxy health`, and it passes.
-test_cmd=$(inspect '{{json .Config.Healthcheck.Test}}')
+# podman shows the image's Docker-format health check beside its OCI config, Docker inside it.
+if [ "$engine" = podman ]; then
+    test_cmd=$(inspect '{{json .Healthcheck.Test}}')
+else
+    test_cmd=$(inspect '{{json .Config.Healthcheck.Test}}')
+fi
 health_ok() {
     if [ "$engine" = podman ]; then
         podman healthcheck run "$run_id-1" >/dev/null 2>&1
