@@ -20,6 +20,9 @@ work=$(mktemp -d)
 failures=0
 mock_pid=
 
+# The engine's own complaints (podman without systemd reports, per container, that it cannot
+# schedule health checks) go to a file, shown when a step fails; container logs are not these.
+eng() { "$engine" "$@" 2>>"$work/engine.log"; }
 pass() { echo "PASS $*"; }
 fail() { echo "FAIL $*"; failures=$((failures + 1)); }
 check() { # check DESCRIPTION COMMAND...: PASS when the command succeeds
@@ -77,7 +80,7 @@ size=$(inspect '{{.Size}}')
 echo "     image $image: $((size / 1000000)) MB, user $(inspect '{{.Config.User}}')"
 check "the image runs as user 65532" [ "$(inspect '{{.Config.User}}')" = 65532:65532 ]
 label=$(inspect '{{index .Config.Labels "org.opencontainers.image.version"}}')
-binary=$("$engine" run --rm "$image" --version 2>&1)
+binary=$(eng run --rm "$image" --version)
 check "label org.opencontainers.image.version=$label is the binary's ($binary)" \
     [ "$label" = "$version" -a "$binary" = "keyproxy $version" ]
 check "the image declares the state volume /state" \
@@ -110,7 +113,7 @@ write_keys "$etc" "$key_a"
 chgrp "$gid" "$etc" "$etc/keyproxy.toml" && chmod 750 "$etc" && chmod 640 "$etc/keyproxy.toml"
 
 serve() { # serve NAME PORT FOLDER: the README's run command, on the host's loopback
-    "$engine" run -d --name "$1" --network host --read-only \
+    eng run -d --name "$1" --network host --read-only \
         --user "65532:$gid" \
         -v "$3:/etc/keyproxy:ro" -v "$volume:/state" \
         -e "KEYPROXY_LISTEN=127.0.0.1:$2" "$image" >/dev/null
@@ -131,14 +134,14 @@ if [ "$(id -u)" != 65532 ]; then
     chmod 644 "$denied/keyproxy.toml"
     (umask 077 && printf '[profiles.mock]\nkey = "%s"\n' "$key_a" >"$denied/keys.toml")
     port=$(free_port)
-    "$engine" run -d --name "$run_id-denied" --network host --read-only -v "$denied:/etc/keyproxy:ro" \
+    eng run -d --name "$run_id-denied" --network host --read-only -v "$denied:/etc/keyproxy:ro" \
         -e "KEYPROXY_LISTEN=127.0.0.1:$port" "$image" >/dev/null
     url=http://127.0.0.1:$port
     wait_for 30 '[ "$(status_of "$url/_keyproxy/health")" = 200 ]'
     reason=$(curl -s -o /dev/null -D - "$url/chat/completions" -d '{}' | tr -d '\r' | sed -n 's/^x-keyproxy-error: //Ip')
     check "a 0600 keys file of the host user: 401 $reason inside the container, as README says" \
         [ "$reason" = missing-key -a ! -s "$work/seen" ]
-    "$engine" stop -t 10 "$run_id-denied" >/dev/null
+    eng stop -t 10 "$run_id-denied" >/dev/null
 fi
 
 # 4. Serve: folder mounted read-only, root file system read-only, usage on the named volume.
@@ -149,6 +152,7 @@ if wait_for 30 'ready "$url"'; then
     pass "serves with the keys folder mounted read-only, --read-only root and the state volume"
 else
     "$engine" logs "$run_id-1" 2>&1 | tail -n 20
+    tail -n 20 "$work/engine.log"
     fail "serves with the keys folder mounted read-only, --read-only root and the state volume"
     exit 1
 fi
@@ -162,20 +166,20 @@ check "no permission warning for the 0640 keys file with --user 65532:$gid" [ "$
 # 5. The image's HEALTHCHECK is `keyproxy health`, and it passes.
 # podman shows the image's Docker-format health check beside its OCI config, Docker inside it.
 if [ "$engine" = podman ]; then
-    test_cmd=$(inspect '{{json .Healthcheck.Test}}')
+    test_cmd=$(inspect '{{json .HealthCheck.Test}}')
 else
     test_cmd=$(inspect '{{json .Config.Healthcheck.Test}}')
 fi
 health_ok() {
     if [ "$engine" = podman ]; then
-        podman healthcheck run "$run_id-1" >/dev/null 2>&1
+        eng healthcheck run "$run_id-1" >/dev/null
     else
         [ "$(docker inspect --format '{{.State.Health.Status}}' "$run_id-1")" = healthy ]
     fi
 }
 check "the image's health check is keyproxy health: $test_cmd" grep -q 'keyproxy","health' <<<"$test_cmd"
 check "the health check passes" wait_for 40 health_ok
-check "keyproxy health in the container exits 0" "$engine" exec "$run_id-1" /usr/local/bin/keyproxy health
+check "keyproxy health in the container exits 0" eng exec "$run_id-1" /usr/local/bin/keyproxy health >/dev/null
 
 # 6. Rotation: a new keys file renamed over the old in the mounted folder; the next request
 # after the reload carries the new key.
@@ -189,7 +193,7 @@ check "the next request carries the rotated key" forwarded_with "$key_b"
 requests() { curl -s "$1/_keyproxy/usage" | jq -r '.all_time.total.requests // 0'; }
 wait_for 10 '[ "$(requests "$url")" -ge 2 ]'
 counted=$(requests "$url")
-"$engine" stop -t 30 "$run_id-1" >/dev/null
+eng stop -t 30 "$run_id-1" >/dev/null
 check "$engine stop: keyproxy exits 0" \
     [ "$("$engine" inspect --format '{{.State.ExitCode}}' "$run_id-1")" = 0 ]
 port=$(free_port)
@@ -204,13 +208,13 @@ curl -sN -H 'content-type: application/json' -d '{"model":"mock/model","stream":
     "$url/chat/completions" >"$work/stream" &
 stream_pid=$!
 if wait_for 10 'grep -q "^data:" "$work/stream"'; then
-    "$engine" kill --signal TERM "$run_id-2" >/dev/null
+    eng kill --signal TERM "$run_id-2" >/dev/null
     wait "$stream_pid"
     chunks=$(grep -c '"delta"' "$work/stream")
     check "SIGTERM mid-stream: the stream ends complete ($chunks of 8 chunks and [DONE])" \
         grep -q '^data: \[DONE\]' "$work/stream"
     [ "$chunks" = 8 ] || fail "SIGTERM mid-stream: 8 chunks arrived"
-    code=$("$engine" wait "$run_id-2" 2>/dev/null | tail -n 1)
+    code=$(eng wait "$run_id-2" | tail -n 1)
     check "SIGTERM mid-stream: keyproxy exits 0 (exit code $code)" [ "$code" = 0 ]
 else
     fail "SIGTERM mid-stream: the stream started"
@@ -229,6 +233,12 @@ done
 check "no key in the logs ($(wc -l <"$logs") lines, $(grep -c '"proxied"' "$logs") proxied)" \
     [ "$leaks" = 0 -a "$(grep -c '"proxied"' "$logs")" -ge 3 ]
 
+if [ "$failures" = 0 ]; then
+    :
+elif [ -s "$work/engine.log" ]; then
+    echo "--- $engine said:"
+    sort -u "$work/engine.log" | tail -n 20
+fi
 if [ "$failures" = 0 ]; then
     echo "smoke: all steps passed"
 else
