@@ -32,7 +32,7 @@ check() { # check DESCRIPTION COMMAND...: PASS when the command succeeds
 }
 cleanup() {
     for c in "$run_id-denied" "$run_id-1" "$run_id-2"; do
-        "$engine" rm -f "$c" >/dev/null 2>&1
+        "$engine" rm -f -v "$c" >/dev/null 2>&1   # -v: the anonymous /state of the denied run
     done
     "$engine" volume rm -f "$volume" >/dev/null 2>&1
     [ -n "$mock_pid" ] && kill "$mock_pid" 2>/dev/null
