@@ -207,7 +207,7 @@ check "usage is kept across containers on the state volume ($counted requests be
 curl -sN -H 'content-type: application/json' -d '{"model":"mock/model","stream":true}' \
     "$url/chat/completions" >"$work/stream" &
 stream_pid=$!
-if wait_for 10 'grep -q "^data:" "$work/stream"'; then
+if wait_for 10 'grep -qs "^data:" "$work/stream"'; then
     eng kill --signal TERM "$run_id-2" >/dev/null
     wait "$stream_pid"
     chunks=$(grep -c '"delta"' "$work/stream")
