@@ -19,10 +19,15 @@ fn main() -> ExitCode {
     not_dumpable();
     let origin = config::discover(cli.config.as_deref());
     match cli.command {
-        Some(Command::Check { json, token, live }) => {
+        Some(Command::Check {
+            json,
+            token,
+            admin_token,
+            live,
+        }) => {
             let running = keyproxy::ops::check::Running {
                 listen: cli.listen,
-                token,
+                token: admin_token.or(token),
                 live,
             };
             let report = keyproxy::ops::check::run(origin, &running);

@@ -30,12 +30,7 @@ fn ask(
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-        let answer = runtime.block_on(instance::ask(
-            method,
-            &url,
-            running.token.as_deref(),
-            timeout,
-        ))?;
+        let answer = runtime.block_on(instance::ask(method, &url, running.bearer(), timeout))?;
         Ok((url, answer))
     });
     match asked {

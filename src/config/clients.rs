@@ -22,6 +22,9 @@ pub struct RawClient {
     pub budget_period: Option<Period>,
     pub requests_per_minute: Option<u32>,
     pub tokens_per_day: Option<u64>,
+    /// Its token also opens status, reload, everyone's usage and metrics.
+    #[serde(default)]
+    pub admin: bool,
 }
 
 /// A calendar period in UTC, for budgets.
@@ -55,6 +58,8 @@ pub struct Client {
     /// The models it may ask for (`models`); empty: any.
     pub models: Vec<String>,
     pub limits: Limits,
+    /// `admin = true`: its token opens status, reload, everyone's usage and metrics as well.
+    pub admin: bool,
 }
 
 impl Client {
@@ -95,9 +100,9 @@ pub fn provider_of(profile: &str) -> &str {
     profile.split_once(':').map_or(profile, |(p, _)| p)
 }
 
-type Digest = [u8; 32];
+pub(super) type Digest = [u8; 32];
 
-fn sha256(token: &str) -> Digest {
+pub(super) fn sha256(token: &str) -> Digest {
     let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
     let mut out = [0u8; 32];
     out.copy_from_slice(d.as_ref());
@@ -193,6 +198,7 @@ impl Clients {
                 profiles: c.profiles,
                 models: c.models,
                 limits,
+                admin: c.admin,
             },
         );
         Ok(())
@@ -211,7 +217,7 @@ impl Clients {
     }
 }
 
-fn parse_hex(hex: &str) -> Option<Digest> {
+pub(super) fn parse_hex(hex: &str) -> Option<Digest> {
     if hex.len() != 64
         || !hex
             .bytes()
@@ -253,6 +259,7 @@ mod tests {
             profiles: profiles.iter().map(|p| p.to_string()).collect(),
             models: Vec::new(),
             limits: Limits::default(),
+            admin: false,
         }
     }
 
@@ -271,6 +278,7 @@ mod tests {
                 budget_period: None,
                 requests_per_minute: None,
                 tokens_per_day: None,
+                admin: false,
             },
             RawClient {
                 name: "a".into(),
@@ -282,6 +290,7 @@ mod tests {
                 budget_period: None,
                 requests_per_minute: None,
                 tokens_per_day: None,
+                admin: false,
             },
         ] {
             let clients = Clients::build(vec![raw]).unwrap();
@@ -298,6 +307,7 @@ mod tests {
             budget_period: None,
             requests_per_minute: None,
             tokens_per_day: None,
+            admin: false,
         }])
         .unwrap_err();
         assert!(err.contains("client 'b'"), "{err}");

@@ -21,7 +21,8 @@ pub fn admin_url(listen: SocketAddr, path: &str) -> String {
     default_url(listen).replace("/_keyproxy/health", &format!("/_keyproxy/{path}"))
 }
 
-/// Sends `method url` with the client token when there is one; the status and the JSON body.
+/// Sends `method url` with the token when there is one (the admin token, or a client token
+/// where no admin is configured); the status and the JSON body.
 pub async fn ask(
     method: http::Method,
     url: &str,

@@ -170,12 +170,50 @@ pub fn spent(limits: &ClientLimits, used: &Used, tokens: u64, usd: f64) {
     }
 }
 
+/// Where one limit stands: what its current window has used, and the second (since the epoch)
+/// that window ends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Standing<T> {
+    pub used: T,
+    pub resets_at: u64,
+}
+
+/// What a client has used of each limit it has, now; `None` for a limit it does not have.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Standings {
+    /// Spend in the budget's period, USD.
+    pub spend_usd: Option<Standing<f64>>,
+    pub tokens_today: Option<Standing<u64>>,
+    pub requests_this_minute: Option<Standing<u64>>,
+}
+
+impl Used {
+    /// Reads the counters for `/_keyproxy/me`, as `admit` would see them at `now`.
+    pub fn now(&self, limits: &ClientLimits, now: SystemTime) -> Standings {
+        let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        Standings {
+            spend_usd: limits.budget.map(|(_, period)| Standing {
+                used: self.spend.get(period_index(period, now)) as f64 / 1e6,
+                resets_at: period_end(period, now),
+            }),
+            tokens_today: limits.tokens_per_day.map(|_| Standing {
+                used: self.tokens_today.get(days(now)),
+                resets_at: (secs / DAY + 1) * DAY,
+            }),
+            requests_this_minute: limits.requests_per_minute.map(|_| Standing {
+                used: self.minute.get(secs / 60),
+                resets_at: (secs / 60 + 1) * 60,
+            }),
+        }
+    }
+}
+
 fn days(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() / DAY)
 }
 
-fn period_name(p: Period) -> &'static str {
+pub fn period_name(p: Period) -> &'static str {
     match p {
         Period::Day => "day",
         Period::Week => "week",
