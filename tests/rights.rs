@@ -230,6 +230,42 @@ async fn me_shows_a_client_its_own_limits_use_and_resets_and_nothing_of_the_othe
 }
 
 #[tokio::test]
+async fn a_reload_that_removes_a_client_and_its_profile_drops_their_usage_series() {
+    bounded(async {
+        let up = Mock::start(Arc::new(|_| reply(200, USAGE_JSON))).await;
+        let proxy = Proxy::start(&config("", &up.url, true), &[("keys.toml", &keys(true))]).await;
+        for token in [ALICE, BOB] {
+            assert_eq!(chat(&proxy.url, token).await.status, 200);
+        }
+        let metrics = || async {
+            let url = format!("{}/_keyproxy/metrics", proxy.url);
+            ask("GET", &url, Some(ALICE)).await.text()
+        };
+        let mut text = metrics().await;
+        while !text.contains(r#"keyproxy_cost_usd_total{client="bob""#) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            text = metrics().await;
+        }
+        assert!(text.contains(r#"client="alice",profile="openrouter:alice""#), "{text}");
+
+        std::fs::write(proxy.path("keyproxy.toml"), config("state_dir = \"state\"\n", &up.url, false)).unwrap();
+        write_private(&proxy.path("keys.toml"), &keys(false));
+        proxy.running.reload("test").await;
+        proxy
+            .wait_until(|s| s.config.clients.iter().count() == 1)
+            .await;
+
+        let text = metrics().await;
+        assert!(!text.contains("bob"), "{text}");
+        assert!(
+            text.contains(r#"keyproxy_tokens_total{client="alice",profile="openrouter:alice",direction="prompt"} 12"#),
+            "{text}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn status_usage_and_reload_take_the_admin_token_by_flag_or_environment() {
     bounded(async {
         let up = Mock::start(ok_handler()).await;
