@@ -2,7 +2,7 @@
 //! opens status, reload, everyone's usage and metrics, so an agent's client token no longer
 //! reads what the others spend. Known, like client tokens, only by its SHA-256.
 
-use super::clients::{parse_hex, sha256, Digest};
+use super::clients::{parse_hex, sha256, Clients, Digest};
 use super::Config;
 
 /// The SHA-256 of the admin token.
@@ -34,6 +34,11 @@ impl AdminToken {
                     .into()
             }),
         }
+    }
+
+    /// The client whose token is the admin token too: an agent holding it would be admin.
+    pub fn client_with_it<'a>(&self, clients: &'a Clients) -> Option<&'a str> {
+        clients.by_digest(&self.0).map(|c| c.name.as_str())
     }
 
     /// Whether `token` is the admin token. The digests are compared without an early exit, so
@@ -77,5 +82,22 @@ mod tests {
         assert!(AdminToken::from_raw(Some("short".into()), None).is_err());
         assert!(AdminToken::from_raw(None, Some(hex.to_uppercase())).is_err());
         assert!(AdminToken::from_raw(Some(token.into()), Some(hex)).is_err());
+    }
+
+    #[test]
+    fn a_config_is_refused_when_the_admin_token_is_also_a_clients() {
+        let token = "kp-shared-0123456789abcdef";
+        let text = format!(
+            "admin_token = \"{token}\"\n[[clients]]\nname = \"agent\"\ntoken = \"{token}\"\nprofiles = [\"p\"]\n"
+        );
+        let err = super::super::parse(&text, std::path::Path::new("k.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("k.toml:1"), "{err}");
+        assert!(err.contains("also client 'agent'"), "{err}");
+        assert!(!err.contains(token), "{err}");
+        let text = text.replace("admin_token", "# admin_token") + "admin = true\n";
+        let config = super::super::parse(&text, std::path::Path::new("k.toml")).unwrap();
+        assert!(config.has_admin());
     }
 }

@@ -212,6 +212,10 @@ impl Clients {
         self.by_digest.get(&sha256(token))
     }
 
+    pub(super) fn by_digest(&self, digest: &Digest) -> Option<&Client> {
+        self.by_digest.get(digest)
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Client> {
         self.by_digest.values()
     }

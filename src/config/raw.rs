@@ -227,7 +227,14 @@ impl Config {
             raw.admin_token.map(Spanned::into_inner),
             raw.admin_token_sha256.map(Spanned::into_inner),
         )
-        .map_err(|m| at(admin_span, m))?;
+        .map_err(|m| at(admin_span.clone(), m))?;
+        if let Some(name) = admin_token
+            .as_ref()
+            .and_then(|a| a.client_with_it(&clients))
+        {
+            let message = format!("admin_token is also client '{name}''s token; give the admin a token of its own, or set admin = true on that client");
+            return Err(at(admin_span, message));
+        }
         Ok(Self {
             path,
             listen: raw.listen.unwrap_or(base.listen),
