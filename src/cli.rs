@@ -84,6 +84,15 @@ pub enum Command {
         #[command(flatten)]
         running: Running,
     },
+    /// What the running keyproxy lets this client token do and what it has used: its profiles,
+    /// models and limits, what is left and when each resets (/_keyproxy/me).
+    Me {
+        /// Print /_keyproxy/me as it is.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        running: Running,
+    },
     /// Ask the running keyproxy to reload its config and keys (as SIGHUP does, without a pid);
     /// exits 0 when the reload kept no error.
     Reload {

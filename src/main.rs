@@ -51,6 +51,7 @@ fn main() -> ExitCode {
         Some(Command::Usage { json, running }) => {
             running_cmd::usage(&origin, cli.listen, &running, json)
         }
+        Some(Command::Me { json, running }) => running_cmd::me(&origin, cli.listen, &running, json),
         Some(Command::Reload { running }) => running_cmd::reload(&origin, cli.listen, &running),
         Some(Command::Health { url, timeout }) => health(origin, cli.listen, url, timeout),
         Some(Command::Service { action }) => service_cmd::run(origin, cli.listen, action),

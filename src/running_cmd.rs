@@ -72,6 +72,21 @@ pub fn usage(
     })
 }
 
+pub fn me(origin: &Origin, listen: Option<SocketAddr>, running: &Running, json: bool) -> ExitCode {
+    // /me is a client's: its token goes first, even where KEYPROXY_ADMIN_TOKEN is set too.
+    let running = &Running {
+        url: running.url.clone(),
+        token: running
+            .token
+            .clone()
+            .or_else(|| running.admin_token.clone()),
+        admin_token: None,
+    };
+    show("me", (origin, listen, running), json, |_, body| {
+        instance::me_text(body)
+    })
+}
+
 /// GETs the admin endpoint named `command` and prints it as JSON or through `render`.
 fn show(
     command: &str,

@@ -301,6 +301,30 @@ async fn status_usage_and_reload_take_the_admin_token_by_flag_or_environment() {
             assert!(out.stderr.contains("admin_token"), "{}", out.stderr);
             assert!(!out.stderr.contains(ALICE), "{}", out.stderr);
         }
+        // An agent reads its own figures with its own token.
+        let out = cli(&["me", "--token", ALICE], &[]).await.unwrap();
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+        assert!(out.stdout.contains("client alice\n"), "{}", out.stdout);
+        assert!(
+            out.stdout
+                .contains("budget: $0.0000 of $5.0000 per day used, $5.0000 left; resets "),
+            "{}",
+            out.stdout
+        );
+        assert!(
+            out.stdout
+                .contains("tokens per day: 0 of 1000 used, 1000 left"),
+            "{}",
+            out.stdout
+        );
+        assert!(!out.stdout.contains("bob"), "{}", out.stdout);
+        let both = [
+            ("KEYPROXY_CLIENT_TOKEN", BOB),
+            ("KEYPROXY_ADMIN_TOKEN", ADMIN),
+        ];
+        let out = cli(&["me", "--json"], &both).await.unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(v["client"], "bob");
         served.stop().await;
     })
     .await;
