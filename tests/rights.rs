@@ -198,6 +198,7 @@ async fn me_shows_a_client_its_own_limits_use_and_resets_and_nothing_of_the_othe
             (budget["left_usd"].as_f64().unwrap() - 4.9916).abs() < 1e-9,
             "{budget}"
         );
+        assert_eq!(budget["reserved_usd"], 0.0, "nothing is in flight");
         let tokens = &alice["limits"]["tokens_per_day"];
         assert_eq!(tokens["used"], 92);
         assert_eq!(tokens["left"], 1000 - 92);

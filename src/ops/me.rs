@@ -8,8 +8,8 @@ use http::{Request, Response, StatusCode};
 use serde_json::{json, Value};
 
 use super::rights;
-use crate::config::clients::Client;
-use crate::proxy::limits::{period_name, Standing, Standings};
+use crate::config::clients::{Client, Period};
+use crate::proxy::limits::UsedNow;
 use crate::proxy::{json_response, ResponseBody, State};
 use crate::usage::Counts;
 
@@ -20,10 +20,10 @@ pub async fn handle<B>(state: &State, req: &Request<B>) -> Response<ResponseBody
         Err(e) => return e.into_response(),
     };
     let now = SystemTime::now();
-    let standings = snapshot
+    let used = snapshot
         .limits
         .of(&client.name)
-        .map(|used| used.now(&client.limits, now));
+        .map(|used| used.now(&client.limits));
     let usage = match state.usage.get().cloned() {
         Some(ledger) => {
             let name = client.name.clone();
@@ -34,7 +34,7 @@ pub async fn handle<B>(state: &State, req: &Request<B>) -> Response<ResponseBody
         }
         None => None,
     };
-    json_response(StatusCode::OK, &me(client, standings, usage, now))
+    json_response(StatusCode::OK, &me(client, used, usage, now))
 }
 
 /// This client's counts today and this month (UTC), from the ledger's rows.
@@ -56,54 +56,64 @@ fn own_usage(
     json!({"today": day, "month": month})
 }
 
-fn me(
-    client: &Client,
-    standings: Option<Standings>,
-    usage: Option<Value>,
-    now: SystemTime,
-) -> Value {
+fn me(client: &Client, used: Option<UsedNow>, usage: Option<Value>, now: SystemTime) -> Value {
     let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let reset = |resets_at: u64| {
-        let at = UNIX_EPOCH + std::time::Duration::from_secs(resets_at);
-        json!({
-            "resets_at": humantime::format_rfc3339_seconds(at).to_string(),
-            "resets_in_secs": resets_at.saturating_sub(secs),
-        })
+    let resets = |at: u64, mut v: Value| {
+        let when = UNIX_EPOCH + std::time::Duration::from_secs(at);
+        v["resets_at"] = json!(humantime::format_rfc3339_seconds(when).to_string());
+        v["resets_in_secs"] = json!(at.saturating_sub(secs));
+        v
     };
-    let merge = |mut a: Value, b: Value| {
-        if let (Some(a), Value::Object(b)) = (a.as_object_mut(), b) {
-            a.extend(b);
-        }
-        a
-    };
-    let limits = &client.limits;
-    let budget = limits.budget.zip(standings.and_then(|s| s.spend_usd)).map(|((usd, period), s)| {
-        merge(
-            json!({"limit_usd": usd, "period": period_name(period), "used_usd": s.used, "left_usd": (usd - s.used).max(0.0)}),
-            reset(s.resets_at),
-        )
+    // A client without limits has no counters: nothing of its limits is used.
+    let u = used.unwrap_or(UsedNow {
+        spend_micros: 0,
+        reserved_micros: 0,
+        tokens_today: 0,
+        reserved_tokens: 0,
+        requests_this_minute: 0,
+        in_flight: 0,
+        budget_resets_at: None,
+        tokens_reset_at: (secs / 86_400 + 1) * 86_400,
+        minute_resets_at: (secs / 60 + 1) * 60,
     });
-    let count = |limit: Option<u64>, s: Option<Standing<u64>>| {
-        limit.zip(s).map(|(max, s)| {
-            merge(
-                json!({"limit": max, "used": s.used, "left": max.saturating_sub(s.used)}),
-                reset(s.resets_at),
-            )
-        })
-    };
+    let limits = &client.limits;
+    let budget = limits.budget.map(|(usd, period)| {
+        let (spent, reserved) = (u.spend_micros as f64 / 1e6, u.reserved_micros as f64 / 1e6);
+        let v = json!({
+            "limit_usd": usd, "period": period_name(period), "used_usd": spent,
+            "reserved_usd": reserved, "left_usd": (usd - spent - reserved).max(0.0),
+        });
+        resets(u.budget_resets_at.unwrap_or(secs), v)
+    });
+    let tokens = limits.tokens_per_day.map(|max| {
+        let held = u.tokens_today.saturating_add(u.reserved_tokens);
+        let v = json!({
+            "limit": max, "used": u.tokens_today, "reserved": u.reserved_tokens,
+            "left": max.saturating_sub(held),
+        });
+        resets(u.tokens_reset_at, v)
+    });
+    let requests = limits.requests_per_minute.map(|max| {
+        let v = json!({
+            "limit": max, "used": u.requests_this_minute,
+            "left": u64::from(max).saturating_sub(u.requests_this_minute),
+        });
+        resets(u.minute_resets_at, v)
+    });
     json!({
         "client": client.name,
         "admin": client.admin,
         "profiles": client.profiles,
         "models": client.models,
-        "limits": {
-            "budget": budget,
-            "tokens_per_day": count(limits.tokens_per_day, standings.and_then(|s| s.tokens_today)),
-            "requests_per_minute": count(
-                limits.requests_per_minute.map(u64::from),
-                standings.and_then(|s| s.requests_this_minute),
-            ),
-        },
+        "limits": {"budget": budget, "tokens_per_day": tokens, "requests_per_minute": requests},
         "usage": usage,
     })
+}
+
+fn period_name(p: Period) -> &'static str {
+    match p {
+        Period::Day => "day",
+        Period::Week => "week",
+        Period::Month => "month",
+    }
 }

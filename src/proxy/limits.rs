@@ -170,40 +170,40 @@ pub fn spent(limits: &ClientLimits, used: &Used, tokens: u64, usd: f64) {
     }
 }
 
-/// Where one limit stands: what its current window has used, and the second (since the epoch)
-/// that window ends.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Standing<T> {
-    pub used: T,
-    pub resets_at: u64,
-}
-
-/// What a client has used of each limit it has, now; `None` for a limit it does not have.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Standings {
-    /// Spend in the budget's period, USD.
-    pub spend_usd: Option<Standing<f64>>,
-    pub tokens_today: Option<Standing<u64>>,
-    pub requests_this_minute: Option<Standing<u64>>,
+/// A client's counters as they are now, for `GET /_keyproxy/me`. The names follow the
+/// reservations' version of this file, where `reserved_*` and `in_flight` are counted; here
+/// nothing is reserved, so they are 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsedNow {
+    /// Spent in the budget's period, answers that ended only.
+    pub spend_micros: u64,
+    pub reserved_micros: u64,
+    pub tokens_today: u64,
+    pub reserved_tokens: u64,
+    pub requests_this_minute: u64,
+    pub in_flight: u64,
+    /// Seconds since the epoch at which the budget's period ends; `None` without a budget.
+    pub budget_resets_at: Option<u64>,
+    pub tokens_reset_at: u64,
+    pub minute_resets_at: u64,
 }
 
 impl Used {
-    /// Reads the counters for `/_keyproxy/me`, as `admit` would see them at `now`.
-    pub fn now(&self, limits: &ClientLimits, now: SystemTime) -> Standings {
+    /// What this client has used now, under `limits` (its current ones).
+    pub fn now(&self, limits: &ClientLimits) -> UsedNow {
+        let now = SystemTime::now();
         let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        Standings {
-            spend_usd: limits.budget.map(|(_, period)| Standing {
-                used: self.spend.get(period_index(period, now)) as f64 / 1e6,
-                resets_at: period_end(period, now),
-            }),
-            tokens_today: limits.tokens_per_day.map(|_| Standing {
-                used: self.tokens_today.get(days(now)),
-                resets_at: (secs / DAY + 1) * DAY,
-            }),
-            requests_this_minute: limits.requests_per_minute.map(|_| Standing {
-                used: self.minute.get(secs / 60),
-                resets_at: (secs / 60 + 1) * 60,
-            }),
+        let period = limits.budget.map_or(Period::Month, |(_, p)| p);
+        UsedNow {
+            spend_micros: self.spend.get(period_index(period, now)),
+            reserved_micros: 0,
+            tokens_today: self.tokens_today.get(days(now)),
+            reserved_tokens: 0,
+            requests_this_minute: self.minute.get(secs / 60),
+            in_flight: 0,
+            budget_resets_at: limits.budget.map(|(_, p)| period_end(p, now)),
+            tokens_reset_at: (secs / DAY + 1) * DAY,
+            minute_resets_at: (secs / 60 + 1) * 60,
         }
     }
 }
@@ -213,7 +213,7 @@ fn days(t: SystemTime) -> u64 {
         .map_or(0, |d| d.as_secs() / DAY)
 }
 
-pub fn period_name(p: Period) -> &'static str {
+fn period_name(p: Period) -> &'static str {
     match p {
         Period::Day => "day",
         Period::Week => "week",
