@@ -9,6 +9,15 @@
 //!   KEYPROXY_BENCH_ONLY=paced cargo bench --bench end_to_end   # scenarios whose title matches
 //!   KEYPROXY_BENCH_UPSTREAM=TLS cargo bench --bench end_to_end  # or plain
 //!
+//! Before merging a change to the request path, the quick mode (under a minute) beside the
+//! previous commit's release binary:
+//!
+//!   KEYPROXY_BENCH_QUICK=1 KEYPROXY_BENCH_BASELINE=/tmp/keyproxy-old cargo bench --bench end_to_end
+//!
+//! It runs chat completions at 64 connections and at one, on both upstreams, 1 s rounds, with
+//! keyproxy, the baseline build, the direct connection and nginx (haproxy too with
+//! `KEYPROXY_BENCH_PEERS=all`), and prints req/s, CPU per request and p50 beside each other.
+//!
 //! Each figure is the median of `KEYPROXY_BENCH_ROUNDS` (3) interleaved rounds — direct,
 //! keyproxy, nginx, haproxy, then again — with the spread (lowest to highest) beside it.
 //! Scenarios: chat completions and SSE streams of 20 events at 64 keep-alive connections (with
@@ -34,9 +43,14 @@ use tokio::sync::Notify;
 
 use load::{connect, first_byte, load, pct, Run, Scenario, Target};
 use mock::Mock;
-use proxies::{cpu_micros, haproxy, keyproxy, nginx, rss_kib, Proxy};
+use proxies::{cpu_micros, haproxy, keyproxy, keyproxy_at, nginx, rss_kib, Proxy};
 
 const KEY: &str = "sk-or-v1-bench0000000000000000000000000000000000000000000968304f4";
+
+/// The quick mode: fewer scenarios and shorter rounds, for a check before every merge.
+fn quick() -> bool {
+    std::env::var_os("KEYPROXY_BENCH_QUICK").is_some()
+}
 
 fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -93,11 +107,14 @@ struct Targets<'a> {
 /// Runs `scenario` on every target, `rounds` times interleaved, and prints the medians.
 async fn compare(title: &str, up: &Mock, targets: &Targets<'_>, scenario: Scenario, conns: usize) {
     let (secs, rounds): (f64, usize) = (
-        env("KEYPROXY_BENCH_SECS", 3.0),
+        env("KEYPROXY_BENCH_SECS", if quick() { 1.0 } else { 3.0 }),
         env("KEYPROXY_BENCH_ROUNDS", 3),
     );
     let only: String = env("KEYPROXY_BENCH_ONLY", String::new());
     if !only.is_empty() && !title.contains(only.as_str()) {
+        return;
+    }
+    if quick() && !title.starts_with("chat completions") && !title.starts_with("latency") {
         return;
     }
     println!("{title}");
@@ -147,9 +164,23 @@ async fn compare(title: &str, up: &Mock, targets: &Targets<'_>, scenario: Scenar
         row(proxy.name, r);
     }
     let kp = median(&through[0].rps);
+    if let Some((_, base)) = targets
+        .proxies
+        .iter()
+        .zip(&through)
+        .find(|(p, _)| p.name == "baseline")
+    {
+        println!(
+            "  keyproxy: {:.2} of the baseline's req/s, cpu {:+.1} us/req, p50 {:+.0} us against it",
+            kp / median(&base.rps),
+            median(&through[0].cpu_us) - median(&base.cpu_us),
+            median(&through[0].p50) - median(&base.p50),
+        );
+    }
     let best = targets.proxies[1..]
         .iter()
         .zip(&through[1..])
+        .filter(|(p, _)| p.name != "baseline")
         .map(|(p, r)| (p.name, median(&r.rps)))
         .max_by(|a, b| a.1.total_cmp(&b.1));
     match best {
@@ -244,8 +275,13 @@ fn main() {
             let kp = keyproxy(up).await;
             let idle = rss_kib(kp.child.id(), "VmRSS:");
             let mut peers = Vec::new();
+            if let Ok(binary) = std::env::var("KEYPROXY_BENCH_BASELINE") {
+                peers.push(keyproxy_at(up, "baseline", &binary).await);
+            }
             peers.extend(nginx(up).await);
-            peers.extend(haproxy(up).await);
+            if !quick() || std::env::var("KEYPROXY_BENCH_PEERS").as_deref() == Ok("all") {
+                peers.extend(haproxy(up).await);
+            }
             println!("== {label}; keyproxy idle resident set {:.1} MiB", idle as f64 / 1024.0);
             if peers.is_empty() {
                 println!("  (nginx and haproxy not on PATH: apt-get install nginx haproxy to compare)");
@@ -263,7 +299,7 @@ fn main() {
             compare("paced streams: 256 of 20 events 25 ms apart", up, &targets, Scenario::Paced, 256).await;
             compare("latency at one connection, chat completions", up, &targets, Scenario::Chat, 1).await;
 
-            if up.ca.is_none() && (only.is_empty() || only.contains("memory")) {
+            if up.ca.is_none() && !quick() && (only.is_empty() || only.contains("memory")) {
                 println!("time to first byte of a stream, one connection, 2000 streams");
                 let d = first_byte(&targets.direct, 2000).await;
                 let k = first_byte(&Target::Plain(kp.addr), 2000).await;
@@ -281,7 +317,7 @@ fn main() {
                 println!("keyproxy with 1000 open streams: {rss:.1} MiB, {open} open at once");
             }
         }
-        if !only.is_empty() && !only.contains("memory") {
+        if quick() || (!only.is_empty() && !only.contains("memory")) {
             return;
         }
         let kp = keyproxy(&tls100).await;

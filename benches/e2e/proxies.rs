@@ -47,7 +47,20 @@ async fn wait_listening(addr: SocketAddr) {
 }
 
 pub async fn keyproxy(up: &Mock) -> Proxy {
+    keyproxy_at(up, "keyproxy", env!("CARGO_BIN_EXE_keyproxy")).await
+}
+
+/// Another keyproxy build under the same load, named `name`: `KEYPROXY_BENCH_BASELINE` points at
+/// the release binary of the commit a change is measured against.
+pub async fn keyproxy_at(up: &Mock, name: &'static str, binary: &str) -> Proxy {
     let dir = tempfile::tempdir().unwrap();
+    // KEYPROXY_BENCH_USAGE=off measures keyproxy without usage accounting. Only what every
+    // build since the first understands is written, so an old build can be the baseline; the
+    // usage database goes to the run's folder through XDG_STATE_HOME.
+    let usage = match std::env::var("KEYPROXY_BENCH_USAGE").as_deref() {
+        Ok("off") => "usage = false\n",
+        _ => "",
+    };
     let ca = up
         .ca
         .as_ref()
@@ -56,10 +69,9 @@ pub async fn keyproxy(up: &Mock) -> Proxy {
     std::fs::write(
         dir.path().join("keyproxy.toml"),
         format!(
-            "state_dir = \"state\"\nusage = {}\nkeys_files = [\"keys.toml\"]\n[[routes]]\nprefix = \"/\"\nupstream = \"{}\"\nprofile = \"p\"\n{ca}",
-            // KEYPROXY_BENCH_USAGE=off measures keyproxy without usage accounting.
-            std::env::var("KEYPROXY_BENCH_USAGE").map_or(true, |v| v != "off"),
+            "{usage}keys_files = [\"keys.toml\"]\n[[routes]]\nprefix = \"/\"\nupstream = \"{}\"\nprofile = \"p\"\n{ca}",
             up.url
+
         ),
     )
     .unwrap();
@@ -75,18 +87,19 @@ pub async fn keyproxy(up: &Mock) -> Proxy {
     let mut command = match words.next() {
         Some(program) => {
             let mut c = Command::new(program);
-            c.args(words).arg(env!("CARGO_BIN_EXE_keyproxy"));
+            c.args(words).arg(binary);
             c
         }
-        None => Command::new(env!("CARGO_BIN_EXE_keyproxy")),
+        None => Command::new(binary),
     };
     command
+        .env("XDG_STATE_HOME", dir.path().join("state"))
         .arg("--config")
         .arg(dir.path().join("keyproxy.toml"))
         .args(["serve", "--listen", &addr.to_string()]);
-    launch("keyproxy", command, addr, dir)
+    launch(name, command, addr, dir)
         .await
-        .expect("keyproxy starts")
+        .unwrap_or_else(|| panic!("{name} ({binary}) starts"))
 }
 
 /// Starts `command` quietly and waits until it listens on `addr`; `dir` lives as long as it.

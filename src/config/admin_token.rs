@@ -90,14 +90,14 @@ mod tests {
         let text = format!(
             "admin_token = \"{token}\"\n[[clients]]\nname = \"agent\"\ntoken = \"{token}\"\nprofiles = [\"p\"]\n"
         );
-        let err = super::super::parse(&text, std::path::Path::new("k.toml"))
+        let err = crate::config::parse(&text, std::path::Path::new("k.toml"))
             .unwrap_err()
             .to_string();
         assert!(err.contains("k.toml:1"), "{err}");
         assert!(err.contains("also client 'agent'"), "{err}");
         assert!(!err.contains(token), "{err}");
         let text = text.replace("admin_token", "# admin_token") + "admin = true\n";
-        let config = super::super::parse(&text, std::path::Path::new("k.toml")).unwrap();
+        let config = crate::config::parse(&text, std::path::Path::new("k.toml")).unwrap();
         assert!(config.has_admin());
     }
 }

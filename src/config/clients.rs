@@ -22,10 +22,28 @@ pub struct RawClient {
     pub budget_period: Option<Period>,
     pub requests_per_minute: Option<u32>,
     pub tokens_per_day: Option<u64>,
+    /// Dollars a request holds against `budget_usd` while it runs.
+    pub reserve_usd: Option<f64>,
+    /// Tokens a request holds against `tokens_per_day` while it runs, when its body does not say.
+    pub reserve_tokens: Option<u64>,
+    pub max_in_flight: Option<u32>,
     /// Its token also opens status, reload, everyone's usage and metrics.
     #[serde(default)]
     pub admin: bool,
 }
+
+/// What a request reserves against `budget_usd` unless the client says: about one long answer
+/// of a mid-priced model. It is also what an answer whose usage was not seen is charged.
+pub const DEFAULT_RESERVE_USD: f64 = 0.05;
+/// What a request reserves against `tokens_per_day` unless its body or the client says.
+pub const DEFAULT_RESERVE_TOKENS: u64 = 4096;
+/// Ceilings on what one answer can plausibly use; a number beyond is not believed.
+pub const MAX_ANSWER_USD: f64 = 10_000.0;
+pub const MAX_ANSWER_TOKENS: u64 = 1_000_000_000;
+/// The largest budget and daily token limit accepted: limit counters hold 40 bits (about 1.1e12
+/// micro-dollars or tokens) beside their period, so one atomic word holds both.
+const MAX_BUDGET_USD: f64 = 1_000_000.0;
+const MAX_TOKENS_PER_DAY: u64 = 1_000_000_000_000;
 
 /// A calendar period in UTC, for budgets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -36,17 +54,26 @@ pub enum Period {
     Month,
 }
 
-/// What a client may use: spend per period, requests per minute, tokens per UTC day.
+/// What a client may use: spend per period, requests per minute, tokens per UTC day, requests
+/// at once; and what each request reserves against the budget and the tokens while it runs.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Limits {
     pub budget: Option<(f64, Period)>,
     pub requests_per_minute: Option<u32>,
     pub tokens_per_day: Option<u64>,
+    pub max_in_flight: Option<u32>,
+    /// Dollars reserved per request (with a budget).
+    pub reserve_usd: f64,
+    /// Tokens reserved per request whose body does not say (with `tokens_per_day`).
+    pub reserve_tokens: u64,
 }
 
 impl Limits {
     pub fn any(&self) -> bool {
-        self.budget.is_some() || self.requests_per_minute.is_some() || self.tokens_per_day.is_some()
+        self.budget.is_some()
+            || self.requests_per_minute.is_some()
+            || self.tokens_per_day.is_some()
+            || self.max_in_flight.is_some()
     }
 }
 
@@ -100,7 +127,13 @@ pub fn provider_of(profile: &str) -> &str {
     profile.split_once(':').map_or(profile, |(p, _)| p)
 }
 
-pub(super) type Digest = [u8; 32];
+pub type Digest = [u8; 32];
+
+/// The example config's client tokens (config/two-agents.toml), refused like the example keys
+/// file's placeholder key, so that a copied example never lets in whoever read it.
+const EXAMPLE_TOKEN_MARK: &str = "replace-me";
+const EXAMPLE_TOKEN_SHA256: &str =
+    "21528b2600d31fdb7209da6a7fd3b819c5125da3107090bb6c5dbb493c85d4d2";
 
 pub(super) fn sha256(token: &str) -> Digest {
     let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
@@ -131,18 +164,29 @@ impl Clients {
         names: &mut Vec<String>,
         c: RawClient,
     ) -> Result<(), String> {
+        let limits = limits(&c.name, &c)?;
         let name = c.name;
         if names.contains(&name) {
             return Err(format!("two clients are named '{name}'"));
         }
         let digest = match (c.token, c.token_sha256) {
             (Some(token), None) => {
-                if token.len() < 16 {
+                if token.contains(EXAMPLE_TOKEN_MARK) {
+                    return Err(format!(
+                        "client '{name}': token is the example's placeholder, which anyone can read; make one with openssl rand -hex 24"
+                    ));
+                }
+                if token.chars().count() < 16 {
                     return Err(format!(
                         "client '{name}': token is shorter than 16 characters; use a long random one (openssl rand -hex 24)"
                     ));
                 }
                 sha256(&token)
+            }
+            (None, Some(hex)) if hex.eq_ignore_ascii_case(EXAMPLE_TOKEN_SHA256) => {
+                return Err(format!(
+                    "client '{name}': token_sha256 is the example's, not of a token of yours; make a token with openssl rand -hex 24 and put its SHA-256 here"
+                ));
             }
             (None, Some(hex)) => parse_hex(&hex).ok_or_else(|| {
                 format!("client '{name}': token_sha256 must be 64 lowercase hex characters (sha256sum of the token)")
@@ -163,33 +207,13 @@ impl Clients {
                 "client '{name}' has the same token as another client"
             ));
         }
-        if let Some(bad) = c
-            .models
-            .iter()
-            .find(|m| m.is_empty() || m[..m.len() - 1].contains('*'))
-        {
+        // By characters: a byte slice one short of the end split "gpt-é*"'s é and panicked.
+        let misplaced_star = |m: &str| m.strip_suffix('*').unwrap_or(m).contains('*');
+        if let Some(bad) = c.models.iter().find(|m| m.is_empty() || misplaced_star(m)) {
             return Err(format!(
                 "client '{name}': models entry {bad:?} must be a model name, or a prefix ending in * (\"anthropic/*\")"
             ));
         }
-        if c.budget_usd.is_some_and(|b| !(b > 0.0 && b.is_finite())) {
-            return Err(format!(
-                "client '{name}': budget_usd must be a positive number of dollars"
-            ));
-        }
-        if c.budget_period.is_some() && c.budget_usd.is_none() {
-            return Err(format!("client '{name}': budget_period needs budget_usd"));
-        }
-        if c.requests_per_minute == Some(0) || c.tokens_per_day == Some(0) {
-            return Err(format!("client '{name}': requests_per_minute and tokens_per_day must be more than 0 (leave one out for no limit)"));
-        }
-        let limits = Limits {
-            budget: c
-                .budget_usd
-                .map(|usd| (usd, c.budget_period.unwrap_or(Period::Month))),
-            requests_per_minute: c.requests_per_minute,
-            tokens_per_day: c.tokens_per_day,
-        };
         names.push(name.clone());
         by_digest.insert(
             digest,
@@ -208,6 +232,11 @@ impl Clients {
         self.by_digest.is_empty()
     }
 
+    /// Every client with the SHA-256 of its token, which stays when a client is renamed.
+    pub fn with_digests(&self) -> impl Iterator<Item = (&Digest, &Client)> {
+        self.by_digest.iter()
+    }
+
     pub fn find(&self, token: &str) -> Option<&Client> {
         self.by_digest.get(&sha256(token))
     }
@@ -219,6 +248,71 @@ impl Clients {
     pub fn iter(&self) -> impl Iterator<Item = &Client> {
         self.by_digest.values()
     }
+}
+
+/// A client's limits from what it wrote, each checked; an error names the client.
+fn limits(name: &str, c: &RawClient) -> Result<Limits, String> {
+    let dollars = |v: f64| v > 0.0 && v.is_finite();
+    if c.budget_usd
+        .is_some_and(|b| !(dollars(b) && b <= MAX_BUDGET_USD))
+    {
+        return Err(format!(
+            "client '{name}': budget_usd must be a positive number of dollars, at most {MAX_BUDGET_USD}"
+        ));
+    }
+    if c.budget_period.is_some() && c.budget_usd.is_none() {
+        return Err(format!("client '{name}': budget_period needs budget_usd"));
+    }
+    if c.requests_per_minute == Some(0) || c.tokens_per_day == Some(0) || c.max_in_flight == Some(0)
+    {
+        return Err(format!("client '{name}': requests_per_minute, tokens_per_day and max_in_flight must be more than 0 (leave one out for no limit)"));
+    }
+    if c.tokens_per_day.is_some_and(|t| t > MAX_TOKENS_PER_DAY) {
+        return Err(format!(
+            "client '{name}': tokens_per_day must be at most {MAX_TOKENS_PER_DAY}"
+        ));
+    }
+    match (c.reserve_usd, c.budget_usd) {
+        (Some(_), None) => return Err(format!("client '{name}': reserve_usd needs budget_usd")),
+        (Some(r), Some(_)) if !(dollars(r) && r <= MAX_ANSWER_USD) => {
+            return Err(format!(
+                "client '{name}': reserve_usd must be a positive number of dollars, at most {MAX_ANSWER_USD}"
+            ))
+        }
+        _ => {}
+    }
+    match (c.reserve_tokens, c.tokens_per_day) {
+        (Some(_), None) => {
+            return Err(format!(
+                "client '{name}': reserve_tokens needs tokens_per_day"
+            ))
+        }
+        (Some(r), Some(_)) if r == 0 || r > MAX_ANSWER_TOKENS => {
+            return Err(format!(
+            "client '{name}': reserve_tokens must be more than 0 and at most {MAX_ANSWER_TOKENS}"
+        ))
+        }
+        _ => {}
+    }
+    let budget = c
+        .budget_usd
+        .map(|usd| (usd, c.budget_period.unwrap_or(Period::Month)));
+    Ok(Limits {
+        budget,
+        requests_per_minute: c.requests_per_minute,
+        tokens_per_day: c.tokens_per_day,
+        max_in_flight: c.max_in_flight,
+        // A default larger than the limit itself would refuse nothing more, and charge a cut
+        // answer more than the whole limit.
+        reserve_usd: c
+            .reserve_usd
+            .unwrap_or(DEFAULT_RESERVE_USD)
+            .min(c.budget_usd.unwrap_or(f64::MAX)),
+        reserve_tokens: c
+            .reserve_tokens
+            .unwrap_or(DEFAULT_RESERVE_TOKENS)
+            .min(c.tokens_per_day.unwrap_or(u64::MAX)),
+    })
 }
 
 pub(super) fn parse_hex(hex: &str) -> Option<Digest> {
@@ -254,107 +348,4 @@ pub fn presented<'a>(headers: &'a HeaderMap, route_header: &HeaderName) -> Optio
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn client(profiles: &[&str]) -> Client {
-        Client {
-            name: "c".into(),
-            profiles: profiles.iter().map(|p| p.to_string()).collect(),
-            models: Vec::new(),
-            limits: Limits::default(),
-            admin: false,
-        }
-    }
-
-    #[test]
-    fn tokens_are_found_by_digest_either_way() {
-        let token = "kp-0123456789abcdef0123";
-        let hex: String = sha256(token).iter().map(|b| format!("{b:02x}")).collect();
-        for raw in [
-            RawClient {
-                name: "a".into(),
-                token: Some(token.into()),
-                token_sha256: None,
-                profiles: vec!["p".into()],
-                models: Vec::new(),
-                budget_usd: None,
-                budget_period: None,
-                requests_per_minute: None,
-                tokens_per_day: None,
-                admin: false,
-            },
-            RawClient {
-                name: "a".into(),
-                token: None,
-                token_sha256: Some(hex.clone()),
-                profiles: vec!["p".into()],
-                models: Vec::new(),
-                budget_usd: None,
-                budget_period: None,
-                requests_per_minute: None,
-                tokens_per_day: None,
-                admin: false,
-            },
-        ] {
-            let clients = Clients::build(vec![raw]).unwrap();
-            assert_eq!(clients.find(token).unwrap().name, "a");
-            assert!(clients.find("kp-wrong-token-000000000").is_none());
-        }
-        let (_, err) = Clients::build(vec![RawClient {
-            name: "b".into(),
-            token: None,
-            token_sha256: Some(hex.to_uppercase()),
-            profiles: vec!["p".into()],
-            models: Vec::new(),
-            budget_usd: None,
-            budget_period: None,
-            requests_per_minute: None,
-            tokens_per_day: None,
-            admin: false,
-        }])
-        .unwrap_err();
-        assert!(err.contains("client 'b'"), "{err}");
-    }
-
-    #[test]
-    fn a_client_without_a_named_profile_gets_the_routes_or_one_the_route_allows() {
-        let c = client(&["openrouter:work", "anthropic:me"]);
-        let same_provider =
-            |route: &'static str| move |p: &str| provider_of(p) == provider_of(route);
-        assert_eq!(
-            c.profile_for("openrouter:work", same_provider("openrouter:work")),
-            Some("openrouter:work")
-        );
-        assert_eq!(
-            c.profile_for("anthropic:default", same_provider("anthropic:default")),
-            Some("anthropic:me")
-        );
-        assert_eq!(
-            c.profile_for("gemini:default", same_provider("gemini:default")),
-            None,
-            "no key of another provider is sent on the Gemini route"
-        );
-    }
-
-    #[test]
-    fn the_token_comes_from_authorization_or_the_routes_header() {
-        let mut h = HeaderMap::new();
-        h.insert("x-api-key", "tok-x".parse().unwrap());
-        let x = HeaderName::from_static("x-api-key");
-        assert_eq!(presented(&h, &x), Some("tok-x"));
-        h.insert(AUTHORIZATION, "Bearer tok-a".parse().unwrap());
-        assert_eq!(presented(&h, &x), Some("tok-a"));
-    }
-
-    #[test]
-    fn model_patterns_match_names_and_prefixes() {
-        let mut c = client(&["p"]);
-        assert!(c.may_ask_for("anything"));
-        c.models = vec!["openai/gpt-4o-mini".into(), "anthropic/*".into()];
-        assert!(c.may_ask_for("openai/gpt-4o-mini"));
-        assert!(c.may_ask_for("anthropic/claude-sonnet-4.5"));
-        assert!(!c.may_ask_for("openai/gpt-4o"));
-        assert!(!c.may_ask_for("openai/gpt-4o-mini-2024"));
-    }
-}
+mod tests;

@@ -12,10 +12,13 @@ mod keys_file;
 mod looked;
 pub(crate) mod openclaw;
 pub(crate) mod openclaw_state;
+mod owner;
 mod secret;
 pub(crate) mod sources;
 
-pub use keys_file::{parse_keys_file, KeysFile, ProfileEntry};
+pub use keys_file::{
+    is_placeholder, parse_keys_file, parse_keys_file_to_edit, KeysFile, ProfileEntry,
+};
 pub use looked::{looked_list, Looked, LookedAt};
 pub use secret::{fingerprint, Secret};
 

@@ -248,6 +248,13 @@ pub fn usage_table(usage: &Value) -> String {
         let sums = ["requests", "prompt_tokens", "completion_tokens", "cost_usd"]
             .map(|f| number(&total[f]));
         line("total", "", "", sums);
+        let estimated = number(&total["estimated"]);
+        if estimated > 0.0 {
+            let _ = writeln!(
+                text,
+                "  {estimated} answers charged their reservation (usage not seen or not believed)"
+            );
+        }
     }
     if let Some(why) = usage["database"]["error"].as_str() {
         let _ = writeln!(text, "note: {why}");

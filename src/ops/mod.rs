@@ -6,6 +6,8 @@ pub mod admin;
 pub mod check;
 pub mod instance;
 pub mod keys_edit;
+mod keys_toml;
+mod keys_write;
 mod live;
 mod me;
 pub mod openclaw;

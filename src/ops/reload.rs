@@ -153,7 +153,8 @@ impl Reloader {
             || !Arc::ptr_eq(&config, &current.config)
             || recovered;
         self.state.store(
-            Snapshot::new(config, routes, keys, &self.state.metrics).with_limits_of(&current),
+            Snapshot::new(config, routes, keys, &self.state.metrics)
+                .with_limits_of(&current, self.state.usage.get()),
         );
         self.files = files;
         let now = SystemTime::now();

@@ -3,7 +3,6 @@
 
 use std::future::Future as _;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -15,11 +14,9 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::time::Sleep;
 
 use super::access_log::AccessRecord;
+use super::bill::Bill;
 use super::h2::Lease;
-use crate::config::clients::Limits as ClientLimits;
 use crate::rt::burst::Bursts;
-use crate::usage::scan::Scanner;
-use crate::usage::Ledger;
 
 /// What keyproxy sends to a client: the upstream's body as it streams in, or a local reply.
 pub type ResponseBody = Either<Streamed, Full<Bytes>>;
@@ -42,8 +39,9 @@ pin_project_lite::pin_project! {
         record: AccessRecord,
         // The stream's place on its upstream HTTP/2 connection, given back when this drops.
         lease: Lease,
-        // Reads what the answer used as it passes; boxed, so an answer without one costs a word.
-        usage: Option<Box<UsageMeter>>,
+        // Reads what the answer used as it passes and charges it when the answer ends or is
+        // dropped; boxed, so an answer without one costs a word.
+        usage: Option<Box<Bill>>,
     }
 
     impl PinnedDrop for Streamed {
@@ -79,27 +77,6 @@ impl Streamed {
     }
 }
 
-/// Reads an answer's usage as it streams and counts it in the ledger when the answer ends.
-pub struct UsageMeter {
-    pub scanner: Scanner,
-    pub ledger: Ledger,
-    pub client: Arc<str>,
-    pub profile: Arc<str>,
-    /// The client's budget counters, when it has limits.
-    pub limits: Option<(ClientLimits, Arc<super::limits::Used>)>,
-}
-
-impl UsageMeter {
-    fn done(self) {
-        let used = self.scanner.finish();
-        if let Some((limits, counters)) = &self.limits {
-            let tokens = used.prompt_tokens + used.completion_tokens;
-            super::limits::spent(limits, counters, tokens, used.cost);
-        }
-        self.ledger.record(self.client, self.profile, used);
-    }
-}
-
 impl Streamed {
     /// Sends `head` before the rest of the body.
     pub fn with_head(mut self, head: Option<Frame<Bytes>>) -> Self {
@@ -113,13 +90,13 @@ impl Streamed {
     }
 
     /// Reads the answer's usage, from its first bytes (already read) on.
-    pub fn with_usage(mut self, usage: Option<UsageMeter>) -> Self {
+    pub fn with_usage(mut self, usage: Option<Bill>) -> Self {
         self.usage = usage.map(Box::new);
         if let (Some(u), Some(data)) = (
             self.usage.as_mut(),
             self.head.as_ref().and_then(Frame::data_ref),
         ) {
-            u.scanner.feed(data);
+            u.feed(data);
         }
         self
     }
@@ -155,7 +132,7 @@ impl Body for Streamed {
                 if let Some(data) = frame.data_ref() {
                     *this.bytes += data.len() as u64;
                     if let Some(usage) = this.usage.as_mut() {
-                        usage.scanner.feed(data);
+                        usage.feed(data);
                     }
                 }
                 // Reading the clock per frame is cheaper than re-arming the timer per frame:

@@ -5,6 +5,7 @@
 //! writes it into the access record.
 
 mod access_log;
+mod bill;
 mod body;
 pub(crate) mod error;
 mod failover;
@@ -67,10 +68,22 @@ pub async fn handle(
     };
     record.planned(&plan);
     let route = plan.route;
+    let mut bill = None;
     if let Some(client) = plan.client {
         if let Some(used) = snapshot.limits.of(&client.name) {
-            if let Err(e) = limits::admit(client, used) {
-                return reject(state, record, e, route.error_shape);
+            // The lead wires the body's own estimate of its tokens in here (`Estimate::tokens`).
+            let estimate = limits::Estimate::of_method(&parts.method);
+            match limits::admit(client, used, estimate) {
+                Ok(held) => {
+                    bill = Some(bill::Bill::new(
+                        state.usage.get().cloned(),
+                        client.name.as_str().into(),
+                        plan.profile.as_str().into(),
+                        route.name.clone(),
+                        Some(held),
+                    ));
+                }
+                Err(e) => return reject(state, record, e, route.error_shape),
             }
         }
     }
@@ -88,6 +101,9 @@ pub async fn handle(
         }
     };
 
+    if let Some(b) = bill.as_mut() {
+        b.forwarded();
+    }
     let sent = failover::send_with_failover(state, &snapshot, &plan, parts, body).await;
     record.key = Some(sent.key.fingerprint().into());
     let answer = match sent.answer {
@@ -100,8 +116,12 @@ pub async fn handle(
         Err(e) => Err(e),
     };
     match answer {
-        Ok(answer) => respond::reply(state, &snapshot, answer, record, sent.upstream_time),
+        Ok(answer) => respond::reply(state, &snapshot, answer, record, sent.upstream_time, bill),
         Err(err) => {
+            // No answer: nothing to charge (the reservation is given back).
+            if let Some(b) = bill {
+                b.release();
+            }
             tracing::warn!(
                 route = %route.prefix, profile = %plan.profile, upstream = %route.upstream_label,
                 "{err}"

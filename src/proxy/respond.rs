@@ -15,6 +15,7 @@ use http_body_util::{BodyExt as _, Either, Full};
 use hyper::body::Incoming;
 
 use super::access_log::AccessRecord;
+use super::bill::Bill;
 use super::body::{ResponseBody, Streamed};
 use super::error::LocalError;
 use super::h2::Lease;
@@ -168,13 +169,15 @@ async fn first_frame(
     }
 }
 
-/// The response to the client; `record` is written when its body ends.
+/// The response to the client; `record` is written and `bill` (a limited client's, from its
+/// admission) settled when its body ends.
 pub(super) fn reply(
     state: &State,
     snapshot: &Snapshot,
     answer: Answer,
     mut record: AccessRecord,
     upstream_time: Duration,
+    bill: Option<Bill>,
 ) -> Response<ResponseBody> {
     let Answer {
         parts,
@@ -187,8 +190,19 @@ pub(super) fn reply(
         upstream_time.as_secs_f64() * 1e3,
         &parts.headers,
     );
+    // An error answer is not billed: what was reserved for it is given back.
+    let (bill, unbilled) = match bill {
+        Some(b) if !parts.status.is_success() => (None, Some(b)),
+        b => (b, None),
+    };
+    if let Some(b) = unbilled {
+        b.release();
+    }
     match head {
         Head::Whole(bytes) => {
+            if let Some(b) = bill {
+                b.release();
+            }
             state.metrics.response_bytes.inc_by(bytes.len() as u64);
             record.ended(bytes.len() as u64, "complete");
             Response::from_parts(parts, Either::Right(Full::new(bytes)))
@@ -196,7 +210,7 @@ pub(super) fn reply(
         Head::Streams(first) => {
             let meter = state.metrics.response_bytes.clone();
             let idle = snapshot.config.idle_timeout;
-            let usage = usage_meter(state, snapshot, &parts, &record);
+            let usage = usage_meter(state, &parts, &record, bill);
             let body = Streamed::new(body, idle, meter, record)
                 .with_head(first)
                 .with_lease(lease)
@@ -206,33 +220,37 @@ pub(super) fn reply(
     }
 }
 
-/// A usage meter for a successful JSON or SSE answer, when keyproxy keeps a ledger; it also
-/// counts the answer against its client's budget.
+/// What reads and charges a successful answer's usage: the limited client's bill from its
+/// admission, or, for any other client when keyproxy keeps a ledger, a new one for a JSON or
+/// SSE answer. An answer of another type charges a reservation, if there is one, as unseen.
 fn usage_meter(
     state: &State,
-    snapshot: &Snapshot,
     parts: &http::response::Parts,
     record: &AccessRecord,
-) -> Option<super::body::UsageMeter> {
+    bill: Option<Bill>,
+) -> Option<Bill> {
+    let scanner = || {
+        let content_type = parts
+            .headers
+            .get(http::header::CONTENT_TYPE)?
+            .to_str()
+            .ok()?;
+        crate::usage::scan::Scanner::for_content_type(content_type)
+    };
+    if let Some(bill) = bill {
+        return Some(bill.with_scanner(scanner()));
+    }
     let ledger = state.usage.get()?;
     if !parts.status.is_success() {
         return None;
     }
-    let content_type = parts
-        .headers
-        .get(http::header::CONTENT_TYPE)?
-        .to_str()
-        .ok()?;
-    let name = record.client.as_deref().unwrap_or_default();
-    let limits = snapshot.limits.of(name).and_then(|counters| {
-        let client = snapshot.config.clients.iter().find(|c| c.name == name)?;
-        Some((client.limits, counters.clone()))
-    });
-    Some(super::body::UsageMeter {
-        scanner: crate::usage::scan::Scanner::for_content_type(content_type)?,
-        ledger: ledger.clone(),
-        client: name.into(),
-        profile: record.profile.as_deref().unwrap_or_default().into(),
-        limits,
-    })
+    let scanner = scanner()?;
+    let bill = Bill::new(
+        Some(ledger.clone()),
+        record.client.as_deref().unwrap_or_default().into(),
+        record.profile.as_deref().unwrap_or_default().into(),
+        record.route.clone().unwrap_or_default(),
+        None,
+    );
+    Some(bill.with_scanner(Some(scanner)))
 }

@@ -47,7 +47,7 @@ impl Snapshot {
             &routes.prefixes(),
             without_client.chain(of_clients),
         );
-        let limits = Arc::new(super::limits::Limits::build(&config.clients, None));
+        let limits = Arc::new(super::limits::Limits::build(&config.clients, None, || None));
         Self {
             config,
             routes,
@@ -57,9 +57,11 @@ impl Snapshot {
         }
     }
 
-    /// Keeps `old`'s limit counters for the clients both have, so a reload resets no budget.
-    pub fn with_limits_of(mut self, old: &Snapshot) -> Self {
-        let limits = super::limits::Limits::build(&self.config.clients, Some(&old.limits));
+    /// Keeps `old`'s limit counters for the clients both have (by token, else by name), so a
+    /// reload resets no budget; a client new to limits starts from what `ledger` kept.
+    pub fn with_limits_of(mut self, old: &Snapshot, ledger: Option<&crate::usage::Ledger>) -> Self {
+        let rows = || ledger.map(crate::usage::Ledger::rows);
+        let limits = super::limits::Limits::build(&self.config.clients, Some(&old.limits), rows);
         self.limits = Arc::new(limits);
         self
     }

@@ -97,13 +97,10 @@ pub async fn start(origin: Origin, listen: Option<SocketAddr>) -> Result<Running
     if config.usage {
         let ledger = crate::usage::Ledger::open(config.state_dir.as_deref(), state.metrics.clone());
         // A restart must not give a client its budget again: seed from what the ledger kept.
+        // Every limited client, since a reload may give one with only a rate a budget.
         let snapshot = state.load();
-        let budgeted = config
-            .clients
-            .iter()
-            .any(|c| c.limits.budget.is_some() || c.limits.tokens_per_day.is_some());
-        if budgeted {
-            snapshot.limits.seed(&config.clients, &ledger.rows());
+        if !snapshot.limits.is_empty() {
+            snapshot.limits.seed(&ledger.rows());
         }
         let _ = state.usage.set(ledger);
     }

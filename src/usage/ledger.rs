@@ -10,7 +10,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
-use super::scan::Used;
 use super::store::Store;
 use crate::metrics::Metrics;
 
@@ -27,23 +26,50 @@ pub struct Counts {
     pub requests: u64,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// Includes what answers counted by estimate were charged.
     pub cost_usd: f64,
+    /// Answers whose usage was not seen or not believed, charged their reservation.
+    pub estimated: u64,
+    /// The tokens those answers were charged.
+    pub estimated_tokens: u64,
 }
 
 impl Counts {
+    /// Adds `other`, saturating: a count that cannot grow stays at its ceiling rather than
+    /// wrapping, and a cost stays a finite number.
     pub fn add(&mut self, other: &Counts) {
-        self.requests += other.requests;
-        self.prompt_tokens += other.prompt_tokens;
-        self.completion_tokens += other.completion_tokens;
-        self.cost_usd += other.cost_usd;
+        self.requests = self.requests.saturating_add(other.requests);
+        self.prompt_tokens = self.prompt_tokens.saturating_add(other.prompt_tokens);
+        self.completion_tokens = self
+            .completion_tokens
+            .saturating_add(other.completion_tokens);
+        self.estimated = self.estimated.saturating_add(other.estimated);
+        self.estimated_tokens = self.estimated_tokens.saturating_add(other.estimated_tokens);
+        let cost = self.cost_usd + other.cost_usd;
+        if cost.is_finite() {
+            self.cost_usd = cost;
+        }
     }
+}
+
+/// How one answer is counted: what it reported, or, for an answer whose usage was not seen or
+/// not believed, what it was charged instead.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Answer {
+    pub model: String,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cost_usd: f64,
+    /// Charged its reservation: `estimated_tokens` tokens and `cost_usd` dollars.
+    pub estimated: bool,
+    pub estimated_tokens: u64,
 }
 
 enum Message {
     Used {
         client: Arc<str>,
         profile: Arc<str>,
-        used: Used,
+        answer: Answer,
         at: SystemTime,
     },
     /// Write what is pending (opening the database first if need be), then answer.
@@ -95,11 +121,11 @@ impl Ledger {
     }
 
     /// Counts what one answer used; called once when it ends.
-    pub fn record(&self, client: Arc<str>, profile: Arc<str>, used: Used) {
+    pub fn record(&self, client: Arc<str>, profile: Arc<str>, answer: Answer) {
         let _ = self.tx.send(Message::Used {
             client,
             profile,
-            used,
+            answer,
             at: SystemTime::now(),
         });
     }
@@ -188,19 +214,21 @@ fn keep(
                 Ok(Message::Used {
                     client,
                     profile,
-                    used,
+                    answer,
                     at,
                 }) => {
                     let day = at
                         .duration_since(SystemTime::UNIX_EPOCH)
                         .map_or(0, |d| d.as_secs() / 86_400);
-                    tick.entry((day, client, profile, used.model))
+                    tick.entry((day, client, profile, answer.model))
                         .or_default()
                         .add(&Counts {
                             requests: 1,
-                            prompt_tokens: used.prompt_tokens,
-                            completion_tokens: used.completion_tokens,
-                            cost_usd: used.cost,
+                            prompt_tokens: answer.prompt_tokens,
+                            completion_tokens: answer.completion_tokens,
+                            cost_usd: answer.cost_usd,
+                            estimated: u64::from(answer.estimated),
+                            estimated_tokens: answer.estimated_tokens,
                         });
                 }
                 Ok(Message::Flush(done)) => flushes.push(done),
@@ -244,8 +272,9 @@ fn keep(
     }
 }
 
-/// Adds `pending` to the database in one transaction; on failure (a full disk) they stay
-/// pending for the next try, and nothing already written is touched.
+/// Adds `pending` to the database in one transaction; on failure, row by row, so a row the
+/// database refuses is dropped and never holds back the rest, while rows that failed for the
+/// disk's sake (full) stay pending for the next try. Nothing already written is touched.
 fn write(store: &mut Option<Store>, pending: &mut BTreeMap<Row, Counts>) {
     let Some(s) = store.as_mut() else {
         pending.clear();
@@ -254,10 +283,12 @@ fn write(store: &mut Option<Store>, pending: &mut BTreeMap<Row, Counts>) {
     if pending.is_empty() {
         return;
     }
-    match s.add(pending) {
-        Ok(()) => pending.clear(),
-        Err(e) => {
-            tracing::warn!("cannot write usage to its database ({e}); keeping it to try again")
+    if let Err(e) = s.add(pending) {
+        s.add_each(pending);
+        if !pending.is_empty() {
+            tracing::warn!("cannot write usage to its database ({e}); keeping it to try again");
         }
+    } else {
+        pending.clear();
     }
 }

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use serde_json::{json, Value};
 
-pub use ledger::{day, Counts, Ledger, Persistence, Row};
+pub use ledger::{day, Answer, Counts, Ledger, Persistence, Row};
 
 /// `/_keyproxy/usage`: today, this month and all time (UTC), each with its total and its
 /// counts per client, profile and model, and the rows behind them.
