@@ -2,7 +2,9 @@
 //! opens status, reload, everyone's usage and metrics, so an agent's client token no longer
 //! reads what the others spend. Known, like client tokens, only by its SHA-256.
 
-use super::clients::{parse_hex, sha256, Clients, Digest};
+use super::clients::{
+    parse_hex, sha256, Clients, Digest, EXAMPLE_TOKEN_MARK, EXAMPLE_TOKEN_SHA256,
+};
 use super::Config;
 
 /// The SHA-256 of the admin token.
@@ -26,6 +28,15 @@ impl AdminToken {
             }
             (Some(token), None) if token.len() < 16 => Err(
                 "admin_token is shorter than 16 characters; use a long random one (openssl rand -hex 24)"
+                    .into(),
+            ),
+            // Refused like the examples' client tokens: anyone can read them.
+            (Some(token), None) if token.contains(EXAMPLE_TOKEN_MARK) => Err(
+                "admin_token is the example's placeholder, which anyone can read; make one with openssl rand -hex 24"
+                    .into(),
+            ),
+            (None, Some(hex)) if hex.eq_ignore_ascii_case(EXAMPLE_TOKEN_SHA256) => Err(
+                "admin_token_sha256 is the example's, not of a token of yours; make a token with openssl rand -hex 24 and put its SHA-256 here"
                     .into(),
             ),
             (Some(token), None) => Ok(Some(Self(sha256(&token)))),
@@ -82,6 +93,10 @@ mod tests {
         assert!(AdminToken::from_raw(Some("short".into()), None).is_err());
         assert!(AdminToken::from_raw(None, Some(hex.to_uppercase())).is_err());
         assert!(AdminToken::from_raw(Some(token.into()), Some(hex)).is_err());
+        let example = "kp-replace-me-with-openssl-rand-hex-24";
+        assert!(AdminToken::from_raw(Some(example.into()), None).is_err());
+        let example = "21528b2600d31fdb7209da6a7fd3b819c5125da3107090bb6c5dbb493c85d4d2";
+        assert!(AdminToken::from_raw(None, Some(example.into())).is_err());
     }
 
     #[test]

@@ -131,8 +131,8 @@ pub type Digest = [u8; 32];
 
 /// The example config's client tokens (config/two-agents.toml), refused like the example keys
 /// file's placeholder key, so that a copied example never lets in whoever read it.
-const EXAMPLE_TOKEN_MARK: &str = "replace-me";
-const EXAMPLE_TOKEN_SHA256: &str =
+pub(super) const EXAMPLE_TOKEN_MARK: &str = "replace-me";
+pub(super) const EXAMPLE_TOKEN_SHA256: &str =
     "21528b2600d31fdb7209da6a7fd3b819c5125da3107090bb6c5dbb493c85d4d2";
 
 pub(super) fn sha256(token: &str) -> Digest {
