@@ -19,10 +19,15 @@ fn main() -> ExitCode {
     not_dumpable();
     let origin = config::discover(cli.config.as_deref());
     match cli.command {
-        Some(Command::Check { json, token, live }) => {
+        Some(Command::Check {
+            json,
+            token,
+            admin_token,
+            live,
+        }) => {
             let running = keyproxy::ops::check::Running {
                 listen: cli.listen,
-                token,
+                token: admin_token.or(token),
                 live,
             };
             let report = keyproxy::ops::check::run(origin, &running);
@@ -46,6 +51,7 @@ fn main() -> ExitCode {
         Some(Command::Usage { json, running }) => {
             running_cmd::usage(&origin, cli.listen, &running, json)
         }
+        Some(Command::Me { json, running }) => running_cmd::me(&origin, cli.listen, &running, json),
         Some(Command::Reload { running }) => running_cmd::reload(&origin, cli.listen, &running),
         Some(Command::Health { url, timeout }) => health(origin, cli.listen, url, timeout),
         Some(Command::Service { action }) => service_cmd::run(origin, cli.listen, action),

@@ -32,12 +32,7 @@ fn ask(
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))
         .and_then(|runtime| {
-            runtime.block_on(instance::ask(
-                method,
-                &url,
-                running.token.as_deref(),
-                timeout,
-            ))
+            runtime.block_on(instance::ask(method, &url, running.bearer(), timeout))
         });
     match asked {
         Ok((status, body)) if status.is_success() => Ok((url, body)),
@@ -131,6 +126,21 @@ pub fn usage(
 ) -> ExitCode {
     show("usage", (origin, listen, running), json, |_, body| {
         instance::usage_table(body)
+    })
+}
+
+pub fn me(origin: &Origin, listen: Option<SocketAddr>, running: &Running, json: bool) -> ExitCode {
+    // /me is a client's: its token goes first, even where KEYPROXY_ADMIN_TOKEN is set too.
+    let running = &Running {
+        url: running.url.clone(),
+        token: running
+            .token
+            .clone()
+            .or_else(|| running.admin_token.clone()),
+        admin_token: None,
+    };
+    show("me", (origin, listen, running), json, |_, body| {
+        instance::me_text(body)
     })
 }
 

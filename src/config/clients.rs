@@ -27,6 +27,9 @@ pub struct RawClient {
     /// Tokens a request holds against `tokens_per_day` while it runs, when its body does not say.
     pub reserve_tokens: Option<u64>,
     pub max_in_flight: Option<u32>,
+    /// Its token also opens status, reload, everyone's usage and metrics.
+    #[serde(default)]
+    pub admin: bool,
 }
 
 /// What a request reserves against `budget_usd` unless the client says: about one long answer
@@ -82,6 +85,8 @@ pub struct Client {
     /// The models it may ask for (`models`); empty: any.
     pub models: Vec<String>,
     pub limits: Limits,
+    /// `admin = true`: its token opens status, reload, everyone's usage and metrics as well.
+    pub admin: bool,
 }
 
 impl Client {
@@ -126,11 +131,11 @@ pub type Digest = [u8; 32];
 
 /// The example config's client tokens (config/two-agents.toml), refused like the example keys
 /// file's placeholder key, so that a copied example never lets in whoever read it.
-const EXAMPLE_TOKEN_MARK: &str = "replace-me";
-const EXAMPLE_TOKEN_SHA256: &str =
+pub(super) const EXAMPLE_TOKEN_MARK: &str = "replace-me";
+pub(super) const EXAMPLE_TOKEN_SHA256: &str =
     "21528b2600d31fdb7209da6a7fd3b819c5125da3107090bb6c5dbb493c85d4d2";
 
-fn sha256(token: &str) -> Digest {
+pub(super) fn sha256(token: &str) -> Digest {
     let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
     let mut out = [0u8; 32];
     out.copy_from_slice(d.as_ref());
@@ -217,6 +222,7 @@ impl Clients {
                 profiles: c.profiles,
                 models: c.models,
                 limits,
+                admin: c.admin,
             },
         );
         Ok(())
@@ -233,6 +239,10 @@ impl Clients {
 
     pub fn find(&self, token: &str) -> Option<&Client> {
         self.by_digest.get(&sha256(token))
+    }
+
+    pub(super) fn by_digest(&self, digest: &Digest) -> Option<&Client> {
+        self.by_digest.get(digest)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Client> {
@@ -305,7 +315,7 @@ fn limits(name: &str, c: &RawClient) -> Result<Limits, String> {
     })
 }
 
-fn parse_hex(hex: &str) -> Option<Digest> {
+pub(super) fn parse_hex(hex: &str) -> Option<Digest> {
     if hex.len() != 64
         || !hex
             .bytes()

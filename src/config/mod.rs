@@ -8,6 +8,7 @@ use std::time::Duration;
 use http::header::{HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme};
 
+pub mod admin_token;
 pub mod clients;
 pub mod providers;
 mod raw;
@@ -79,6 +80,8 @@ pub struct Config {
     pub workers: usize,
     pub routes: Vec<RouteConfig>,
     pub clients: Clients,
+    /// `admin_token` / `admin_token_sha256`: see `has_admin`.
+    pub admin_token: Option<admin_token::AdminToken>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -284,6 +287,7 @@ impl Config {
                 .map(PathBuf::from),
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             clients: Clients::default(),
+            admin_token: None,
             routes: vec![RouteConfig {
                 prefix: "/".into(),
                 upstream,

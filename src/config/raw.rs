@@ -12,6 +12,7 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
+use super::admin_token::AdminToken;
 use super::clients::{Clients, RawClient};
 use super::providers::Provider;
 use super::*;
@@ -51,6 +52,8 @@ pub(super) struct RawConfig {
     routes: Vec<Spanned<RawRoute>>,
     #[serde(default)]
     clients: Vec<Spanned<RawClient>>,
+    admin_token: Option<Spanned<String>>,
+    admin_token_sha256: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -215,6 +218,23 @@ impl Config {
         let spans: Vec<_> = raw.clients.iter().map(Spanned::span).collect();
         let clients = Clients::build(raw.clients.into_iter().map(Spanned::into_inner).collect())
             .map_err(|(i, m)| at(spans[i].clone(), m))?;
+        let admin_span = raw
+            .admin_token
+            .as_ref()
+            .or(raw.admin_token_sha256.as_ref())
+            .map_or(0..0, Spanned::span);
+        let admin_token = AdminToken::from_raw(
+            raw.admin_token.map(Spanned::into_inner),
+            raw.admin_token_sha256.map(Spanned::into_inner),
+        )
+        .map_err(|m| at(admin_span.clone(), m))?;
+        if let Some(name) = admin_token
+            .as_ref()
+            .and_then(|a| a.client_with_it(&clients))
+        {
+            let message = format!("admin_token is also client '{name}''s token; give the admin a token of its own, or set admin = true on that client");
+            return Err(at(admin_span, message));
+        }
         Ok(Self {
             path,
             listen: raw.listen.unwrap_or(base.listen),
@@ -249,6 +269,7 @@ impl Config {
             workers,
             routes,
             clients,
+            admin_token,
         })
     }
 }

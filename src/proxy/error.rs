@@ -45,12 +45,18 @@ pub enum LocalError {
     Trace,
     #[error("keyproxy: CONNECT is not supported; keyproxy forwards only to its configured upstreams and is not an open proxy.")]
     Connect,
-    #[error("keyproxy: unknown admin path '{}'; try /_keyproxy/health, ready, status, usage or metrics.", shorten(.path))]
+    #[error("keyproxy: unknown admin path '{}'; try /_keyproxy/health, ready, me, status, usage or metrics.", shorten(.path))]
     UnknownAdminPath { path: String },
     #[error("keyproxy: this keyproxy serves only its configured clients; send your client token as the API key (Authorization: Bearer <token>).")]
     MissingToken,
     #[error("keyproxy: the client token matches no configured client; check the API key the agent sends.")]
     InvalidToken,
+    #[error("keyproxy: {path} needs the admin token{}; send admin_token of keyproxy.toml as Authorization: Bearer <token>.", if *.presented { ", and the one sent matches none" } else { "" })]
+    AdminTokenNeeded { path: String, presented: bool },
+    #[error("keyproxy: {path} needs the admin token, not a client's; use the admin_token of keyproxy.toml, or read your own figures at /_keyproxy/me. This token is client '{}'.", shorten(.client))]
+    AdminOnly { path: String, client: String },
+    #[error("keyproxy: /_keyproxy/me describes a client, and {why}; ask /_keyproxy/usage for everyone's usage.")]
+    NotAClient { why: &'static str },
     #[error("keyproxy: client '{client}' may not use profile '{profile}'; use one of its profiles: {allowed}.")]
     ForbiddenProfile {
         client: String,
@@ -143,10 +149,12 @@ fn shorten(text: &str) -> std::borrow::Cow<'_, str> {
 impl LocalError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::MissingKey { .. } | Self::MissingToken | Self::InvalidToken => {
-                StatusCode::UNAUTHORIZED
-            }
-            Self::ForbiddenProfile { .. }
+            Self::MissingKey { .. }
+            | Self::MissingToken
+            | Self::InvalidToken
+            | Self::AdminTokenNeeded { .. } => StatusCode::UNAUTHORIZED,
+            Self::AdminOnly { .. }
+            | Self::ForbiddenProfile { .. }
             | Self::ProfileNotOnRoute { .. }
             | Self::ModelNotAllowed { .. } => StatusCode::FORBIDDEN,
             Self::ModelUnreadable { .. } | Self::RequestUnreadable { .. } => {
@@ -155,7 +163,9 @@ impl LocalError {
             Self::KeysResting { .. } | Self::BudgetExhausted { .. } | Self::RateLimited { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            Self::NoRoute { .. } | Self::UnknownAdminPath { .. } => StatusCode::NOT_FOUND,
+            Self::NoRoute { .. } | Self::UnknownAdminPath { .. } | Self::NotAClient { .. } => {
+                StatusCode::NOT_FOUND
+            }
             Self::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::ForeignTarget { .. } => StatusCode::BAD_REQUEST,
@@ -180,6 +190,14 @@ impl LocalError {
             Self::UnknownAdminPath { .. } => "unknown-admin-path",
             Self::MissingToken => "missing-token",
             Self::InvalidToken => "invalid-token",
+            Self::AdminTokenNeeded {
+                presented: false, ..
+            } => "missing-token",
+            Self::AdminTokenNeeded {
+                presented: true, ..
+            } => "invalid-token",
+            Self::AdminOnly { .. } => "admin-only",
+            Self::NotAClient { .. } => "not-a-client",
             Self::ForbiddenProfile { .. } => "forbidden-profile",
             Self::ProfileNotOnRoute { .. } => "profile-not-on-route",
             Self::KeysResting { .. } => "keys-resting",
@@ -193,16 +211,20 @@ impl LocalError {
 
     fn kind(&self, shape: ErrorShape) -> &'static str {
         match self {
-            Self::MissingKey { .. } | Self::MissingToken | Self::InvalidToken => {
-                "authentication_error"
-            }
-            Self::ForbiddenProfile { .. }
+            Self::MissingKey { .. }
+            | Self::MissingToken
+            | Self::InvalidToken
+            | Self::AdminTokenNeeded { .. } => "authentication_error",
+            Self::AdminOnly { .. }
+            | Self::ForbiddenProfile { .. }
             | Self::ProfileNotOnRoute { .. }
             | Self::ModelNotAllowed { .. } => "permission_error",
             Self::KeysResting { .. } | Self::BudgetExhausted { .. } | Self::RateLimited { .. } => {
                 "rate_limit_error"
             }
-            Self::NoRoute { .. } | Self::UnknownAdminPath { .. } => "not_found_error",
+            Self::NoRoute { .. } | Self::UnknownAdminPath { .. } | Self::NotAClient { .. } => {
+                "not_found_error"
+            }
             // Anthropic's own types for these, so its SDKs classify them.
             Self::UpstreamUnreachable { .. } if shape == ErrorShape::Anthropic => "api_error",
             Self::UpstreamTimeout { .. } if shape == ErrorShape::Anthropic => "timeout_error",

@@ -80,6 +80,17 @@ fn every_local_message_survives_agents_filters() {
         LocalError::UnknownAdminPath { path: long },
         LocalError::MissingToken,
         LocalError::InvalidToken,
+        LocalError::AdminTokenNeeded {
+            path: "/_keyproxy/metrics".into(),
+            presented: true,
+        },
+        LocalError::AdminOnly {
+            path: "/_keyproxy/status".into(),
+            client: "laptop-agent-with-a-long-name".into(),
+        },
+        LocalError::NotAClient {
+            why: "this keyproxy has no [[clients]]",
+        },
         LocalError::ForbiddenProfile {
             client: "laptop-agent".into(),
             profile: "anthropic:work".into(),

@@ -110,6 +110,9 @@ async fn dispatch(
     if path == "/_keyproxy/usage" {
         return admin::usage(state, &req).await;
     }
+    if path == "/_keyproxy/me" {
+        return admin::me(state, &req).await;
+    }
     if path == "/_keyproxy" || path.starts_with("/_keyproxy/") {
         return admin::handle(state, &req);
     }
