@@ -12,6 +12,7 @@ fn client() -> Client {
             "mini-deploy".into(),
         ],
         limits: Limits::default(),
+        admin: false,
     }
 }
 
