@@ -67,6 +67,12 @@ pub struct Config {
     pub poll_interval: Duration,
     /// Requests with bodies up to this many bytes are kept so they can be retried on another key.
     pub retry_body_limit: u64,
+    /// Bytes a second a request body must average, once `header_read_timeout` has been spent
+    /// waiting on the client; 0: no minimum.
+    pub min_upload_rate: u64,
+    /// Open connections one client address may hold; `None`: 256 for other hosts, no cap for
+    /// loopback (agents on this machine share 127.0.0.1).
+    pub max_connections_per_ip: Option<u32>,
     /// Trust the system's CA certificates beside the bundled web PKI roots.
     pub system_roots: bool,
     /// Count what answers used (`usage`); off, answers are not read at all.
@@ -258,7 +264,19 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     Config::from_raw(raw, Some(path.to_path_buf()), dir, text)
 }
 
+/// Connections a non-loopback address may hold open when the config sets no cap.
+pub const CONNECTIONS_PER_IP: u32 = 256;
+
 impl Config {
+    /// The cap on open connections from `ip`, if any.
+    pub fn connection_cap(&self, ip: std::net::IpAddr) -> Option<u32> {
+        match self.max_connections_per_ip {
+            Some(cap) => Some(cap),
+            None if ip.is_loopback() => None,
+            None => Some(CONNECTIONS_PER_IP),
+        }
+    }
+
     /// The no-config default: loopback, one route to OpenRouter, `openrouter:default`.
     pub fn embedded() -> Self {
         let upstream = parse_upstream(DEFAULT_UPSTREAM).unwrap_or_else(|_| unreachable!());
@@ -277,6 +295,8 @@ impl Config {
             response_timeout: Duration::from_secs(300),
             poll_interval: Duration::from_secs(2),
             retry_body_limit: 1024 * 1024,
+            min_upload_rate: 1024,
+            max_connections_per_ip: None,
             system_roots: true,
             usage: true,
             state_dir: Some(expand_vars("$XDG_STATE_HOME/keyproxy"))
@@ -363,3 +383,36 @@ fn var_or_xdg_default(name: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests;
+
+/// A rate as the config writes it: `"1KiB/s"`, `"512B/s"`, `"2MB/s"`; `"0"` for none.
+pub fn parse_rate(text: &str) -> Result<u64, String> {
+    let bad = || format!("{text:?} is not a rate like \"1KiB/s\", \"512B/s\" or \"0\"");
+    let t = text.trim();
+    if t == "0" {
+        return Ok(0);
+    }
+    let amount = t.strip_suffix("/s").ok_or_else(bad)?.trim();
+    let split = amount
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(amount.len());
+    let (number, unit) = amount.split_at(split);
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KB" | "kB" => 1000,
+        "KiB" => 1024,
+        "MB" => 1000 * 1000,
+        "MiB" => 1024 * 1024,
+        _ => return Err(bad()),
+    };
+    number.checked_mul(scale).ok_or_else(bad)
+}
+
+/// A rate as people read it: `1KiB/s`, `512B/s`.
+pub fn rate_label(bytes_per_s: u64) -> String {
+    match bytes_per_s {
+        n if n >= 1024 * 1024 && n % (1024 * 1024) == 0 => format!("{}MiB/s", n / (1024 * 1024)),
+        n if n >= 1024 && n % 1024 == 0 => format!("{}KiB/s", n / 1024),
+        n => format!("{n}B/s"),
+    }
+}
