@@ -25,7 +25,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 mod tls;
-use tls::tls_acceptor;
+pub use tls::tls_acceptor;
 
 /// Every test's upper bound: a hung proxy fails the test instead of hanging CI.
 pub const LIMIT: Duration = Duration::from_secs(30);
