@@ -346,3 +346,49 @@ impl Body for UpstreamBody {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn phase(owed: Owed) -> Option<TimeoutPhase> {
+        match owed {
+            Owed::Client => None,
+            Owed::Upstream { phase, .. } => Some(phase),
+        }
+    }
+
+    #[test]
+    fn the_phase_follows_the_request_and_its_body() {
+        let f = ClientFault::default();
+        assert_eq!(phase(f.owed()), Some(TimeoutPhase::Connecting));
+        f.on_stream();
+        assert_eq!(phase(f.owed()), Some(TimeoutPhase::StreamSlot));
+        f.body.store(WAITING_CLIENT, Ordering::Relaxed);
+        assert_eq!(phase(f.owed()), None, "the client owes its body");
+        f.body.store(HANDED_ON, Ordering::Relaxed);
+        assert_eq!(phase(f.owed()), Some(TimeoutPhase::SendingBody));
+        f.sent();
+        assert_eq!(phase(f.owed()), Some(TimeoutPhase::OnStream));
+        f.handed();
+        assert_eq!(phase(f.owed()), Some(TimeoutPhase::ResponseHead));
+        f.connecting();
+        assert_eq!(phase(f.owed()), Some(TimeoutPhase::Connecting));
+    }
+
+    #[test]
+    fn a_slow_upload_gets_the_grace_and_a_second_per_min_rate_bytes() {
+        let limits = UploadLimits {
+            stall: Duration::from_secs(300),
+            min_rate: 1024,
+            grace: Duration::from_secs(30),
+        };
+        assert_eq!(limits.allowed(0), Duration::from_secs(30));
+        assert_eq!(limits.allowed(10 * 1024), Duration::from_secs(40));
+        let none = UploadLimits {
+            min_rate: 0,
+            ..limits
+        };
+        assert_eq!(none.allowed(0), Duration::MAX);
+    }
+}
