@@ -256,7 +256,7 @@ async fn an_upload_slower_than_min_upload_rate_is_cut_with_a_408() {
     bounded(async {
         let upstream = Mock::start(ok_handler()).await;
         let config = format!(
-            "min_upload_rate = \"1KiB/s\"\nheader_read_timeout = \"1s\"\nidle_timeout = \"1h\"\n{}",
+            "header_read_timeout = \"1s\"\nidle_timeout = \"1h\"\n{}",
             simple_config(&upstream.url, "p")
         );
         let proxy = Proxy::start(&config, &[("keys.toml", &keys_toml("p", KEY_A))]).await;

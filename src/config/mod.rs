@@ -10,11 +10,13 @@ use http::uri::{Authority, Scheme};
 
 pub mod clients;
 pub mod providers;
+mod rate;
 mod raw;
 
 use crate::text::{redact_quoted, LineIndex};
 use clients::Clients;
 use providers::Provider;
+pub use rate::{parse_rate, rate_label};
 pub use raw::parse_upstream;
 use raw::RawConfig;
 
@@ -383,36 +385,3 @@ fn var_or_xdg_default(name: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests;
-
-/// A rate as the config writes it: `"1KiB/s"`, `"512B/s"`, `"2MB/s"`; `"0"` for none.
-pub fn parse_rate(text: &str) -> Result<u64, String> {
-    let bad = || format!("{text:?} is not a rate like \"1KiB/s\", \"512B/s\" or \"0\"");
-    let t = text.trim();
-    if t == "0" {
-        return Ok(0);
-    }
-    let amount = t.strip_suffix("/s").ok_or_else(bad)?.trim();
-    let split = amount
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(amount.len());
-    let (number, unit) = amount.split_at(split);
-    let number: u64 = number.parse().map_err(|_| bad())?;
-    let scale: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KB" | "kB" => 1000,
-        "KiB" => 1024,
-        "MB" => 1000 * 1000,
-        "MiB" => 1024 * 1024,
-        _ => return Err(bad()),
-    };
-    number.checked_mul(scale).ok_or_else(bad)
-}
-
-/// A rate as people read it: `1KiB/s`, `512B/s`.
-pub fn rate_label(bytes_per_s: u64) -> String {
-    match bytes_per_s {
-        n if n >= 1024 * 1024 && n % (1024 * 1024) == 0 => format!("{}MiB/s", n / (1024 * 1024)),
-        n if n >= 1024 && n % 1024 == 0 => format!("{}KiB/s", n / 1024),
-        n => format!("{n}B/s"),
-    }
-}

@@ -123,15 +123,3 @@ fn paths_expand_variables_as_a_shell_would() {
         PathBuf::from(format!("{home}/k.toml"))
     );
 }
-
-#[test]
-fn rates_read_as_people_write_them() {
-    assert_eq!(parse_rate("1KiB/s"), Ok(1024));
-    assert_eq!(parse_rate("512B/s"), Ok(512));
-    assert_eq!(parse_rate("2MB/s"), Ok(2_000_000));
-    assert_eq!(parse_rate("0"), Ok(0));
-    assert!(parse_rate("1KiB").is_err(), "a rate says per second");
-    assert!(parse_rate("fast/s").is_err());
-    assert_eq!(rate_label(1024), "1KiB/s");
-    assert_eq!(rate_label(1000), "1000B/s");
-}

@@ -24,6 +24,9 @@ use crate::ops::reload::ReloadRequest;
 use crate::proxy::{self, usable_request_id, State, REQUEST_ID};
 use crate::rt::burst::CountedExecutor;
 
+/// How long a connection closed for idleness may take to end after its GOAWAY.
+const CLOSE_WITHIN: Duration = Duration::from_secs(1);
+
 /// What every connection is served with.
 pub(super) struct Serving {
     pub state: Arc<State>,
@@ -86,7 +89,9 @@ impl Serving {
                     None => {
                         tracing::debug!(%peer, "closing: no request within {:?}, or no stream open for {:?}", self.first_bytes_within, idle);
                         connection.as_mut().graceful_shutdown();
-                        closing = Some(tokio::time::Instant::now() + self.first_bytes_within);
+                        // An idle client needs one round trip to let an HTTP/2 connection end
+                        // (the PING that follows the GOAWAY); a squatter gets no longer.
+                        closing = Some(tokio::time::Instant::now() + CLOSE_WITHIN);
                         continue;
                     }
                 },
