@@ -187,7 +187,11 @@ async fn posts_queued_behind_a_lowered_stream_limit_get_their_504_in_time() {
                 tokio::spawn(async move {
                     let started = Instant::now();
                     let url = format!("{proxy_url}/v1/chat/completions");
-                    let reply = send(&client(), request("POST", &url, &[], vec![b'x'; 1000])).await;
+                    let reply = send(
+                        &client(),
+                        request("POST", &url, &[], vec![b'x'; 256 * 1024]),
+                    )
+                    .await;
                     (reply, started.elapsed())
                 })
             })
@@ -290,10 +294,10 @@ async fn an_upload_slower_than_min_upload_rate_is_cut_with_a_408() {
         assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
         assert!(answer.contains("min_upload_rate"), "{answer}");
         assert!(started.elapsed() < Duration::from_secs(6));
-        assert_eq!(
-            upstream.count(),
-            0,
-            "the upstream never got a whole request"
+        // The mock records a request whose body broke off, with what it got of it.
+        assert!(
+            upstream.received().iter().all(|r| r.body.len() < 100),
+            "the upstream never got the whole body"
         );
     })
     .await;

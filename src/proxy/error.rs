@@ -103,9 +103,12 @@ pub enum TimeoutPhase {
     /// `response_timeout` passed while the request waited for the server to allow another
     /// stream on its HTTP/2 connection.
     StreamSlot,
-    /// `response_timeout` passed while the upstream took none of the request body (an HTTP/2
-    /// flow-control window left shut).
+    /// `response_timeout` passed while an HTTP/1.1 upstream took none of the request body (it
+    /// stopped reading).
     SendingBody,
+    /// `response_timeout` passed while an HTTP/2 stream held part of the body: waiting for the
+    /// server to open the stream or to open its flow-control window.
+    StreamBody,
     /// `response_timeout` passed on an HTTP/2 stream whose body was handed over whole: waiting
     /// for a stream slot, the flow-control window or the response head.
     OnStream,
@@ -118,7 +121,7 @@ impl TimeoutPhase {
             Self::ResponseHead | Self::OnStream => "sent no response head",
             Self::Connecting => "did not finish connecting",
             Self::StreamSlot => "gave the request no stream",
-            Self::SendingBody => "took none of the request body",
+            Self::SendingBody | Self::StreamBody => "took none of the request body",
         }
     }
 
@@ -129,6 +132,7 @@ impl TimeoutPhase {
             | Self::Connecting
             | Self::StreamSlot
             | Self::SendingBody
+            | Self::StreamBody
             | Self::OnStream => "check the upstream, or raise response_timeout",
         }
     }
@@ -140,6 +144,7 @@ impl TimeoutPhase {
             Self::Connecting => "connect (DNS, TCP, TLS, the server's HTTP/2 SETTINGS)",
             Self::StreamSlot => "waiting for a stream slot",
             Self::SendingBody => "sending the body",
+            Self::StreamBody => "sending the body (waiting for a stream slot or a flow-control window)",
             Self::OnStream => {
                 "HTTP/2 stream (waiting for a stream slot, a flow-control window or the response head)"
             }

@@ -165,6 +165,9 @@ impl ClientFault {
         }
         match self.body.load(Ordering::Relaxed) {
             WAITING_CLIENT => Owed::Client,
+            // On HTTP/2 a stream not yet opened and a shut window look the same from here: the
+            // first chunk in hyper's hands, waiting for capacity.
+            HANDED_ON if stage == ON_STREAM => upstream(TimeoutPhase::StreamBody, moved),
             HANDED_ON => upstream(TimeoutPhase::SendingBody, moved),
             // hyper polls a body as soon as its stream is made; one on a stream and never
             // polled waits in hyper's queue behind the server's stream limit.
@@ -367,13 +370,14 @@ mod tests {
         f.body.store(WAITING_CLIENT, Ordering::Relaxed);
         assert_eq!(phase(f.owed()), None, "the client owes its body");
         f.body.store(HANDED_ON, Ordering::Relaxed);
+        assert_eq!(phase(f.owed()), Some(TimeoutPhase::StreamBody));
+        f.handed();
         assert_eq!(phase(f.owed()), Some(TimeoutPhase::SendingBody));
+        f.on_stream();
         f.sent();
         assert_eq!(phase(f.owed()), Some(TimeoutPhase::OnStream));
         f.handed();
         assert_eq!(phase(f.owed()), Some(TimeoutPhase::ResponseHead));
-        f.connecting();
-        assert_eq!(phase(f.owed()), Some(TimeoutPhase::Connecting));
     }
 
     #[test]
