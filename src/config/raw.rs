@@ -44,6 +44,9 @@ pub(super) struct RawConfig {
     #[serde(default, deserialize_with = "duration")]
     poll_interval: Option<Duration>,
     retry_body_limit: Option<u64>,
+    #[serde(default, deserialize_with = "rate")]
+    min_upload_rate: Option<u64>,
+    max_connections_per_ip: Option<u32>,
     system_roots: Option<bool>,
     state_dir: Option<String>,
     usage: Option<bool>,
@@ -113,6 +116,11 @@ fn duration_or_zero<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>,
         )));
     }
     Ok(Some(value))
+}
+
+fn rate<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_rate(&s).map(Some).map_err(D::Error::custom)
 }
 
 fn prefix<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
@@ -261,6 +269,8 @@ impl Config {
                 .unwrap_or(base.response_timeout),
             poll_interval: raw.poll_interval.unwrap_or(base.poll_interval),
             retry_body_limit: raw.retry_body_limit.unwrap_or(base.retry_body_limit),
+            min_upload_rate: raw.min_upload_rate.unwrap_or(base.min_upload_rate),
+            max_connections_per_ip: raw.max_connections_per_ip.or(base.max_connections_per_ip),
             system_roots: raw.system_roots.unwrap_or(base.system_roots),
             usage: raw.usage.unwrap_or(base.usage),
             state_dir: raw

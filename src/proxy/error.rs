@@ -41,6 +41,8 @@ pub enum LocalError {
     MalformedBody,
     #[error("keyproxy: the client sent no request body bytes for {after}, so the request was cut; send the body without pausing, or raise idle_timeout in keyproxy.toml.")]
     BodyStalled { after: String },
+    #[error("keyproxy: the client sent its request body slower than {rate} (after {grace}), so the request was cut; send the body faster, or lower min_upload_rate in keyproxy.toml.")]
+    BodyTooSlow { rate: String, grace: String },
     #[error("keyproxy: TRACE is not forwarded, since an upstream that echoes the request would show the injected key; use another method.")]
     Trace,
     #[error("keyproxy: CONNECT is not supported; keyproxy forwards only to its configured upstreams and is not an open proxy.")]
@@ -103,20 +105,43 @@ pub enum TimeoutPhase {
     /// From sending the request to the response head: DNS, connect, TLS and the upstream's
     /// answer (`response_timeout`).
     ResponseHead,
+    /// `response_timeout` passed while connecting: DNS, TCP, TLS, or the server's HTTP/2
+    /// SETTINGS that never came.
+    Connecting,
+    /// `response_timeout` passed while the request waited for the server to allow another
+    /// stream on its HTTP/2 connection.
+    StreamSlot,
+    /// `response_timeout` passed while an HTTP/1.1 upstream took none of the request body (it
+    /// stopped reading).
+    SendingBody,
+    /// `response_timeout` passed while an HTTP/2 stream held part of the body: waiting for the
+    /// server to open the stream or to open its flow-control window.
+    StreamBody,
+    /// `response_timeout` passed on an HTTP/2 stream whose body was handed over whole: waiting
+    /// for a stream slot, the flow-control window or the response head.
+    OnStream,
 }
 
 impl TimeoutPhase {
     fn what(self) -> &'static str {
         match self {
             Self::Connect => "did not accept a connection",
-            Self::ResponseHead => "sent no response head",
+            Self::ResponseHead | Self::OnStream => "sent no response head",
+            Self::Connecting => "did not finish connecting",
+            Self::StreamSlot => "gave the request no stream",
+            Self::SendingBody | Self::StreamBody => "took none of the request body",
         }
     }
 
     fn todo(self) -> &'static str {
         match self {
             Self::Connect => "check the network, or raise connect_timeout",
-            Self::ResponseHead => "check the upstream, or raise response_timeout",
+            Self::ResponseHead
+            | Self::Connecting
+            | Self::StreamSlot
+            | Self::SendingBody
+            | Self::StreamBody
+            | Self::OnStream => "check the upstream, or raise response_timeout",
         }
     }
 
@@ -124,6 +149,13 @@ impl TimeoutPhase {
         match self {
             Self::Connect => "TCP connect",
             Self::ResponseHead => "DNS, connect, TLS or the wait for the status line",
+            Self::Connecting => "connect (DNS, TCP, TLS, the server's HTTP/2 SETTINGS)",
+            Self::StreamSlot => "waiting for a stream slot",
+            Self::SendingBody => "sending the body",
+            Self::StreamBody => "sending the body (waiting for a stream slot or a flow-control window)",
+            Self::OnStream => {
+                "HTTP/2 stream (waiting for a stream slot, a flow-control window or the response head)"
+            }
         }
     }
 }
@@ -171,7 +203,7 @@ impl LocalError {
             Self::ForeignTarget { .. } => StatusCode::BAD_REQUEST,
             Self::Connect | Self::Trace => StatusCode::METHOD_NOT_ALLOWED,
             Self::MalformedBody => StatusCode::BAD_REQUEST,
-            Self::BodyStalled { .. } => StatusCode::REQUEST_TIMEOUT,
+            Self::BodyStalled { .. } | Self::BodyTooSlow { .. } => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -186,7 +218,7 @@ impl LocalError {
             Self::Connect => "connect-refused",
             Self::Trace => "trace-refused",
             Self::MalformedBody => "malformed-body",
-            Self::BodyStalled { .. } => "body-timeout",
+            Self::BodyStalled { .. } | Self::BodyTooSlow { .. } => "body-timeout",
             Self::UnknownAdminPath { .. } => "unknown-admin-path",
             Self::MissingToken => "missing-token",
             Self::InvalidToken => "invalid-token",
@@ -236,7 +268,8 @@ impl LocalError {
             | Self::MalformedBody
             | Self::ModelUnreadable { .. }
             | Self::RequestUnreadable { .. }
-            | Self::BodyStalled { .. } => "invalid_request_error",
+            | Self::BodyStalled { .. }
+            | Self::BodyTooSlow { .. } => "invalid_request_error",
         }
     }
 

@@ -70,6 +70,16 @@ fn every_local_message_survives_agents_filters() {
             after: "5m".into(),
             phase: TimeoutPhase::ResponseHead,
         },
+        LocalError::UpstreamTimeout {
+            upstream: "https://generativelanguage.googleapis.com".into(),
+            after: "5m".into(),
+            phase: TimeoutPhase::Connecting,
+        },
+        LocalError::UpstreamTimeout {
+            upstream: "https://generativelanguage.googleapis.com".into(),
+            after: "5m".into(),
+            phase: TimeoutPhase::StreamSlot,
+        },
         LocalError::ForeignTarget {
             target: long.clone(),
         },
@@ -77,6 +87,10 @@ fn every_local_message_survives_agents_filters() {
         LocalError::Trace,
         LocalError::MalformedBody,
         LocalError::BodyStalled { after: "5m".into() },
+        LocalError::BodyTooSlow {
+            rate: "1KiB/s".into(),
+            grace: "30s".into(),
+        },
         LocalError::UnknownAdminPath { path: long },
         LocalError::MissingToken,
         LocalError::InvalidToken,
