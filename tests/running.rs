@@ -149,7 +149,7 @@ async fn reload_needs_no_pid_and_runs_key_commands_again() {
 
 /// Runs the binary with `args` and no --listen: the address comes from the config file.
 async fn cli_by_config(bin: &Bin, args: &[&str]) -> Output {
-    let mut cmd = bin.command();
+    let mut cmd = bin.command_with_config_listen();
     cmd.arg("--config")
         .arg(bin.config_dir().join("keyproxy.toml"))
         .args(args);
