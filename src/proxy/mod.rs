@@ -23,6 +23,7 @@ mod settings;
 mod state;
 mod upload;
 mod upstream;
+mod websocket;
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -38,6 +39,7 @@ pub use readable::check_agent_readable;
 pub use routes::{Route, Routes};
 pub use state::{ReloadLog, Snapshot, State};
 pub use upstream::UpstreamError;
+pub use websocket::Sockets;
 
 use access_log::AccessRecord;
 
@@ -51,6 +53,9 @@ pub async fn handle(
     let mut record = AccessRecord::begin(req.method(), req.uri(), req.headers());
     if let Some(err) = never_forwarded(&req, local) {
         return reject(state, record, err, ErrorShape::OpenAi);
+    }
+    if websocket::is_upgrade(&req) {
+        return websocket::pass_through(state, record, req).await;
     }
     let snapshot = state.load();
     let (mut parts, body) = req.into_parts();

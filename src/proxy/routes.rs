@@ -40,6 +40,8 @@ pub struct Route {
     pub provider_name: String,
     /// Gemini takes a key as `?key=`, which a client's must not carry through.
     pub key_in_query: bool,
+    /// An `Upgrade: websocket` is passed through (`proxy/websocket.rs`), else answered 426.
+    pub websocket: bool,
 }
 
 impl Route {
@@ -147,6 +149,7 @@ impl Routes {
                 },
                 key_in_query: r.provider == Some(Provider::Gemini)
                     || r.upstream.authority.host().ends_with("googleapis.com"),
+                websocket: r.websocket,
                 provider_name: match (r.provider, r.profile.split_once(':')) {
                     (Some(p), _) => p.name().to_owned(),
                     (None, Some((prefix, _))) => prefix.to_owned(),

@@ -101,6 +101,8 @@ pub struct State {
     pub started: std::time::SystemTime,
     /// Usage accounting; set when keyproxy serves (not for `check`).
     pub usage: std::sync::OnceLock<crate::usage::Ledger>,
+    /// Open WebSockets, which shutdown waits for and then cuts.
+    pub sockets: super::websocket::Sockets,
 }
 
 impl State {
@@ -120,6 +122,7 @@ impl State {
             reading,
             started: std::time::SystemTime::now(),
             usage: std::sync::OnceLock::new(),
+            sockets: Default::default(),
         }
     }
 

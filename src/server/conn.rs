@@ -75,7 +75,7 @@ impl Serving {
         let io = TokioIo::new(Active::new(stream, activity.clone()));
         let connection = self
             .builder
-            .serve_connection(io, TowerToHyperService::new(service));
+            .serve_connection_with_upgrades(io, TowerToHyperService::new(service));
         let watched = watcher.watch(connection);
         tokio::pin!(watched);
         loop {

@@ -1,0 +1,483 @@
+//! WebSocket pass-through (DESIGN.md, WebSocket): an HTTP/1.1 `Upgrade: websocket` on a route
+//! whose upstream offers WebSockets goes through the same plan as any request (route, client
+//! token, profile, key, limits), is sent on an HTTP/1.1 connection of its own with the key
+//! injected on the handshake, and after the upstream's `101` the two upgraded connections are
+//! joined byte for byte until either side closes or nothing moves for `idle_timeout`. No frame
+//! is parsed. Elsewhere the upgrade is answered 426 before anything is sent, so an agent (Codex
+//! tries a WebSocket first) falls back to HTTPS at once instead of retrying for seconds.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::uri::PathAndQuery;
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::{Either, Empty, Full};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::watch;
+
+use super::access_log::AccessRecord;
+use super::body::ResponseBody;
+use super::error::{LocalError, TimeoutPhase};
+use super::forward::causes;
+use super::plan::{plan, Plan};
+use super::routes::Route;
+use super::state::{Snapshot, State};
+use super::{limits, reject, respond};
+use crate::metrics::Metrics;
+
+/// Is this an HTTP/1.1 WebSocket handshake? One header lookup for every other request.
+pub(super) fn is_upgrade<B>(req: &Request<B>) -> bool {
+    req.version() == Version::HTTP_11
+        && req
+            .headers()
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("websocket"))
+            })
+}
+
+/// Forwards a WebSocket handshake, or refuses it; on `101`, relays the socket in a task of its
+/// own, which writes the access record when the socket closes.
+pub(super) async fn pass_through(
+    state: &State,
+    mut record: AccessRecord,
+    mut req: Request<Incoming>,
+) -> Response<ResponseBody> {
+    let snapshot = state.load();
+    let client_side = hyper::upgrade::on(&mut req);
+    let (mut parts, _) = req.into_parts();
+    let route = snapshot.routes.find(parts.uri.path());
+    let shape = route.map(|r| r.error_shape).unwrap_or_default();
+    if route.is_some_and(|r| !r.websocket) {
+        return reject(state, record, LocalError::UpgradeUnsupported, shape);
+    }
+    // The handshake's own headers, which the plan may drop as hop-by-hop (`Connection` can name
+    // them); the key and accept are the client's to check, so they pass as sent.
+    let handshake: Vec<(HeaderName, HeaderValue)> = parts
+        .headers
+        .iter()
+        .filter(|(name, _)| name.as_str().starts_with("sec-websocket-"))
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect();
+    let plan = match plan(&snapshot, &mut parts) {
+        Ok(plan) => plan,
+        Err(e) => return reject(state, record, e, shape),
+    };
+    record.planned(&plan);
+    if let Err(e) = admit(&snapshot, &plan, &parts.uri) {
+        return reject(state, record, e, shape);
+    }
+    for (name, _) in &handshake {
+        parts.headers.remove(name);
+    }
+    for (name, value) in handshake {
+        parts.headers.append(name, value);
+    }
+    parts
+        .headers
+        .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    parts
+        .headers
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    let route = plan.route;
+    if route.key_in_query {
+        // Gemini Live takes its key as `?key=` (its own clients send no header on a socket).
+        match key_in_query(&parts.uri, parts.headers.remove(&route.header)) {
+            Some(uri) => parts.uri = uri,
+            None => return reject(state, record, unbuildable(route), shape),
+        }
+    }
+    let config = &snapshot.config;
+    let started = Instant::now();
+    let answer = tokio::time::timeout(config.response_timeout, handshake_upstream(route, parts));
+    let mut resp = match answer.await {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(e)) => return reject(state, record, e.into_local(route, config), shape),
+        Err(_) => {
+            let e = LocalError::UpstreamTimeout {
+                upstream: route.upstream_label.clone(),
+                after: humantime::format_duration(config.response_timeout).to_string(),
+                phase: TimeoutPhase::ResponseHead,
+            };
+            return reject(state, record, e, shape);
+        }
+    };
+    let upstream_time = started.elapsed();
+    record.key = Some(plan.key.fingerprint().into());
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        // Refused (a 401, a 404, a 426): the answer goes back as any answer does.
+        let prepared =
+            respond::prepare(state, &snapshot, &plan, plan.key, resp, upstream_time).await;
+        return match prepared {
+            Ok(answer) => respond::reply(state, &snapshot, answer, record, upstream_time),
+            Err(e) => reject(state, record, e, shape),
+        };
+    }
+    route.latency.observe(upstream_time);
+    plan.key.health().accepted();
+    snapshot.meters.count(
+        &state.metrics,
+        (route.index, &route.prefix),
+        &plan.profile,
+        plan.client.map_or("", |c| c.name.as_str()),
+        StatusCode::SWITCHING_PROTOCOLS.as_u16(),
+    );
+    record.answered(101, upstream_time.as_secs_f64() * 1e3, resp.headers());
+    let upstream_side = hyper::upgrade::on(&mut resp);
+    let socket = Socket {
+        record,
+        idle: config.idle_timeout,
+        open: state.sockets.open(),
+        metrics: state.metrics.clone(),
+    };
+    tokio::spawn(socket.relay(client_side, upstream_side));
+    let (mut head, _) = resp.into_parts();
+    head.version = Version::HTTP_11;
+    Response::from_parts(head, Either::Right(Full::new(Bytes::new())))
+}
+
+/// The checks a request body would get: limits, and a model limit, which a socket can meet
+/// only by naming its model in the URL (Realtime's `?model=`): keyproxy reads no frame.
+fn admit(snapshot: &Snapshot, plan: &Plan<'_>, uri: &Uri) -> Result<(), LocalError> {
+    let Some(client) = plan.client else {
+        return Ok(());
+    };
+    if let Some(used) = snapshot.limits.of(&client.name) {
+        limits::admit(client, used)?;
+    }
+    if client.models.is_empty() {
+        return Ok(());
+    }
+    let model = uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|p| p.strip_prefix("model="));
+    match model {
+        Some(model) if client.may_ask_for(model) => Ok(()),
+        Some(model) => Err(LocalError::ModelNotAllowed {
+            client: client.name.clone(),
+            model: model.to_owned(),
+            allowed: client.models.join(", "),
+        }),
+        None => Err(LocalError::ModelUnreadable {
+            client: client.name.clone(),
+            why: "a WebSocket names no model keyproxy can read (no ?model= in its URL)".into(),
+        }),
+    }
+}
+
+fn unbuildable(route: &Route) -> LocalError {
+    LocalError::UpstreamUnreachable {
+        upstream: route.upstream_label.clone(),
+        cause: "cannot build the upstream URL".into(),
+    }
+}
+
+/// `uri` with `key=` (the injected credential, percent-encoded) added to its query.
+fn key_in_query(uri: &Uri, credential: Option<HeaderValue>) -> Option<Uri> {
+    let credential = credential?;
+    let mut key = String::with_capacity(credential.len());
+    for &b in credential.as_bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                key.push(b as char)
+            }
+            _ => key.push_str(&format!("%{b:02X}")),
+        }
+    }
+    let pq = match uri.query() {
+        Some(q) if !q.is_empty() => format!("{}?{q}&key={key}", uri.path()),
+        _ => format!("{}?key={key}", uri.path()),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(PathAndQuery::try_from(pq).ok()?);
+    Uri::from_parts(parts).ok()
+}
+
+/// Why the handshake got no answer.
+enum Unanswered {
+    Connect(Box<dyn std::error::Error + Send + Sync>),
+    Failed(hyper::Error),
+}
+
+impl Unanswered {
+    fn into_local(self, route: &Route, config: &crate::config::Config) -> LocalError {
+        let (cause, timed_out) = match &self {
+            Self::Connect(e) => causes(&**e),
+            Self::Failed(e) => causes(e),
+        };
+        if timed_out && matches!(self, Self::Connect(_)) {
+            return LocalError::UpstreamTimeout {
+                upstream: route.upstream_label.clone(),
+                after: humantime::format_duration(config.connect_timeout).to_string(),
+                phase: TimeoutPhase::Connect,
+            };
+        }
+        LocalError::UpstreamUnreachable {
+            upstream: route.upstream_label.clone(),
+            cause,
+        }
+    }
+}
+
+/// Sends the handshake on a new HTTP/1.1 connection (TLS with ALPN `http/1.1` only), which the
+/// socket then owns: an upgraded connection goes back to no pool.
+async fn handshake_upstream(route: &Route, parts: Parts) -> Result<Response<Incoming>, Unanswered> {
+    let connector = route.origin.tls_http1.clone();
+    let io = tower::ServiceExt::oneshot(connector, parts.uri.clone())
+        .await
+        .map_err(Unanswered::Connect)?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(Unanswered::Failed)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!("WebSocket upstream connection: {e}");
+        }
+    });
+    let mut req = Request::from_parts(parts, Empty::<Bytes>::new());
+    // This connection speaks to one origin: origin-form target, and Host from the route.
+    let target = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    if let Some(host) = req
+        .uri()
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        req.headers_mut().insert(header::HOST, host);
+    }
+    *req.uri_mut() = Uri::from(target);
+    sender.send_request(req).await.map_err(Unanswered::Failed)
+}
+
+/// One relayed socket: what its record and the metrics need when it ends.
+struct Socket {
+    record: AccessRecord,
+    idle: Duration,
+    open: Open,
+    metrics: Arc<Metrics>,
+}
+
+impl Socket {
+    /// Joins the two upgraded connections until either side closes, nothing moves for `idle`,
+    /// or shutdown cuts it (after the grace period); then writes the record.
+    async fn relay(mut self, client: OnUpgrade, upstream: OnUpgrade) {
+        let (client, upstream) = match tokio::join!(client, upstream) {
+            (Ok(client), Ok(upstream)) => (client, upstream),
+            _ => {
+                self.record.socket_ended(0, 0, "upgrade failed");
+                return;
+            }
+        };
+        let moved = Arc::new(Moved::new());
+        let mut client = Counted {
+            io: TokioIo::new(client),
+            moved: moved.clone(),
+            from_client: true,
+        };
+        let mut upstream = Counted {
+            io: TokioIo::new(upstream),
+            moved: moved.clone(),
+            from_client: false,
+        };
+        let mut cut = self.open.sockets.cut.subscribe();
+        let outcome = {
+            let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+            tokio::pin!(copy);
+            loop {
+                let quiet_until = moved.last() + self.idle;
+                tokio::select! {
+                    done = &mut copy => break match done {
+                        Ok(_) => "closed",
+                        Err(_) => "connection broke",
+                    },
+                    () = tokio::time::sleep_until(quiet_until.into()) => {
+                        if moved.last() + self.idle <= Instant::now() {
+                            break "idle timeout";
+                        }
+                    }
+                    _ = cut.wait_for(|cut| *cut) => break "cut at shutdown",
+                }
+            }
+        };
+        let sent = moved.sent.load(Ordering::Relaxed);
+        let received = moved.received.load(Ordering::Relaxed);
+        self.metrics.response_bytes.inc_by(received);
+        self.record.socket_ended(sent, received, outcome);
+    }
+}
+
+/// Bytes each way and the last time any moved, shared by the two halves of one socket.
+struct Moved {
+    started: Instant,
+    last_ms: AtomicU64,
+    sent: AtomicU64,
+    received: AtomicU64,
+}
+
+impl Moved {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+        }
+    }
+
+    fn last(&self) -> Instant {
+        self.started + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// One side of the relay, counting what is read from it.
+struct Counted<T> {
+    io: T,
+    moved: Arc<Moved>,
+    from_client: bool,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        let n = (buf.filled().len() - before) as u64;
+        if n > 0 {
+            let moved = &self.moved;
+            let counter = match self.from_client {
+                true => &moved.sent,
+                false => &moved.received,
+            };
+            counter.fetch_add(n, Ordering::Relaxed);
+            let ms = moved.started.elapsed().as_millis() as u64;
+            moved.last_ms.store(ms, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// The open sockets, which shutdown waits for through its grace period and then cuts: an
+/// upgraded connection has left hyper's graceful watch.
+#[derive(Clone, Default)]
+pub struct Sockets {
+    inner: Arc<SocketsInner>,
+}
+
+struct SocketsInner {
+    open: watch::Sender<usize>,
+    cut: watch::Sender<bool>,
+}
+
+impl Default for SocketsInner {
+    fn default() -> Self {
+        Self {
+            open: watch::Sender::new(0),
+            cut: watch::Sender::new(false),
+        }
+    }
+}
+
+impl Sockets {
+    /// Returns once no socket is open.
+    pub async fn all_closed(&self) {
+        let mut open = self.inner.open.subscribe();
+        let _ = open.wait_for(|n| *n == 0).await;
+    }
+
+    /// Cuts every open socket, and returns once each has written its record, or after `within`.
+    pub async fn cut(&self, within: Duration) {
+        self.inner.cut.send_replace(true);
+        let _ = tokio::time::timeout(within, self.all_closed()).await;
+    }
+
+    fn open(&self) -> Open {
+        self.inner.open.send_modify(|n| *n += 1);
+        Open {
+            sockets: self.inner.clone(),
+        }
+    }
+}
+
+/// One open socket, counted until dropped.
+struct Open {
+    sockets: Arc<SocketsInner>,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.sockets.open.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_http1_websocket_upgrade_is_one() {
+        let req = |version, upgrade: &str| {
+            Request::get("/v1/responses")
+                .version(version)
+                .header(header::UPGRADE, upgrade)
+                .body(())
+                .unwrap()
+        };
+        assert!(is_upgrade(&req(Version::HTTP_11, "websocket")));
+        assert!(is_upgrade(&req(Version::HTTP_11, "foo, WebSocket")));
+        assert!(!is_upgrade(&req(Version::HTTP_11, "h2c")));
+        assert!(!is_upgrade(&req(Version::HTTP_2, "websocket")));
+        assert!(!is_upgrade(&Request::get("/").body(()).unwrap()));
+    }
+
+    #[test]
+    fn geminis_key_goes_into_the_query_percent_encoded() {
+        let uri: Uri = "https://g/ws/Bidi?alt=1".parse().unwrap();
+        let key = HeaderValue::from_static("AIza+k/1");
+        assert_eq!(
+            key_in_query(&uri, Some(key.clone())).unwrap().to_string(),
+            "https://g/ws/Bidi?alt=1&key=AIza%2Bk%2F1"
+        );
+        let uri: Uri = "https://g/ws/Bidi".parse().unwrap();
+        assert_eq!(
+            key_in_query(&uri, Some(key)).unwrap().to_string(),
+            "https://g/ws/Bidi?key=AIza%2Bk%2F1"
+        );
+    }
+}
