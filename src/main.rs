@@ -173,7 +173,19 @@ async fn run(origin: Origin, listen: Option<std::net::SocketAddr>) -> anyhow::Re
             keyproxy::keys::looked_list(&snapshot.keys.looked_for(profile))
         );
     }
-    tracing::info!(listen = %running.local_addr, "keyproxy is listening; point agents at http://{}/api/v1", running.local_addr);
+    let listen = format!("http://{}", running.local_addr);
+    for route in snapshot.routes.iter() {
+        let urls = route.agent_base_urls(&listen);
+        let said: Vec<String> = urls
+            .iter()
+            .map(|(style, url)| match *style {
+                "any" => format!("agents at {url}"),
+                style => format!("{style}-style agents at {url}"),
+            })
+            .collect();
+        tracing::info!(prefix = %route.prefix, "route {}: point {}", route.prefix, said.join(", "));
+    }
+    tracing::info!(listen = %running.local_addr, "keyproxy is listening on {listen}");
 
     let reload = running.reloader();
     let mut hup = signal(tokio::signal::unix::SignalKind::hangup())?;
