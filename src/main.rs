@@ -174,7 +174,9 @@ async fn run(origin: Origin, listen: Option<std::net::SocketAddr>) -> anyhow::Re
         );
     }
     let listen = format!("http://{}", running.local_addr);
-    for route in snapshot.routes.iter() {
+    let mut in_config_order: Vec<_> = snapshot.routes.iter().collect();
+    in_config_order.sort_by_key(|r| r.index);
+    for route in in_config_order {
         let urls = route.agent_base_urls(&listen);
         let said: Vec<String> = urls
             .iter()
