@@ -4,14 +4,13 @@
 //! WebSocket first: against an upstream without WebSockets keyproxy answers it 426 and Codex
 //! runs the turn over HTTPS at once; against a WebSocket-capable mock the whole turn runs over
 //! the socket, with the key injected on the handshake. Nothing leaves the machine: HTTPS_PROXY
-//! drops every connection and the providers are in-process mocks.
+//! refuses every connection and the providers are in-process mocks.
 
 #[path = "agents/common.rs"]
 mod common;
 mod support;
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use common::*;
 use support::*;
@@ -19,9 +18,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const CODEX: &str = "@openai/codex@0.171.0";
-/// "Within a few seconds": Codex backs off five times on a 401 (about 7 s in all); a retry storm
-/// that ignores the answer takes minutes.
-const NO_STORM: Duration = Duration::from_secs(20);
 
 /// The Responses events of one short answer, as (event name, JSON).
 fn answer_events(id: &str, text: Option<&str>) -> Vec<(&'static str, String)> {

@@ -1,11 +1,10 @@
 //! What every real-agent spec shares: installing the pinned CLI from the npm registry into
-//! target/ (its npm cache too), a throw-away HOME, an HTTPS proxy that drops every connection so
-//! nothing the agent does on its own leaves the machine, and running one command with a bound.
+//! target/ (its npm cache too), a throw-away HOME, an HTTPS proxy that refuses every connection
+//! so nothing the agent does on its own leaves the machine, and running one command with a bound.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// One agent command's bound; a cold start of a Node CLI takes seconds on a loaded machine.
@@ -44,23 +43,15 @@ pub fn install(name: &str, package: &str) -> Option<PathBuf> {
     }
 }
 
-/// Accepts and drops every connection, counting them: where the agent's own HTTPS goes.
-pub async fn dropping_proxy() -> (String, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let count = Arc::new(AtomicUsize::new(0));
-    let seen = count.clone();
-    tokio::spawn(async move {
-        while let Ok((conn, _)) = listener.accept().await {
-            seen.fetch_add(1, Ordering::Relaxed);
-            drop(conn);
-        }
-    });
-    (url, count)
+/// A proxy address that refuses every connection: a port bound, then let go. (A proxy that
+/// accepts and then drops connections made Gemini CLI retry its own telemetry for 90 s.)
+pub fn refusing_proxy() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}", listener.local_addr().unwrap())
 }
 
-/// A throw-away user: its own HOME, the agent's bin folder first on PATH, HTTPS through the
-/// dropping proxy.
+/// A throw-away user: its own HOME, the agent's bin folder first on PATH, HTTP and HTTPS through
+/// the refusing proxy (except to 127.0.0.1).
 pub struct User {
     pub home: tempfile::TempDir,
     pub path: String,
@@ -76,7 +67,7 @@ pub struct Ran {
 
 impl User {
     pub async fn new(install_dir: &Path) -> Self {
-        let (proxy, _) = dropping_proxy().await;
+        let proxy = refusing_proxy();
         Self {
             home: tempfile::tempdir().unwrap(),
             path: format!(
@@ -94,6 +85,12 @@ impl User {
             .env("PATH", &self.path)
             .env("HTTPS_PROXY", &self.proxy)
             .env("https_proxy", &self.proxy)
+            .env("HTTP_PROXY", &self.proxy)
+            .env("http_proxy", &self.proxy)
+            // keyproxy and the mocks are on 127.0.0.1; Claude Code sends even plain HTTP there
+            // through HTTPS_PROXY without this.
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .env("no_proxy", "127.0.0.1,localhost")
             .env("NO_COLOR", "1")
             .env("CI", "1")
             .envs(env.iter().copied())
@@ -153,3 +150,27 @@ pub fn keyproxy_config(dir: &Path, profile: &str, key: &str, routes: &str) -> Pa
     .unwrap();
     config
 }
+
+/// The real keyproxy binary serving `config`, with HOME the user's.
+pub async fn keyproxy(user: &User, config: &Path) -> crate::support::Served {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_keyproxy"));
+    cmd.env_clear()
+        .env("HOME", user.home.path())
+        .arg("--config")
+        .arg(config);
+    crate::support::Served::start(cmd).await
+}
+
+/// A route to `upstream` for `provider`'s preset at `prefix`, and one at `/nokey` to a profile
+/// that has no key.
+pub fn routes_with_nokey(provider: &str, upstream: &str) -> String {
+    format!(
+        "[[routes]]\nprefix = \"/\"\nprovider = \"{provider}\"\nupstream = \"{upstream}\"\n\
+         [[routes]]\nprefix = \"/nokey\"\nstrip_prefix = true\nprovider = \"{provider}\"\n\
+         upstream = \"{upstream}\"\nprofile = \"{provider}:missing\"\n"
+    )
+}
+
+/// "Within a few seconds": an agent that honours the answer shows it after one request or a
+/// few quick retries; a retry storm takes minutes.
+pub const NO_STORM: Duration = Duration::from_secs(20);
