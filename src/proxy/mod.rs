@@ -17,6 +17,7 @@ mod model_limit;
 mod plan;
 mod readable;
 mod refusal;
+mod relay;
 mod respond;
 mod routes;
 mod settings;
@@ -36,10 +37,10 @@ pub use error::{json_response, ErrorShape, LocalError};
 pub use forward::{ask_with_key, causes};
 pub use plan::{plan, Plan, PROFILE_HEADER};
 pub use readable::check_agent_readable;
+pub use relay::Sockets;
 pub use routes::{Route, Routes};
 pub use state::{ReloadLog, Snapshot, State};
 pub use upstream::UpstreamError;
-pub use websocket::Sockets;
 
 use access_log::AccessRecord;
 

@@ -102,7 +102,7 @@ pub struct State {
     /// Usage accounting; set when keyproxy serves (not for `check`).
     pub usage: std::sync::OnceLock<crate::usage::Ledger>,
     /// Open WebSockets, which shutdown waits for and then cuts.
-    pub sockets: super::websocket::Sockets,
+    pub sockets: super::relay::Sockets,
 }
 
 impl State {

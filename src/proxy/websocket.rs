@@ -6,11 +6,7 @@
 //! is parsed. Elsewhere the upgrade is answered 426 before anything is sent, so an agent (Codex
 //! tries a WebSocket first) falls back to HTTPS at once instead of retrying for seconds.
 
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
@@ -19,20 +15,16 @@ use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Empty, Full};
 use hyper::body::Incoming;
-use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::watch;
 
 use super::access_log::AccessRecord;
 use super::body::ResponseBody;
 use super::error::{LocalError, TimeoutPhase};
 use super::forward::causes;
 use super::plan::{plan, Plan};
+use super::relay::Socket;
 use super::routes::Route;
 use super::state::{Snapshot, State};
 use super::{limits, reject, respond};
-use crate::metrics::Metrics;
 
 /// Is this an HTTP/1.1 WebSocket handshake? One header lookup for every other request.
 pub(super) fn is_upgrade<B>(req: &Request<B>) -> bool {
@@ -135,12 +127,12 @@ pub(super) async fn pass_through(
     );
     record.answered(101, upstream_time.as_secs_f64() * 1e3, resp.headers());
     let upstream_side = hyper::upgrade::on(&mut resp);
-    let socket = Socket {
+    let socket = Socket::new(
         record,
-        idle: config.idle_timeout,
-        open: state.sockets.open(),
-        metrics: state.metrics.clone(),
-    };
+        config.idle_timeout,
+        &state.sockets,
+        state.metrics.clone(),
+    );
     tokio::spawn(socket.relay(client_side, upstream_side));
     let (mut head, _) = resp.into_parts();
     head.version = Version::HTTP_11;
@@ -263,187 +255,6 @@ async fn handshake_upstream(route: &Route, parts: Parts) -> Result<Response<Inco
     }
     *req.uri_mut() = Uri::from(target);
     sender.send_request(req).await.map_err(Unanswered::Failed)
-}
-
-/// One relayed socket: what its record and the metrics need when it ends.
-struct Socket {
-    record: AccessRecord,
-    idle: Duration,
-    open: Open,
-    metrics: Arc<Metrics>,
-}
-
-impl Socket {
-    /// Joins the two upgraded connections until either side closes, nothing moves for `idle`,
-    /// or shutdown cuts it (after the grace period); then writes the record.
-    async fn relay(mut self, client: OnUpgrade, upstream: OnUpgrade) {
-        let (client, upstream) = match tokio::join!(client, upstream) {
-            (Ok(client), Ok(upstream)) => (client, upstream),
-            _ => {
-                self.record.socket_ended(0, 0, "upgrade failed");
-                return;
-            }
-        };
-        let moved = Arc::new(Moved::new());
-        let mut client = Counted {
-            io: TokioIo::new(client),
-            moved: moved.clone(),
-            from_client: true,
-        };
-        let mut upstream = Counted {
-            io: TokioIo::new(upstream),
-            moved: moved.clone(),
-            from_client: false,
-        };
-        let mut cut = self.open.sockets.cut.subscribe();
-        let outcome = {
-            let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
-            tokio::pin!(copy);
-            loop {
-                let quiet_until = moved.last() + self.idle;
-                tokio::select! {
-                    done = &mut copy => break match done {
-                        Ok(_) => "closed",
-                        Err(_) => "connection broke",
-                    },
-                    () = tokio::time::sleep_until(quiet_until.into()) => {
-                        if moved.last() + self.idle <= Instant::now() {
-                            break "idle timeout";
-                        }
-                    }
-                    _ = cut.wait_for(|cut| *cut) => break "cut at shutdown",
-                }
-            }
-        };
-        let sent = moved.sent.load(Ordering::Relaxed);
-        let received = moved.received.load(Ordering::Relaxed);
-        self.metrics.response_bytes.inc_by(received);
-        self.record.socket_ended(sent, received, outcome);
-    }
-}
-
-/// Bytes each way and the last time any moved, shared by the two halves of one socket.
-struct Moved {
-    started: Instant,
-    last_ms: AtomicU64,
-    sent: AtomicU64,
-    received: AtomicU64,
-}
-
-impl Moved {
-    fn new() -> Self {
-        Self {
-            started: Instant::now(),
-            last_ms: AtomicU64::new(0),
-            sent: AtomicU64::new(0),
-            received: AtomicU64::new(0),
-        }
-    }
-
-    fn last(&self) -> Instant {
-        self.started + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
-    }
-}
-
-/// One side of the relay, counting what is read from it.
-struct Counted<T> {
-    io: T,
-    moved: Arc<Moved>,
-    from_client: bool,
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
-        let n = (buf.filled().len() - before) as u64;
-        if n > 0 {
-            let moved = &self.moved;
-            let counter = match self.from_client {
-                true => &moved.sent,
-                false => &moved.received,
-            };
-            counter.fetch_add(n, Ordering::Relaxed);
-            let ms = moved.started.elapsed().as_millis() as u64;
-            moved.last_ms.store(ms, Ordering::Relaxed);
-        }
-        polled
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
-
-/// The open sockets, which shutdown waits for through its grace period and then cuts: an
-/// upgraded connection has left hyper's graceful watch.
-#[derive(Clone, Default)]
-pub struct Sockets {
-    inner: Arc<SocketsInner>,
-}
-
-struct SocketsInner {
-    open: watch::Sender<usize>,
-    cut: watch::Sender<bool>,
-}
-
-impl Default for SocketsInner {
-    fn default() -> Self {
-        Self {
-            open: watch::Sender::new(0),
-            cut: watch::Sender::new(false),
-        }
-    }
-}
-
-impl Sockets {
-    /// Returns once no socket is open.
-    pub async fn all_closed(&self) {
-        let mut open = self.inner.open.subscribe();
-        let _ = open.wait_for(|n| *n == 0).await;
-    }
-
-    /// Cuts every open socket, and returns once each has written its record, or after `within`.
-    pub async fn cut(&self, within: Duration) {
-        self.inner.cut.send_replace(true);
-        let _ = tokio::time::timeout(within, self.all_closed()).await;
-    }
-
-    fn open(&self) -> Open {
-        self.inner.open.send_modify(|n| *n += 1);
-        Open {
-            sockets: self.inner.clone(),
-        }
-    }
-}
-
-/// One open socket, counted until dropped.
-struct Open {
-    sockets: Arc<SocketsInner>,
-}
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        self.sockets.open.send_modify(|n| *n = n.saturating_sub(1));
-    }
 }
 
 #[cfg(test)]
