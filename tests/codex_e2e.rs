@@ -346,19 +346,29 @@ async fn codex_runs_the_whole_turn_over_a_websocket_with_the_key_injected_on_the
         .arg(&config);
     let served = Served::start(cmd).await;
 
+    // Straight to the mock first, for the note's comparison.
+    codex_config(&user, &format!("{ws_url}/v1"));
+    let straight = codex_turn(&user).await;
+    assert!(
+        straight.out.contains("hello over the socket"),
+        "{}",
+        straight.out
+    );
+    let before = seen.lock().unwrap().heads.len();
+
     codex_config(&user, &format!("{}/v1", served.url));
     let turn = codex_turn(&user).await;
     assert!(turn.ok, "{}", turn.out);
     assert!(turn.out.contains("hello over the socket"), "{}", turn.out);
     eprintln!(
-        "Codex turn over the WebSocket through keyproxy: {:?}",
-        turn.took
+        "Codex turn over a WebSocket: {:?} through keyproxy, {:?} straight to the mock",
+        turn.took, straight.took
     );
     {
         let seen = seen.lock().unwrap();
         assert_eq!(seen.http_requests, 0, "the turn never fell back to HTTPS");
-        assert!(!seen.heads.is_empty());
-        for head in &seen.heads {
+        assert!(seen.heads.len() > before);
+        for head in &seen.heads[before..] {
             let lower = head.to_ascii_lowercase();
             assert!(lower.starts_with("get /v1/responses"), "{head}");
             assert!(
