@@ -185,7 +185,21 @@ async fn run(origin: Origin, listen: Option<std::net::SocketAddr>) -> anyhow::Re
     let mut hup = signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = signal(tokio::signal::unix::SignalKind::interrupt())?;
-    tracing::info!(listen = %running.local_addr, "keyproxy is listening; point agents at http://{}/api/v1", running.local_addr);
+    let listen = format!("http://{}", running.local_addr);
+    let mut in_config_order: Vec<_> = snapshot.routes.iter().collect();
+    in_config_order.sort_by_key(|r| r.index);
+    for route in in_config_order {
+        let urls = route.agent_base_urls(&listen);
+        let said: Vec<String> = urls
+            .iter()
+            .map(|(style, url)| match *style {
+                "any" => format!("agents at {url}"),
+                style => format!("{style}-style agents at {url}"),
+            })
+            .collect();
+        tracing::info!(prefix = %route.prefix, "route {}: point {}", route.prefix, said.join(", "));
+    }
+    tracing::info!(listen = %running.local_addr, "keyproxy is listening on {listen}");
     loop {
         tokio::select! {
             _ = hup.recv() => {

@@ -108,6 +108,8 @@ pub struct RouteConfig {
     pub add_headers: Vec<(HeaderName, HeaderValue)>,
     /// Set when the client did not send them (the provider's required headers).
     pub default_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Pass `Upgrade: websocket` through to the upstream; off, it is answered 426.
+    pub websocket: bool,
 }
 
 impl RouteConfig {
@@ -322,6 +324,7 @@ impl Config {
                 provider: None,
                 add_headers: Vec::new(),
                 default_headers: Vec::new(),
+                websocket: false,
             }],
         }
     }

@@ -65,6 +65,13 @@ impl Provider {
         }
     }
 
+    /// Does the provider offer WebSocket endpoints (OpenAI's Responses and Realtime, Azure's
+    /// Realtime, Gemini Live)? OpenRouter and Anthropic have none: an upgrade there is answered
+    /// 426 at once, so an agent falls back to HTTPS without retrying.
+    pub fn websocket(self) -> bool {
+        matches!(self, Self::OpenAI | Self::Azure | Self::Gemini)
+    }
+
     /// Headers the provider requires that a client might not send; a client's own value wins.
     pub fn default_headers(self) -> &'static [(&'static str, &'static str)] {
         match self {

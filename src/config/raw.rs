@@ -79,6 +79,7 @@ struct RawRoute {
     #[serde(default)]
     strip_prefix: bool,
     ca_file: Option<String>,
+    websocket: Option<bool>,
 }
 
 fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
@@ -332,6 +333,8 @@ fn route_from_raw(r: RawRoute, dir: &Path) -> Result<RouteConfig, String> {
         .iter()
         .map(|(k, v)| (HeaderName::from_static(k), HeaderValue::from_static(v)))
         .collect();
+    let upstream_host = upstream.authority.host().to_ascii_lowercase();
+    let upstream_host = upstream_host.as_str();
     Ok(RouteConfig {
         prefix: r.prefix,
         upstream,
@@ -344,7 +347,22 @@ fn route_from_raw(r: RawRoute, dir: &Path) -> Result<RouteConfig, String> {
         provider: preset,
         add_headers,
         default_headers,
+        websocket: r.websocket.unwrap_or(match preset {
+            Some(p) => p.websocket(),
+            None => offers_websocket(upstream_host),
+        }),
     })
+}
+
+/// A route with no preset to an upstream known for its WebSocket endpoints (xAI has no preset).
+fn offers_websocket(host: &str) -> bool {
+    [
+        "api.openai.com",
+        "api.x.ai",
+        "generativelanguage.googleapis.com",
+    ]
+    .contains(&host)
+        || host.ends_with(".openai.azure.com")
 }
 
 /// Headers keyproxy sets or removes on every request, which `add_headers` may not touch.

@@ -51,6 +51,8 @@ pub struct AccessRecord {
     reason: Option<&'static str>,
     upstream_ms: Option<f64>,
     bytes: u64,
+    /// Bytes the client sent through a WebSocket; `bytes` are those it received.
+    sent: Option<u64>,
     outcome: &'static str,
 }
 
@@ -74,6 +76,7 @@ impl AccessRecord {
             reason: None,
             upstream_ms: None,
             bytes: 0,
+            sent: None,
             outcome: "client gone before the answer",
         }
     }
@@ -109,6 +112,13 @@ impl AccessRecord {
         self.outcome = outcome;
     }
 
+    /// A WebSocket relayed `sent` bytes from the client and `received` to it, then ended.
+    pub fn socket_ended(&mut self, sent: u64, received: u64, outcome: &'static str) {
+        self.sent = Some(sent);
+        self.bytes = received;
+        self.outcome = outcome;
+    }
+
     pub fn outcome(&self) -> &'static str {
         self.outcome
     }
@@ -135,6 +145,7 @@ impl Drop for AccessRecord {
             reason = self.reason,
             upstream_ms = self.upstream_ms.map(|ms| (ms * 10.0).round() / 10.0),
             bytes = self.bytes,
+            sent = self.sent,
             ms = (self.started.elapsed().as_secs_f64() * 1e4).round() / 10.0,
             outcome = self.outcome,
             "{message}"

@@ -89,6 +89,10 @@ pub enum LocalError {
         limit: String,
         retry_after: u64,
     },
+    #[error("keyproxy: this route's upstream offers no WebSocket API, so the upgrade is refused; use HTTPS, or set websocket = true on the route in keyproxy.toml.")]
+    UpgradeUnsupported,
+    #[error("keyproxy: client '{client}' has a model list, budget or token limit, which keyproxy checks per request and cannot check inside a WebSocket; the agent should use HTTPS (it does after this answer).")]
+    UpgradeLimited { client: String },
     #[error("keyproxy: every key of profile '{profile}' rests after the upstream refused it ({why}); retry in {wakes_in_s} s or add another key.")]
     KeysResting {
         profile: String,
@@ -203,6 +207,7 @@ impl LocalError {
             Self::ForeignTarget { .. } => StatusCode::BAD_REQUEST,
             Self::Connect | Self::Trace => StatusCode::METHOD_NOT_ALLOWED,
             Self::MalformedBody => StatusCode::BAD_REQUEST,
+            Self::UpgradeUnsupported | Self::UpgradeLimited { .. } => StatusCode::UPGRADE_REQUIRED,
             Self::BodyStalled { .. } | Self::BodyTooSlow { .. } => StatusCode::REQUEST_TIMEOUT,
         }
     }
@@ -238,6 +243,7 @@ impl LocalError {
             Self::ModelNotAllowed { .. } => "model-not-allowed",
             Self::ModelUnreadable { .. } => "model-unreadable",
             Self::RequestUnreadable { .. } => "request-unreadable",
+            Self::UpgradeUnsupported | Self::UpgradeLimited { .. } => "upgrade-unsupported",
         }
     }
 
@@ -268,9 +274,31 @@ impl LocalError {
             | Self::MalformedBody
             | Self::ModelUnreadable { .. }
             | Self::RequestUnreadable { .. }
+            | Self::UpgradeUnsupported
+            | Self::UpgradeLimited { .. }
             | Self::BodyStalled { .. }
             | Self::BodyTooSlow { .. } => "invalid_request_error",
         }
+    }
+
+    /// Answers no retry can change: the agent should show them at once. The Anthropic and OpenAI
+    /// SDKs (so Claude Code and Codex) honour `x-should-retry: false`; without it Claude Code
+    /// retried a missing key's 401 for about three minutes before showing it.
+    fn is_final(&self) -> bool {
+        matches!(
+            self,
+            Self::MissingKey { .. }
+                | Self::MissingToken
+                | Self::InvalidToken
+                | Self::ForbiddenProfile { .. }
+                | Self::ProfileNotOnRoute { .. }
+                | Self::ModelNotAllowed { .. }
+                | Self::ModelUnreadable { .. }
+                | Self::BudgetExhausted { .. }
+                | Self::RequestUnreadable { .. }
+                | Self::UpgradeUnsupported
+                | Self::UpgradeLimited { .. }
+        )
     }
 
     fn profile(&self) -> Option<&str> {
@@ -316,6 +344,9 @@ impl LocalError {
         headers.insert("x-keyproxy-error", HeaderValue::from_static(self.reason()));
         if let Some(profile) = self.profile().and_then(|p| HeaderValue::from_str(p).ok()) {
             headers.insert("x-keyproxy-profile", profile);
+        }
+        if self.is_final() {
+            headers.insert("x-should-retry", HeaderValue::from_static("false"));
         }
         if let Self::KeysResting { wakes_in_s: s, .. }
         | Self::BudgetExhausted { retry_after: s, .. }

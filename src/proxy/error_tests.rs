@@ -135,6 +135,7 @@ fn every_local_message_survives_agents_filters() {
             client: "laptop-agent".into(),
             why: "the request body names \"max_completion_tokens\" twice, which upstreams read differently".into(),
         },
+        LocalError::UpgradeUnsupported,
     ];
     for e in all {
         let msg = e.to_string();
@@ -162,4 +163,39 @@ fn client_sent_paths_are_shortened() {
     let msg = LocalError::NoRoute { path: long }.to_string();
     assert!(msg.len() < 180, "{msg}");
     assert!(msg.contains("add a [[routes]] prefix"), "{msg}");
+}
+
+#[test]
+fn answers_no_retry_can_fix_say_so_and_the_rest_keep_retry_after() {
+    let final_ones = [
+        missing(),
+        LocalError::MissingToken,
+        LocalError::InvalidToken,
+        LocalError::ModelUnreadable {
+            client: "c".into(),
+            why: "no body".into(),
+        },
+        LocalError::BudgetExhausted {
+            client: "c".into(),
+            limit: "budget".into(),
+            retry_after: 60,
+        },
+        LocalError::UpgradeUnsupported,
+    ];
+    for e in final_ones {
+        let reason = e.reason();
+        let resp = e.into_response();
+        assert_eq!(resp.headers()["x-should-retry"], "false", "{reason}");
+    }
+    let rested = LocalError::KeysResting {
+        profile: "openrouter:default".into(),
+        why: "rate limited".into(),
+        wakes_in_s: 30,
+    }
+    .into_response();
+    assert!(rested.headers().get("x-should-retry").is_none());
+    assert_eq!(rested.headers()[http::header::RETRY_AFTER], "30");
+    let upgrade = LocalError::UpgradeUnsupported.into_response();
+    assert_eq!(upgrade.status(), StatusCode::UPGRADE_REQUIRED);
+    assert_eq!(upgrade.headers()["x-keyproxy-error"], "upgrade-unsupported");
 }

@@ -20,6 +20,7 @@ mod model_limit;
 mod plan;
 mod readable;
 mod refusal;
+mod relay;
 mod request_json;
 mod respond;
 mod routes;
@@ -27,6 +28,7 @@ mod settings;
 mod state;
 mod upload;
 mod upstream;
+mod websocket;
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -39,6 +41,7 @@ pub use error::{json_response, ErrorShape, LocalError};
 pub use forward::{ask_with_key, causes};
 pub use plan::{plan, Plan, PROFILE_HEADER};
 pub use readable::check_agent_readable;
+pub use relay::Sockets;
 pub use routes::{Route, Routes};
 pub use state::{ReloadLog, Snapshot, State};
 pub use upstream::UpstreamError;
@@ -55,6 +58,9 @@ pub async fn handle(
     let mut record = AccessRecord::begin(req.method(), req.uri(), req.headers());
     if let Some(err) = never_forwarded(&req, local) {
         return reject(state, record, err, ErrorShape::OpenAi);
+    }
+    if websocket::is_upgrade(&req) {
+        return websocket::pass_through(state, record, req).await;
     }
     let snapshot = state.load();
     let (mut parts, body) = req.into_parts();

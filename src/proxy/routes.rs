@@ -40,6 +40,8 @@ pub struct Route {
     pub provider_name: String,
     /// Gemini takes a key as `?key=`, which a client's must not carry through.
     pub key_in_query: bool,
+    /// An `Upgrade: websocket` is passed through (`proxy/websocket.rs`), else answered 426.
+    pub websocket: bool,
 }
 
 impl Route {
@@ -81,6 +83,47 @@ impl Route {
             .authority(self.upstream.authority.clone())
             .path_and_query(pq)
             .build()
+    }
+}
+
+/// How agents of one API style call a provider: the style's name and the upstream path its SDKs
+/// take as their base URL (OpenAI's SDKs append `/chat/completions` or `/responses` to `.../v1`;
+/// Anthropic's append `/v1/messages`; Gemini's `/v1beta/models/...`).
+fn api_roots(provider: &str) -> &'static [(&'static str, &'static str)] {
+    match provider {
+        "openrouter" => &[("OpenAI", "/api/v1"), ("Anthropic", "/api")],
+        "openai" => &[("OpenAI", "/v1")],
+        "azure" => &[("OpenAI", "/openai/v1")],
+        "anthropic" => &[("Anthropic", "")],
+        "gemini" => &[("Gemini", ""), ("OpenAI", "/v1beta/openai")],
+        _ => &[],
+    }
+}
+
+impl Route {
+    /// The base URL to give agents of each API style this route serves, on keyproxy at
+    /// `listen` (`http://host:port`): the client path that this route turns into the style's
+    /// upstream path. A route of unknown provider gets its prefix.
+    pub fn agent_base_urls(&self, listen: &str) -> Vec<(&'static str, String)> {
+        let prefix = self.prefix.trim_end_matches('/');
+        let roots = api_roots(&self.provider_name);
+        if roots.is_empty() {
+            return vec![("any", format!("{listen}{prefix}"))];
+        }
+        roots
+            .iter()
+            .filter_map(|(style, root)| {
+                let rest = root.strip_prefix(self.upstream.base_path.trim_end_matches('/'))?;
+                let path = match self.strip_prefix {
+                    true => format!("{prefix}{rest}"),
+                    false if rest.starts_with(prefix) || rest.is_empty() && prefix.is_empty() => {
+                        rest.to_owned()
+                    }
+                    false => return None,
+                };
+                Some((*style, format!("{listen}{path}")))
+            })
+            .collect()
     }
 }
 
@@ -147,6 +190,7 @@ impl Routes {
                 },
                 key_in_query: r.provider == Some(Provider::Gemini)
                     || r.upstream.authority.host().ends_with("googleapis.com"),
+                websocket: r.websocket,
                 provider_name: match (r.provider, r.profile.split_once(':')) {
                     (Some(p), _) => p.name().to_owned(),
                     (None, Some((prefix, _))) => prefix.to_owned(),
@@ -212,6 +256,42 @@ format = "{key}"
         assert_eq!(r.find("/anthropic").unwrap().prefix, "/anthropic");
         assert_eq!(r.find("/anthropicx").unwrap().prefix, "/");
         assert_eq!(r.formats().len(), 2);
+    }
+
+    #[test]
+    fn each_route_names_the_base_url_of_its_agents() {
+        let r = routes(
+            r#"
+[[routes]]
+prefix = "/"
+provider = "openrouter"
+[[routes]]
+prefix = "/anthropic"
+provider = "anthropic"
+strip_prefix = true
+[[routes]]
+prefix = "/gemini"
+provider = "gemini"
+strip_prefix = true
+[[routes]]
+prefix = "/v1"
+provider = "openai"
+"#,
+        );
+        let at = |path: &str| r.find(path).unwrap().agent_base_urls("http://h:1");
+        assert_eq!(
+            at("/api"),
+            vec![
+                ("OpenAI", "http://h:1/api/v1".to_owned()),
+                ("Anthropic", "http://h:1/api".to_owned())
+            ]
+        );
+        assert_eq!(
+            at("/anthropic"),
+            vec![("Anthropic", "http://h:1/anthropic".to_owned())]
+        );
+        assert_eq!(at("/gemini")[0], ("Gemini", "http://h:1/gemini".to_owned()));
+        assert_eq!(at("/v1"), vec![("OpenAI", "http://h:1/v1".to_owned())]);
     }
 
     #[test]

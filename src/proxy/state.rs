@@ -103,6 +103,8 @@ pub struct State {
     pub started: std::time::SystemTime,
     /// Usage accounting; set when keyproxy serves (not for `check`).
     pub usage: std::sync::OnceLock<crate::usage::Ledger>,
+    /// Open WebSockets, which shutdown waits for and then cuts.
+    pub sockets: super::relay::Sockets,
 }
 
 impl State {
@@ -122,6 +124,7 @@ impl State {
             reading,
             started: std::time::SystemTime::now(),
             usage: std::sync::OnceLock::new(),
+            sockets: Default::default(),
         }
     }
 

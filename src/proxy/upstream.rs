@@ -32,6 +32,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct Upstreams {
     http1: Arc<[UpstreamClient]>,
     tls: HttpsConnector<HttpConnector>,
+    /// Plain TCP or TLS offering HTTP/1.1 only by ALPN: a WebSocket handshake needs HTTP/1.1.
+    tls_http1: HttpsConnector<HttpConnector>,
 }
 
 /// Why no response came: `connect` when no connection could be made (DNS, TCP, TLS).
@@ -43,6 +45,8 @@ pub struct SendError {
 /// One upstream origin (scheme, host, port) of a route, with its connections.
 pub struct Origin {
     http1: Arc<[UpstreamClient]>,
+    /// For the connections a WebSocket takes over, which no pool may share.
+    pub(super) tls_http1: HttpsConnector<HttpConnector>,
     /// Per worker, as `http1` is.
     h2: Option<Box<[H2Origin]>>,
 }
@@ -51,6 +55,7 @@ impl Origin {
     pub fn new(upstreams: &Upstreams, tls: bool) -> Self {
         Self {
             http1: upstreams.http1.clone(),
+            tls_http1: upstreams.tls_http1.clone(),
             // One set of HTTP/2 connections per worker, driven by that worker's thread: a shared
             // set (one connection for all) measured 15-20% fewer requests per second on the
             // TLS benchmark, its streams crossing threads on every request and event.
@@ -192,5 +197,6 @@ pub fn clients(
     Ok(Upstreams {
         http1,
         tls: h2_or_http1,
+        tls_http1: https,
     })
 }

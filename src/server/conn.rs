@@ -74,9 +74,10 @@ impl Serving {
                     Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, open)))
                 }
             });
-        let connection = self
-            .builder
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let connection = self.builder.serve_connection_with_upgrades(
+            TokioIo::new(stream),
+            TowerToHyperService::new(service),
+        );
         tokio::pin!(connection);
         // Closing: GOAWAY (HTTP/2) or close after the response in flight (HTTP/1) was asked for,
         // and by when the connection is dropped if the peer does not let it end.

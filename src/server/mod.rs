@@ -215,10 +215,15 @@ async fn accept_loop(
     }
     drop(listener);
     tracing::info!(grace = %humantime::format_duration(grace), "shutting down: no new connections; waiting for requests in flight");
+    // An upgraded connection (a WebSocket) has left hyper's watch: wait for those too.
+    let sockets = serving.state.sockets.clone();
+    let finished = async { tokio::join!(graceful.shutdown(), sockets.all_closed()) };
     tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("all connections finished"),
+        _ = finished => tracing::info!("all connections finished"),
         _ = tokio::time::sleep(grace) => tracing::warn!("shutdown grace expired; closing the remaining connections"),
     }
+    // Each socket still open writes its access record as it is cut.
+    sockets.cut(Duration::from_secs(1)).await;
     // Only now may the workers stop, taking what is left with them.
     drop(workers);
 }
