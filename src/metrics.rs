@@ -197,6 +197,7 @@ pub struct Metrics {
     pub response_bytes: Counter,
     pub reloads: Counter,
     pub reload_failures: Counter,
+    shared_up: Gauge,
 }
 
 impl Default for Metrics {
@@ -221,8 +222,10 @@ impl Metrics {
             response_bytes: Counter::default(),
             reloads: Counter::default(),
             reload_failures: Counter::default(),
+            shared_up: Gauge::default(),
             registry: Registry::default(),
         };
+        m.shared_up.set(-1);
         registry.register(
             "requests",
             "Requests forwarded upstream, by route, profile and status class of the answer",
@@ -274,7 +277,16 @@ impl Metrics {
             "Cost in USD the answers reported (OpenRouter's usage.cost), by client and profile",
             m.cost.clone(),
         );
+        registry.register(
+            "shared_store_up",
+            "Whether the [shared] store answers: 1 yes, 0 no, -1 without [shared]",
+            m.shared_up.clone(),
+        );
         Self { registry, ..m }
+    }
+
+    pub fn shared_store_up(&self, up: bool) {
+        self.shared_up.set(i64::from(up));
     }
 
     /// Counts what one answer used; called off the request path by the usage ledger.

@@ -11,6 +11,7 @@ use http::uri::{Authority, Scheme};
 pub mod clients;
 pub mod providers;
 mod raw;
+pub mod shared;
 
 use crate::text::{redact_quoted, LineIndex};
 use clients::Clients;
@@ -79,6 +80,9 @@ pub struct Config {
     pub workers: usize,
     pub routes: Vec<RouteConfig>,
     pub clients: Clients,
+    /// `[shared]`: the Redis several replicas share windows, key health and usage through.
+    /// Read at start; a change needs a restart.
+    pub shared: Option<shared::SharedConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -284,6 +288,7 @@ impl Config {
                 .map(PathBuf::from),
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             clients: Clients::default(),
+            shared: None,
             routes: vec![RouteConfig {
                 prefix: "/".into(),
                 upstream,

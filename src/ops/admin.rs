@@ -178,6 +178,9 @@ pub fn status(state: &State) -> Value {
         "config": config,
         "sources": sources(state, &snapshot),
         "profiles": report::profiles(&snapshot),
+        "shared": state.shared.get().map(|s| json!({
+            "store": s.store(), "reachable": s.reachable(), "replicas": s.replicas(),
+        })),
         "reload": {
             "count": log.count,
             "last_ok_at": log.last_ok_at.map(rfc3339),

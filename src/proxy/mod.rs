@@ -73,7 +73,11 @@ pub async fn handle(
         if let Some(used) = snapshot.limits.of(&client.name) {
             // The lead wires the body's own estimate of its tokens in here (`Estimate::tokens`).
             let estimate = limits::Estimate::of_method(&parts.method);
-            match limits::admit(client, used, estimate) {
+            let admitted = match state.shared.get() {
+                None => limits::admit(client, used, estimate),
+                Some(shared) => crate::shared::admit(shared, client, used, estimate).await,
+            };
+            match admitted {
                 Ok(held) => {
                     bill = Some(bill::Bill::new(
                         state.usage.get().cloned(),

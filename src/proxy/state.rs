@@ -103,6 +103,8 @@ pub struct State {
     pub started: std::time::SystemTime,
     /// Usage accounting; set when keyproxy serves (not for `check`).
     pub usage: std::sync::OnceLock<crate::usage::Ledger>,
+    /// `[shared]`: set at start when the config has it (read at start only).
+    pub shared: std::sync::OnceLock<Arc<crate::shared::Shared>>,
 }
 
 impl State {
@@ -122,6 +124,7 @@ impl State {
             reading,
             started: std::time::SystemTime::now(),
             usage: std::sync::OnceLock::new(),
+            shared: std::sync::OnceLock::new(),
         }
     }
 
