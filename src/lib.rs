@@ -13,7 +13,6 @@ pub mod ops;
 pub mod proxy;
 mod rt;
 pub mod server;
-pub mod shared;
 mod text;
 pub mod usage;
 

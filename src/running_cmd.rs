@@ -71,8 +71,10 @@ pub fn usage(
     listen: Option<SocketAddr>,
     running: &Running,
     json: bool,
+    local: bool,
 ) -> ExitCode {
-    show("usage", (origin, listen, running), json, |_, body| {
+    let path = if local { "usage?local=1" } else { "usage" };
+    show(path, (origin, listen, running), json, |_, body| {
         instance::usage_table(body)
     })
 }

@@ -272,3 +272,53 @@ async fn a_store_that_dies_stops_or_comes_back_never_holds_a_request() {
     })
     .await;
 }
+
+/// `keyproxy usage --json` (and `--local`) asked of a running replica, as a person would.
+async fn usage_of(replica: &Replica, local: bool) -> serde_json::Value {
+    let mut cmd = replica.bin.command();
+    let listen = replica.served.url.trim_start_matches("http://").to_owned();
+    cmd.args(["--listen", &listen, "usage", "--json", "--token", TOKEN]);
+    if local {
+        cmd.arg("--local");
+    }
+    let out = tokio::task::spawn_blocking(move || run(cmd)).await.unwrap();
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    serde_json::from_str(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn usage_on_one_replica_shows_what_the_other_answered() {
+    bounded(async {
+        let redis = Redis::start().await;
+        let up = Mock::start(costly()).await;
+        let a = replica(&up.url, &redis, "", "closed").await;
+        let b = replica(&up.url, &redis, "", "closed").await;
+        for _ in 0..2 {
+            assert_eq!(chat(&a.served.url, "/x").await.status, 200);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let total = loop {
+            let v = usage_of(&b, false).await;
+            let total = v["today"]["total"].clone();
+            if total["requests"] == 2 {
+                assert_eq!(v["scope"], "group");
+                break total;
+            }
+            assert!(Instant::now() < deadline, "B never showed A's answers: {v}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(total["prompt_tokens"], 200);
+        assert_eq!(total["completion_tokens"], 40);
+        assert!(
+            (total["cost_usd"].as_f64().unwrap() - 0.6).abs() < 1e-9,
+            "{total}"
+        );
+        let own = usage_of(&b, true).await;
+        assert_eq!(own["scope"], "replica");
+        assert_eq!(
+            own["today"]["total"]["requests"], 0,
+            "B answered nothing itself"
+        );
+    })
+    .await;
+}

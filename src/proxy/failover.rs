@@ -137,7 +137,7 @@ fn rest(state: &State, key: &Key, pool: &Profile, plan: &Plan<'_>, resp: &Respon
     }
     let rest = key.health().rest(status, retry_after(resp.headers()));
     if let Some(shared) = state.shared.get() {
-        crate::shared::publish_rest(shared, key.fingerprint(), rest, status.as_u16());
+        crate::proxy::shared::publish_rest(shared, key.fingerprint(), rest, status.as_u16());
     }
     tracing::warn!(
         profile = %profile, key = key.fingerprint(), status = status.as_u16(),

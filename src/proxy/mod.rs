@@ -21,6 +21,7 @@ mod refusal;
 mod respond;
 mod routes;
 mod settings;
+pub mod shared;
 mod state;
 mod upload;
 mod upstream;
@@ -75,7 +76,7 @@ pub async fn handle(
             let estimate = limits::Estimate::of_method(&parts.method);
             let admitted = match state.shared.get() {
                 None => limits::admit(client, used, estimate),
-                Some(shared) => crate::shared::admit(shared, client, used, estimate).await,
+                Some(shared) => shared::admit(shared, client, used, estimate).await,
             };
             match admitted {
                 Ok(held) => {

@@ -104,7 +104,7 @@ pub struct State {
     /// Usage accounting; set when keyproxy serves (not for `check`).
     pub usage: std::sync::OnceLock<crate::usage::Ledger>,
     /// `[shared]`: set at start when the config has it (read at start only).
-    pub shared: std::sync::OnceLock<Arc<crate::shared::Shared>>,
+    pub shared: std::sync::OnceLock<Arc<crate::proxy::shared::Shared>>,
 }
 
 impl State {

@@ -107,7 +107,11 @@ pub async fn start(origin: Origin, listen: Option<SocketAddr>) -> Result<Running
         let _ = state.usage.set(ledger);
     }
     if let Some(shared) = &config.shared {
-        let _ = state.shared.set(start_shared(shared, &state)?);
+        let shared = start_shared(shared, &state)?;
+        if let Some(ledger) = state.usage.get() {
+            ledger.share_with(crate::proxy::shared::usage::outlet(&shared));
+        }
+        let _ = state.shared.set(shared);
     }
     let addr = listen.unwrap_or(config.listen);
     if config.exposes(addr) {
@@ -173,9 +177,9 @@ pub async fn start(origin: Origin, listen: Option<SocketAddr>) -> Result<Running
 fn start_shared(
     config: &crate::config::shared::SharedConfig,
     state: &Arc<crate::proxy::State>,
-) -> Result<Arc<crate::shared::Shared>, ServeError> {
+) -> Result<Arc<crate::proxy::shared::Shared>, ServeError> {
     let weak = Arc::downgrade(state);
-    let on_rested: crate::shared::OnRested = Box::new(move |fingerprint, left, reason| {
+    let on_rested: crate::proxy::shared::OnRested = Box::new(move |fingerprint, left, reason| {
         let Some(state) = weak.upgrade() else {
             return;
         };
@@ -190,7 +194,7 @@ fn start_shared(
             }
         }
     });
-    crate::shared::Shared::start(config, state.metrics.clone(), on_rested)
+    crate::proxy::shared::Shared::start(config, state.metrics.clone(), on_rested)
         .map_err(|e| ServeError::Shared(e.to_string()))
 }
 

@@ -25,7 +25,7 @@ pub struct Reservation {
     tokens: Option<(u64, u64)>,
     in_flight: bool,
     /// With `[shared]`: what the shared store holds for this request, settled there too.
-    shared: Option<crate::shared::Hold>,
+    shared: Option<crate::proxy::shared::Hold>,
 }
 
 impl Reservation {
@@ -40,7 +40,7 @@ impl Reservation {
     }
 
     /// Adds what the shared store reserved, to be settled there with the answer's charge.
-    pub fn with_shared(mut self, hold: crate::shared::Hold) -> Self {
+    pub fn with_shared(mut self, hold: crate::proxy::shared::Hold) -> Self {
         self.shared = Some(hold);
         self
     }
@@ -68,7 +68,7 @@ impl Reservation {
         let shared = self
             .shared
             .as_ref()
-            .map(crate::shared::Hold::estimate)
+            .map(crate::proxy::shared::Hold::estimate)
             .unwrap_or_default();
         Charge {
             micros: self.spend.map_or(0, |(.., m)| m) + shared.micros,

@@ -7,6 +7,7 @@
 //! share) and reads the keys other replicas rested (so choosing a key asks nothing).
 
 mod health;
+pub mod usage;
 mod windows;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
