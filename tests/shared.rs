@@ -322,3 +322,58 @@ async fn usage_on_one_replica_shows_what_the_other_answered() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_that_is_not_there_is_named_without_its_password() {
+    bounded(async {
+        let up = Mock::start(ok_handler()).await;
+        let dead = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let bin = Bin::new();
+        let dir = bin.config_dir();
+        write_private(&dir.join("keys.toml"), &keys_toml("openrouter:default", KEY_A));
+        let config = format!(
+            "state_dir = \"state\"\nkeys_files = [\"keys.toml\"]\n[[routes]]\nprefix = \"/\"\nupstream = \"{}\"\nprofile = \"openrouter:default\"\n[[clients]]\nname = \"agent\"\ntoken = \"{TOKEN}\"\nprofiles = [\"openrouter:default\"]\nbudget_usd = 5.0\n[shared]\nredis = \"redis://:s3cret-pass@127.0.0.1:{dead}/0\"\n",
+            up.url
+        );
+        std::fs::write(dir.join("keyproxy.toml"), config).unwrap();
+        let store = format!("127.0.0.1:{dead}");
+
+        let mut cmd = bin.command();
+        cmd.arg("check");
+        let out = tokio::task::spawn_blocking(move || run(cmd)).await.unwrap();
+        let shown = format!("{}{}", out.stdout, out.stderr);
+        assert_ne!(out.code, Some(0), "{shown}");
+        assert!(shown.contains(&format!("shared store: {store} (NOT reachable)")), "{shown}");
+
+        // Start-up does not wait for the store; a budget refuses with 503 naming it.
+        let served = Served::start(bin.command()).await;
+        let started = Instant::now();
+        let reply = chat(&served.url, "/x").await;
+        assert!(started.elapsed() < BOUND);
+        assert_eq!(reply.status, 503, "{}", reply.text());
+        assert_eq!(reply.headers["x-keyproxy-error"], "limits-unavailable");
+        assert!(reply.text().contains(&store), "{}", reply.text());
+        let seen = status(&served.url).await;
+        let (_, _, log) = served.stop().await;
+        let everything = format!("{shown}{}{seen}{}", reply.text(), log.join("\n"));
+        assert!(!everything.contains("s3cret-pass"), "{everything}");
+        assert_eq!(up.count(), 0);
+
+        // An unknown field in [shared] is an error with its file and line.
+        let bad = dir.join("keyproxy.toml");
+        let text = std::fs::read_to_string(&bad).unwrap();
+        std::fs::write(&bad, format!("{text}prefx = \"team:\"\n")).unwrap();
+        let mut cmd = bin.command();
+        cmd.arg("check");
+        let out = tokio::task::spawn_blocking(move || run(cmd)).await.unwrap();
+        let shown = format!("{}{}", out.stdout, out.stderr);
+        assert!(shown.contains("keyproxy.toml:"), "{shown}");
+        assert!(shown.contains("prefx"), "{shown}");
+        assert!(!shown.contains("s3cret-pass"), "{shown}");
+    })
+    .await;
+}

@@ -209,6 +209,12 @@ pub fn differences(
 /// `keyproxy usage`: one table per period, a row per client, profile and model.
 pub fn usage_table(usage: &Value) -> String {
     let mut text = String::new();
+    if usage["scope"] == "group" {
+        let _ = writeln!(
+            text,
+            "every replica sharing the store ([shared]; --local for this one):"
+        );
+    }
     for (key, title) in [
         ("today", "today (UTC)"),
         ("month", "this month"),

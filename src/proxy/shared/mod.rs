@@ -131,6 +131,23 @@ impl Shared {
     }
 }
 
+/// For `check`: whether the store in `config` answers a PING (connect included) within a
+/// second or `timeout`, whichever is longer; the reason in words without the URL when not.
+pub async fn ping(config: &SharedConfig) -> Result<(), String> {
+    let client = redis::Client::open(config.url())
+        .map_err(|_| "the URL is not one the Redis client accepts".to_owned())?;
+    let bound = config.timeout.max(Duration::from_secs(1));
+    let go = async {
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING").query_async::<String>(&mut conn).await
+    };
+    match tokio::time::timeout(bound, go).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(describe(&e)),
+        Err(_) => Err(format!("no answer within {bound:?}")),
+    }
+}
+
 /// A Redis error in words that hold no URL (and so no password).
 fn describe(e: &redis::RedisError) -> String {
     if e.is_timeout() {
