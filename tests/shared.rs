@@ -377,3 +377,17 @@ async fn a_store_that_is_not_there_is_named_without_its_password() {
     })
     .await;
 }
+
+#[test]
+fn the_team_examples_load() {
+    for path in [
+        "docker/compose-team/keyproxy.toml",
+        "docker/kubernetes/gateway/keyproxy.toml",
+    ] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let config = keyproxy::config::parse(&text, &path).unwrap();
+        let shared = config.shared.expect("the example has [shared]");
+        assert!(shared.store.ends_with(":6379"), "{}", shared.store);
+    }
+}
