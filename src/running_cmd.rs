@@ -87,7 +87,9 @@ fn show(
     render: impl Fn(&str, &Value) -> String,
 ) -> ExitCode {
     let how = (http::Method::GET, command, Duration::from_secs(10));
-    let (url, body) = match ask(command, origin, listen, running, how) {
+    // `usage?local=1` is the path; the command is named without its query.
+    let name = command.split('?').next().unwrap_or(command);
+    let (url, body) = match ask(name, origin, listen, running, how) {
         Ok(answer) => answer,
         Err(code) => return code,
     };
