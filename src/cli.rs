@@ -52,6 +52,14 @@ pub enum Command {
             hide_env_values = true
         )]
         token: Option<String>,
+        /// The admin token, when the running keyproxy has one (sent instead of --token).
+        #[arg(
+            long,
+            env = "KEYPROXY_ADMIN_TOKEN",
+            value_name = "TOKEN",
+            hide_env_values = true
+        )]
+        admin_token: Option<String>,
         /// Also ask each provider whether each key is valid and has credit, without spending
         /// tokens (OpenRouter /api/v1/key, OpenAI and Anthropic /v1/models, Gemini
         /// /v1beta/models).
@@ -76,6 +84,15 @@ pub enum Command {
         /// With [shared]: this replica's own counts, not the whole group's.
         #[arg(long)]
         local: bool,
+        #[command(flatten)]
+        running: Running,
+    },
+    /// What the running keyproxy lets this client token do and what it has used: its profiles,
+    /// models and limits, what is left and when each resets (/_keyproxy/me).
+    Me {
+        /// Print /_keyproxy/me as it is.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         running: Running,
     },
@@ -128,6 +145,21 @@ pub struct Running {
         hide_env_values = true
     )]
     pub token: Option<String>,
+    /// The admin token, when the running keyproxy has one (sent instead of --token).
+    #[arg(
+        long,
+        env = "KEYPROXY_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
+}
+
+impl Running {
+    /// The token to send: the admin token when given, else the client token.
+    pub fn bearer(&self) -> Option<&str> {
+        self.admin_token.as_deref().or(self.token.as_deref())
+    }
 }
 
 #[derive(Debug, Subcommand)]

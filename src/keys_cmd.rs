@@ -89,6 +89,8 @@ fn target(origin: &Origin, file: Option<PathBuf>) -> Result<PathBuf, String> {
         .ok_or_else(|| "the config names no keys_files; add one, or pass --file PATH".to_owned())
 }
 
+const STDIN_LIMIT: u64 = 1024 * 1024;
+
 /// From a prompt that does not echo, or from stdin when it is a pipe; one trailing newline
 /// (or CRLF) is not part of the key.
 fn read_key(profile: &str) -> Result<String, String> {
@@ -96,9 +98,11 @@ fn read_key(profile: &str) -> Result<String, String> {
         rpassword::prompt_password(format!("key for {profile} (not shown): "))
             .map_err(|e| format!("cannot read the key: {e}"))?
     } else {
+        // Read well past the longest key accepted, so that too much is refused as too long
+        // rather than cut to a key that was never given.
         let mut text = String::new();
         std::io::stdin()
-            .take(64 * 1024)
+            .take(STDIN_LIMIT)
             .read_to_string(&mut text)
             .map_err(|e| format!("cannot read the key from stdin: {e}"))?;
         text

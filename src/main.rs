@@ -19,10 +19,15 @@ fn main() -> ExitCode {
     not_dumpable();
     let origin = config::discover(cli.config.as_deref());
     match cli.command {
-        Some(Command::Check { json, token, live }) => {
+        Some(Command::Check {
+            json,
+            token,
+            admin_token,
+            live,
+        }) => {
             let running = keyproxy::ops::check::Running {
                 listen: cli.listen,
-                token,
+                token: admin_token.or(token),
                 live,
             };
             let report = keyproxy::ops::check::run(origin, &running);
@@ -48,6 +53,7 @@ fn main() -> ExitCode {
             local,
             running,
         }) => running_cmd::usage(&origin, cli.listen, &running, json, local),
+        Some(Command::Me { json, running }) => running_cmd::me(&origin, cli.listen, &running, json),
         Some(Command::Reload { running }) => running_cmd::reload(&origin, cli.listen, &running),
         Some(Command::Health { url, timeout }) => health(origin, cli.listen, url, timeout),
         Some(Command::Service { action }) => service_cmd::run(origin, cli.listen, action),
@@ -175,12 +181,13 @@ async fn run(origin: Origin, listen: Option<std::net::SocketAddr>) -> anyhow::Re
             keyproxy::keys::looked_list(&snapshot.keys.looked_for(profile))
         );
     }
-    tracing::info!(listen = %running.local_addr, "keyproxy is listening; point agents at http://{}/api/v1", running.local_addr);
-
+    // Handlers first: whoever waits for the line below may signal at once, and SIGHUP's default
+    // action would end the process.
     let reload = running.reloader();
     let mut hup = signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = signal(tokio::signal::unix::SignalKind::interrupt())?;
+    tracing::info!(listen = %running.local_addr, "keyproxy is listening; point agents at http://{}/api/v1", running.local_addr);
     loop {
         tokio::select! {
             _ = hup.recv() => {

@@ -5,9 +5,9 @@
 //! locks. prometheus-client's own histogram takes a mutex per observation, so the upstream
 //! latency histogram here is a small lock-free one that prometheus-client encodes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
@@ -122,6 +122,16 @@ pub struct KeyLabels {
     pub state: &'static str,
 }
 
+/// (route, profile, client) of request series; `pairs` gives (route, profile), (profile, client).
+type Series = HashSet<(String, String, String)>;
+type Pairs<'a> = HashSet<(&'a str, &'a str)>;
+fn pairs(series: &Series) -> (Pairs<'_>, Pairs<'_>) {
+    series
+        .iter()
+        .map(|(r, p, c)| ((r.as_str(), p.as_str()), (p.as_str(), c.as_str())))
+        .unzip()
+}
+
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// Request counters for every (route, profile, client) a snapshot knows, resolved when it is
@@ -140,7 +150,7 @@ impl RequestMeters {
         series: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Self {
         let mut by_profile: HashMap<String, HashMap<String, Vec<[Counter; 5]>>> = HashMap::new();
-        let mut live = std::collections::HashSet::new();
+        let mut live = HashSet::new();
         for (profile, client) in series {
             let per_route = routes
                 .iter()
@@ -192,12 +202,11 @@ pub struct Metrics {
     tokens: Family<TokenLabels, Counter>,
     cost: Family<CostLabels, Counter<f64, AtomicU64>>,
     /// The request series the current snapshot counts, so a reload can drop the rest.
-    known: std::sync::Mutex<std::collections::HashSet<(String, String, String)>>,
+    known: Mutex<Series>,
     pub request_bytes: Counter,
     pub response_bytes: Counter,
     pub reloads: Counter,
     pub reload_failures: Counter,
-    shared_up: Gauge,
 }
 
 impl Default for Metrics {
@@ -222,10 +231,8 @@ impl Metrics {
             response_bytes: Counter::default(),
             reloads: Counter::default(),
             reload_failures: Counter::default(),
-            shared_up: Gauge::default(),
             registry: Registry::default(),
         };
-        m.shared_up.set(-1);
         registry.register(
             "requests",
             "Requests forwarded upstream, by route, profile and status class of the answer",
@@ -277,16 +284,7 @@ impl Metrics {
             "Cost in USD the answers reported (OpenRouter's usage.cost), by client and profile",
             m.cost.clone(),
         );
-        registry.register(
-            "shared_store_up",
-            "Whether the [shared] store answers: 1 yes, 0 no, -1 without [shared]",
-            m.shared_up.clone(),
-        );
         Self { registry, ..m }
-    }
-
-    pub fn shared_store_up(&self, up: bool) {
-        self.shared_up.set(i64::from(up));
     }
 
     /// Counts what one answer used; called off the request path by the usage ledger.
@@ -328,17 +326,27 @@ impl Metrics {
         })
     }
 
-    /// Stops exporting request series outside `live`, and latency series of routes not in
-    /// `routes`: a route, profile or client removed by a reload disappears from the metrics.
-    fn forget_all_but(
-        &self,
-        live: &std::collections::HashSet<(String, String, String)>,
-        routes: &[&str],
-    ) {
-        let mut known = self
-            .known
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+    /// Stops exporting series of what `live` no longer has (requests; latency of routes not in
+    /// `routes`; usage and retries): a route, profile or client removed by a reload disappears.
+    fn forget_all_but(&self, live: &Series, routes: &[&str]) {
+        let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        let ((old_retries, old_used), (live_retries, live_used)) = (pairs(&known), pairs(live));
+        for &(profile, client) in old_used.difference(&live_used) {
+            let mut tokens = TokenLabels {
+                client: client.to_owned(),
+                profile: profile.to_owned(),
+                direction: "prompt",
+            };
+            self.tokens.remove(&tokens);
+            tokens.direction = "completion";
+            self.tokens.remove(&tokens);
+            let (client, profile) = (tokens.client, tokens.profile);
+            self.cost.remove(&CostLabels { client, profile });
+        }
+        for &(route, profile) in old_retries.difference(&live_retries) {
+            let (route, profile) = (route.to_owned(), profile.to_owned());
+            self.retries.remove(&RetryLabels { route, profile });
+        }
         for (route, profile, client) in known.difference(live) {
             for status in STATUS_CLASSES {
                 self.requests.remove(&RequestLabels {

@@ -18,38 +18,90 @@ fn ask(
     running: &Running,
     (method, path, timeout): (http::Method, &str, Duration),
 ) -> Result<(String, Value), ExitCode> {
-    let url = match (&running.url, listen) {
-        (Some(url), _) => Ok(url.clone()),
-        (None, Some(addr)) => Ok(instance::admin_url(addr, path)),
-        (None, None) => config::load(origin)
-            .map(|c| instance::admin_url(c.listen, path))
-            .map_err(|e| e.to_string()),
+    let (url, from) = match (&running.url, listen) {
+        (Some(url), _) => (url.clone(), "from --url".to_owned()),
+        (None, Some(addr)) => (instance::admin_url(addr, path), "from --listen".to_owned()),
+        (None, None) => {
+            let (addr, from) = configured_listen(command, origin);
+            (instance::admin_url(addr, path), from)
+        }
     };
-    let asked = url.and_then(|url| {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-        let answer = runtime.block_on(instance::ask(
-            method,
-            &url,
-            running.token.as_deref(),
-            timeout,
-        ))?;
-        Ok((url, answer))
-    });
+    let tried = format!("tried {url} ({from}); give another with --listen ADDR or --url URL");
+    let asked = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+        .and_then(|runtime| {
+            runtime.block_on(instance::ask(method, &url, running.bearer(), timeout))
+        });
     match asked {
-        Ok((url, (status, body))) if status.is_success() => Ok((url, body)),
-        Ok((url, (status, body))) => {
+        Ok((status, body)) if status.is_success() => Ok((url, body)),
+        Ok((status, body)) => {
             let why = instance::message(status, &body);
             eprintln!("keyproxy {command}: {url} answered {status}: {why}");
             Err(ExitCode::FAILURE)
         }
         Err(why) => {
-            eprintln!("keyproxy {command}: {why}; is keyproxy running? (keyproxy health)");
+            eprintln!("keyproxy {command}: {why}; is keyproxy running? (keyproxy health); {tried}");
             Err(ExitCode::FAILURE)
         }
     }
+}
+
+/// The address the config names and where it came from. A config that does not load still
+/// names its `listen` (these commands are what Troubleshooting sends a user to after a typo):
+/// read from the TOML when it parses, else from a `listen = "..."` line above every table;
+/// failing both, the default address.
+pub fn configured_listen(command: &str, origin: &Origin) -> (SocketAddr, String) {
+    let error = match config::load(origin) {
+        Ok(c) => {
+            let from = match origin {
+                Origin::File(path) => format!("listen in {}", path.display()),
+                Origin::Embedded { .. } => "the default; no config file".to_owned(),
+            };
+            return (c.listen, from);
+        }
+        Err(e) => e.to_string(),
+    };
+    let default = || {
+        config::DEFAULT_LISTEN
+            .parse()
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8787)))
+    };
+    let (path, named) = match origin {
+        Origin::File(path) => (
+            path.display().to_string(),
+            std::fs::read_to_string(path)
+                .ok()
+                .and_then(|t| listen_in(&t)),
+        ),
+        Origin::Embedded { .. } => (String::new(), None),
+    };
+    let (addr, from) = match named {
+        Some(addr) => (addr, format!("listen in {path}, which does not load")),
+        None => (
+            default(),
+            format!("the default: {path} does not load and names no listen address"),
+        ),
+    };
+    eprintln!("keyproxy {command}: the config does not load ({error}); asking {addr} ({from})");
+    (addr, from)
+}
+
+/// `listen` of a config text that may not load as a config, or not even as TOML.
+fn listen_in(text: &str) -> Option<SocketAddr> {
+    if let Ok(table) = text.parse::<toml::Table>() {
+        return table.get("listen")?.as_str()?.parse().ok();
+    }
+    text.lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with('['))
+        .find_map(|l| {
+            let value = l.strip_prefix("listen")?.trim_start().strip_prefix('=')?;
+            let value = value.split('#').next()?.trim();
+            let value = value.strip_prefix('"')?.strip_suffix('"')?;
+            value.parse().ok()
+        })
 }
 
 pub fn status(
@@ -76,6 +128,21 @@ pub fn usage(
     let path = if local { "usage?local=1" } else { "usage" };
     show(path, (origin, listen, running), json, |_, body| {
         instance::usage_table(body)
+    })
+}
+
+pub fn me(origin: &Origin, listen: Option<SocketAddr>, running: &Running, json: bool) -> ExitCode {
+    // /me is a client's: its token goes first, even where KEYPROXY_ADMIN_TOKEN is set too.
+    let running = &Running {
+        url: running.url.clone(),
+        token: running
+            .token
+            .clone()
+            .or_else(|| running.admin_token.clone()),
+        admin_token: None,
+    };
+    show("me", (origin, listen, running), json, |_, body| {
+        instance::me_text(body)
     })
 }
 

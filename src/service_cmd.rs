@@ -79,7 +79,7 @@ fn shown(commands: &[Vec<String>]) -> String {
 
 fn install(s: &Service, dry_run: bool, no_start: bool) -> Result<String, String> {
     let path = s.unit_path();
-    let unit = s.render();
+    let unit = s.render()?;
     let mut out = String::new();
     if s.binary.components().any(|c| c.as_os_str() == "target") {
         out += &format!(
@@ -156,7 +156,7 @@ fn status(s: &Service, origin: &Origin, listen: Option<SocketAddr>) -> Result<St
     );
     let listen = match listen {
         Some(a) => a,
-        None => config::load(origin).map_err(|e| e.to_string())?.listen,
+        None => crate::running_cmd::configured_listen("service status", origin).0,
     };
     let url = keyproxy::ops::instance::admin_url(listen, "ready");
     let asked = tokio::runtime::Builder::new_current_thread()

@@ -1,4 +1,5 @@
-//! Small text helpers for error messages: positions in a file, and keeping values out of them.
+//! Small text helpers for error messages: positions in a file, and keeping values and keys out
+//! of them.
 
 /// Maps byte offsets in a file to 1-based line and column numbers.
 pub struct LineIndex<'a> {
@@ -29,12 +30,108 @@ pub fn tilde(path: &std::path::Path) -> String {
     path.display().to_string()
 }
 
-/// serde quotes the value it could not use (`invalid type: string "sk-or-v1-..."`), and a key
-/// pasted where a field name belongs comes back as ``unknown field `sk-or-v1-...` ``; in a keys
-/// or config file that text may be a key. So every double-quoted run is replaced, and a run in
-/// backticks is kept only when it reads as one of keyproxy's field names
-/// (short, lowercase, `_`), which keeps typos such as ``unknown field `upstrem` `` helpful.
+/// The fingerprint of a key: first 8 characters, `...`, last 8, for keys of 40 characters or
+/// more (as OpenClaw shows them); shorter keys show `...` and the last 4, since 16 characters of
+/// a 20-character key would be most of it; keys of 8 characters or fewer show only `...`,
+/// because their last 4 would be half the key. Here rather than in `keys` because a key-shaped
+/// word in a message from outside is masked to the same form.
+pub fn fingerprint(key: &str) -> String {
+    let n = key.len();
+    if !key.is_ascii() {
+        return "...".into();
+    }
+    if n >= 40 {
+        format!("{}...{}", &key[..8], &key[n - 8..])
+    } else if n > 8 {
+        format!("...{}", &key[n - 4..])
+    } else {
+        "...".into()
+    }
+}
+
+/// Text from outside keyproxy (a command's stderr, a provider's error, a parser's message) with
+/// every key-shaped word masked to its fingerprint, whatever surrounds it: quotes, brackets,
+/// `=`, `:`, a comma, a full stop or a tab all end a word, since a tool may print a key in any
+/// of them (`'sk-...'`, `(sk-...)`, `{'key': 'sk-...'}`, `key=sk-...`). Words joined by dots
+/// (a JWT) are masked whole when any part is key-shaped, or when together they are long and
+/// mixed like a key.
+pub fn mask_key_shapes(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if !is_word_byte(bytes[i]) {
+            // Copy up to the next word byte; every byte of a word is ASCII, so these are
+            // character boundaries.
+            let next = bytes[i..]
+                .iter()
+                .position(|&b| is_word_byte(b))
+                .map_or(bytes.len(), |n| i + n);
+            out.push_str(&text[i..next]);
+            i = next;
+            continue;
+        }
+        let end = bytes[i..]
+            .iter()
+            .position(|&b| !is_word_byte(b))
+            .map_or(bytes.len(), |n| i + n);
+        let run = &text[i..end];
+        // Dots around a word are punctuation ("... was revoked.").
+        let core = run.trim_matches('.');
+        let lead = run.len() - run.trim_start_matches('.').len();
+        out.push_str(&run[..lead]);
+        if !core.is_empty() && dotted_key_shaped(core) {
+            out.push_str(&fingerprint(core));
+        } else {
+            out.push_str(core);
+        }
+        out.push_str(&run[lead + core.len()..]);
+        i = end;
+    }
+    out
+}
+
+/// Bytes that keys are made of, and the dot that joins the parts of a JWT.
+fn is_word_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'+' | b'.')
+}
+
+fn dotted_key_shaped(word: &str) -> bool {
+    if word.split('.').any(key_shaped) {
+        return true;
+    }
+    word.contains('.') && word.len() >= 32 && classes(word) >= 2
+}
+
+/// 20 or more characters of the kinds keys are made of, mixing at least two of lowercase,
+/// uppercase and digits: provider keys (`sk-or-v1-<hex>`, `sk-ant-api03-...`, `AIza...`, hex)
+/// all do, while long words of the language (`allow_unauthenticated`, `OPENROUTER_API_KEY`) and
+/// paths (split at `/`) do not.
+fn key_shaped(word: &str) -> bool {
+    word.len() >= 20
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'+'))
+        && classes(word) >= 2
+}
+
+fn classes(word: &str) -> usize {
+    let has = |f: fn(&u8) -> bool| usize::from(word.as_bytes().iter().any(f));
+    has(u8::is_ascii_lowercase) + has(u8::is_ascii_uppercase) + has(u8::is_ascii_digit)
+}
+
+/// Text from a parser or a tool, made safe to show: serde quotes the value it could not use
+/// (`invalid type: string "sk-or-v1-..."`), and a key pasted where a field name belongs comes
+/// back as ``unknown field `sk-or-v1-...` ``; in a keys or config file that text may be a key of
+/// any shape. So every double-quoted run is replaced, a run in backticks is kept only when it
+/// reads as one of keyproxy's field names (short, lowercase, `_`), which keeps typos such as
+/// ``unknown field `upstrem` `` helpful, and what is left has its key-shaped words masked
+/// ([`mask_key_shapes`]).
 pub fn redact_quoted(message: &str) -> String {
+    mask_key_shapes(&hide_quoted(message))
+}
+
+fn hide_quoted(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     let mut rest = message;
     while let Some(start) = rest.find(['"', '`']) {
@@ -93,5 +190,47 @@ mod tests {
         );
         assert_eq!(redact_quoted("no closing \"sk-secret"), "no closing \"…");
         assert_eq!(redact_quoted("it can't be"), "it can't be");
+    }
+
+    const KEY: &str = "sk-or-v1-0123456789abcdef0123456789abcdef968304f4";
+
+    #[test]
+    fn key_shaped_words_are_masked_whatever_surrounds_them() {
+        for shape in [
+            "error: key 'KEY' was revoked",
+            "revoked (KEY)",
+            "revoked <KEY>",
+            "revoked [KEY]",
+            "revoked KEY, try again",
+            "revoked KEY.",
+            "revoked:\tKEY",
+            "{'api_key': 'KEY', 'ok': False}",
+            "key=KEY&x=1",
+            "Bearer KEY",
+        ] {
+            let masked = mask_key_shapes(&shape.replace("KEY", KEY));
+            assert_eq!(
+                masked,
+                shape.replace("KEY", "sk-or-v1...968304f4"),
+                "{shape}"
+            );
+        }
+        let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U";
+        let masked = mask_key_shapes(&format!("token {jwt}."));
+        assert!(!masked.contains("eyJzdWIi"), "{masked}");
+        assert!(masked.ends_with('.'), "{masked}");
+    }
+
+    #[test]
+    fn words_paths_and_names_stay_readable() {
+        for text in [
+            "unknown field `upstrem`, expected one of `allow_unauthenticated`, `openclaw_auth_profiles`",
+            "item op://Private/OpenRouter not found",
+            "/home/me/.config/keyproxy/keys.toml: permission denied",
+            "environment variable OPENROUTER_API_KEY is not set",
+            "https://openrouter.ai/api/v1/key answered 401 sk-or-v1...968304f4",
+        ] {
+            assert_eq!(mask_key_shapes(text), text);
+        }
     }
 }

@@ -1,85 +1,158 @@
-//! docker/: no Docker engine runs here, so these run what the image and manifests would run:
-//! the binary with the Dockerfile's ENTRYPOINT, CMD, ENV and HEALTHCHECK, the Compose and
-//! Kubernetes configs, and the Kubernetes secret volume layout on disk.
+//! docker/: the image itself is built and run in a real engine by docker/smoke.sh (minutes; not
+//! in CI). These run in seconds what can go wrong without an engine: the Dockerfile's dependency
+//! recipe covers every target Cargo.toml declares and everything it copies is in the build
+//! context; the binary runs with the image's ENTRYPOINT, CMD, ENV and HEALTHCHECK; the Compose
+//! and Kubernetes configs load; the Kubernetes secret volume layout on disk reloads.
 
+#[path = "docker/dockerfile.rs"]
+mod dockerfile;
 mod support;
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use dockerfile::*;
 use support::*;
 use tokio::io::AsyncBufReadExt;
 
-fn docker_file(name: &str) -> (PathBuf, String) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("docker")
-        .join(name);
-    let text = std::fs::read_to_string(&path).unwrap();
-    (path, text)
+/// The bug this catches: a target added to Cargo.toml (a bench, once) that the dependency layer
+/// has no file for, so `cargo build` in the image fails on a manifest that builds everywhere
+/// else. The recipe stage is reproduced here: its context files copied, docker/recipe.sh run.
+#[cfg(unix)]
+#[test]
+fn the_dependency_recipe_has_a_stub_for_every_target_cargo_toml_declares() {
+    let recipe = stage("recipe");
+    assert!(
+        recipe
+            .runs()
+            .any(|r| r.starts_with("keyproxy-recipe /recipe")),
+        "the recipe stage runs docker/recipe.sh"
+    );
+    let build = stage("build");
+    let (_, from_recipe, _) = build.copies().remove(0);
+    assert_eq!(
+        from_recipe,
+        ["/recipe/"],
+        "the build stage starts from the recipe"
+    );
+    let deps = build.runs().next().unwrap();
+    assert!(deps.starts_with("cargo build --release --locked"), "{deps}");
+
+    let context = tempfile::tempdir().unwrap();
+    for source in recipe.context_sources() {
+        copy_tree(&repo().join(&source), &context.path().join(&source));
+    }
+    let out = context.path().join("recipe-out");
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg(repo().join("docker/recipe.sh"))
+        .arg(&out)
+        .current_dir(context.path());
+    if let Some(cargo) = std::env::var_os("CARGO") {
+        let dir = Path::new(&cargo).parent().unwrap().to_owned();
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let paths = std::iter::once(dir).chain(std::env::split_paths(&path));
+        cmd.env("PATH", std::env::join_paths(paths).unwrap());
+    }
+    let ran = run(cmd);
+    assert_eq!(ran.code, Some(0), "docker/recipe.sh failed: {}", ran.stderr);
+    for file in ["Cargo.toml", "Cargo.lock"] {
+        let original = std::fs::read(repo().join(file)).unwrap();
+        assert_eq!(std::fs::read(out.join(file)).unwrap(), original, "{file}");
+    }
+    let targets = declared_targets();
+    assert!(targets.iter().any(|(kind, _)| kind.starts_with("bench")));
+    for (kind, path) in &targets {
+        assert!(
+            out.join(path).is_file(),
+            "Cargo.toml's {kind} ({}) has no stub in the image's dependency recipe: COPY its folder \
+             in the recipe stage of docker/Dockerfile",
+            path.display()
+        );
+    }
+    // What the image is built from: the real sources of the library, binaries and build script.
+    let real = build.context_sources();
+    for (kind, path) in targets.iter().filter(|(k, _)| {
+        !k.starts_with("bench") && !k.starts_with("test") && !k.starts_with("example")
+    }) {
+        assert!(
+            covered(&real, path),
+            "the build stage of docker/Dockerfile would compile the stub of {kind} ({})",
+            path.display()
+        );
+    }
 }
 
-/// The Dockerfile's final stage: ENV, ENTRYPOINT + CMD, HEALTHCHECK's command, EXPOSE.
-struct Image {
-    env: BTreeMap<String, String>,
-    run: Vec<String>,
-    healthcheck: Vec<String>,
-    expose: u16,
-    build: Vec<String>,
-}
-
-fn image() -> Image {
-    let (_, text) = docker_file("Dockerfile");
-    let joined = text.replace("\\\n", " ");
-    let mut image = Image {
-        env: BTreeMap::new(),
-        run: Vec::new(),
-        healthcheck: Vec::new(),
-        expose: 0,
-        build: Vec::new(),
-    };
-    let json = |s: &str| -> Vec<String> { serde_json::from_str(s.trim()).unwrap() };
-    let mut entrypoint = Vec::new();
-    let mut cmd = Vec::new();
-    for line in joined
+/// `.dockerignore` admits only what the image is built from (`*`, then `!path` lines); a COPY
+/// of anything else fails in the engine, not here, unless this checks it.
+#[test]
+fn every_file_the_dockerfile_copies_exists_and_is_in_the_build_context() {
+    let ignore = std::fs::read_to_string(repo().join(".dockerignore")).unwrap();
+    let patterns: Vec<&str> = ignore
         .lines()
         .map(str::trim)
-        .filter(|l| !l.starts_with('#'))
-    {
-        let (instruction, rest) = line.split_once(' ').unwrap_or((line, ""));
-        match instruction {
-            "FROM" => image.env.clear(),
-            "ENV" => {
-                for pair in rest.split_whitespace() {
-                    let (k, v) = pair.split_once('=').unwrap();
-                    image.env.insert(k.into(), v.into());
-                }
-            }
-            "ENTRYPOINT" => entrypoint = json(rest),
-            "CMD" => cmd = json(rest),
-            "HEALTHCHECK" => image.healthcheck = json(rest.split_once("CMD").unwrap().1),
-            "EXPOSE" => image.expose = rest.trim().parse().unwrap(),
-            "RUN" if rest.contains("cargo build") => image.build.push(rest.to_owned()),
-            _ => {}
-        }
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    assert_eq!(
+        patterns.first(),
+        Some(&"*"),
+        "an allowlist: everything else stays out"
+    );
+    let admitted: Vec<String> = patterns[1..]
+        .iter()
+        .map(|p| {
+            p.strip_prefix('!')
+                .expect("only !path lines after *")
+                .to_owned()
+        })
+        .collect();
+    let sources: Vec<String> = stages().iter().flat_map(Stage::context_sources).collect();
+    assert!(sources.len() >= 4, "{sources:?}");
+    for source in &sources {
+        assert!(
+            repo().join(source).exists(),
+            "docker/Dockerfile copies {source}, which does not exist"
+        );
+        assert!(
+            covered(&admitted, Path::new(source)),
+            "docker/Dockerfile copies {source}, which .dockerignore keeps out of the build context"
+        );
     }
-    image.run = entrypoint.into_iter().chain(cmd).collect();
-    image
 }
 
 #[test]
 fn the_dockerfile_builds_like_ci_and_exposes_what_it_listens_on() {
-    let image = image();
+    let builds: Vec<String> = stages()
+        .iter()
+        .flat_map(|s| s.runs().map(str::to_owned).collect::<Vec<_>>())
+        .filter(|r| r.contains("cargo build"))
+        .collect();
+    assert_eq!(builds.len(), 2, "the dependencies, then keyproxy");
     assert!(
-        image
-            .build
+        builds
             .iter()
             .all(|b| b.contains("cargo build --release --locked")),
-        "{:?}",
-        image.build
+        "{builds:?}"
     );
+    let image = image();
     assert_eq!(image.run[0], "/usr/local/bin/keyproxy");
     assert_eq!(image.healthcheck, ["/usr/local/bin/keyproxy", "health"]);
     let listen: std::net::SocketAddr = image.env["KEYPROXY_LISTEN"].parse().unwrap();
     assert_eq!(listen.port(), image.expose);
+    assert_eq!(
+        image.user, "65532:65532",
+        "numeric, so Kubernetes can verify runAsNonRoot"
+    );
+    assert_eq!(
+        image.volumes,
+        [image.env["XDG_STATE_HOME"].clone()],
+        "usage is kept on the volume"
+    );
+    for label in ["title", "version=\"${VERSION}\"", "revision", "licenses"] {
+        assert!(
+            image
+                .labels
+                .contains(&format!("org.opencontainers.image.{label}")),
+            "{label}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,7 +178,7 @@ async fn the_image_runs_with_its_own_arguments_environment_and_health_check() {
             cmd.env_clear().current_dir(root.path()).args(args);
             for (k, v) in &image.env {
                 let v = match k.as_str() {
-                    "XDG_CONFIG_HOME" => root.path().join(v.trim_start_matches('/')).display().to_string(),
+                    "XDG_CONFIG_HOME" | "XDG_STATE_HOME" => root.path().join(v.trim_start_matches('/')).display().to_string(),
                     "KEYPROXY_LISTEN" => v.replace(&format!(":{}", image.expose), &format!(":{port}")),
                     _ => v.clone(),
                 };
@@ -141,6 +214,9 @@ async fn the_image_runs_with_its_own_arguments_environment_and_health_check() {
         kill(served.id().unwrap(), "TERM");
         let status = served.wait().await.unwrap();
         assert_eq!(status.code(), Some(0));
+        // Usage went to the state volume, which `--read-only` leaves writable.
+        let volume = root.path().join(image.volumes[0].trim_start_matches('/'));
+        assert!(volume.join("keyproxy/usage.sqlite3").is_file(), "usage is not on the volume");
     })
     .await;
 }
@@ -165,6 +241,13 @@ fn the_compose_config_needs_tokens_and_reads_the_docker_secret() {
         "the folder is mounted where the image looks"
     );
     assert!(compose.contains("http://keyproxy:8787/api/v1"));
+    for line in [
+        "read_only: true",
+        "- keyproxy-state:/state",
+        "user: \"65532:${KEYPROXY_GID",
+    ] {
+        assert!(compose.contains(line), "compose.yaml: {line}");
+    }
 }
 
 #[tokio::test]
@@ -174,6 +257,16 @@ async fn the_kubernetes_sidecar_config_reloads_when_the_secret_is_applied() {
         let (_, text) = docker_file("kubernetes/keyproxy.toml");
         let (_, deployment) = docker_file("kubernetes/deployment.yaml");
         assert!(deployment.contains("mountPath: /var/run/keyproxy"));
+        // User 65532 reads the Secret through its group, and writes usage to the emptyDir only.
+        for line in [
+            "fsGroup: 65532",
+            "defaultMode: 0440",
+            "readOnlyRootFilesystem: true",
+            "mountPath: /state",
+            "emptyDir: {}",
+        ] {
+            assert!(deployment.contains(line), "deployment.yaml: {line}");
+        }
         assert!(
             text.contains("listen = \"127.0.0.1:8787\""),
             "a sidecar listens on the pod's loopback"

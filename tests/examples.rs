@@ -1,5 +1,6 @@
 //! The files under config/ are what users copy: they must load as they are, and so must the
-//! commented-out blocks once uncommented.
+//! commented-out blocks once uncommented, except for the example keys and tokens, which are
+//! refused by name until replaced.
 
 use std::path::Path;
 
@@ -69,6 +70,29 @@ fn the_example_keys_file_parses() {
 #[test]
 fn the_two_agent_example_loads_and_resolves_profiles_as_documented() {
     let (path, text) = example("two-agents.toml");
+    // As shipped, its tokens are refused: anyone who read the example could use them.
+    let err = keyproxy::config::parse(&text, &path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("client 'openclaw'") && err.contains("example's"),
+        "{err}"
+    );
+    assert!(err.contains("two-agents.toml:"), "{err}");
+    let own_digest = "0".repeat(63) + "1";
+    let text = text.replace(
+        "21528b2600d31fdb7209da6a7fd3b819c5125da3107090bb6c5dbb493c85d4d2",
+        &own_digest,
+    );
+    let err = keyproxy::config::parse(&text, &path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("client 'claude-code'") && err.contains("example's"),
+        "{err}"
+    );
+    let token = "kp-0123456789abcdef0123456789abcdef";
+    let text = text.replace("kp-replace-me-with-openssl-rand-hex-24", token);
     let config = keyproxy::config::parse(&text, &path).unwrap();
     let routes: Vec<(String, String, String)> = config
         .routes
@@ -90,10 +114,7 @@ fn the_two_agent_example_loads_and_resolves_profiles_as_documented() {
             ),
         ]
     );
-    let claude = config
-        .clients
-        .find("kp-replace-me-with-openssl-rand-hex-24")
-        .unwrap();
+    let claude = config.clients.find(token).unwrap();
     for route in &config.routes {
         let own = match route.prefix.as_str() {
             "/" => "openrouter:work",

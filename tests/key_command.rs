@@ -222,3 +222,103 @@ fn bad_settings_name_the_line_and_profile() {
         keyproxy::keys::parse_keys_file("[profiles.p]\ntimeout = \"1s\"\n", path).unwrap_err();
     assert!(err.contains("apply to key_command"), "{err}");
 }
+
+/// Processes whose command line is `sleep <marker>`.
+fn sleeps(marker: &str) -> usize {
+    let wanted = format!("sleep\0{marker}\0");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == wanted.as_bytes()))
+        .count()
+}
+
+/// Entries of a /proc folder; `None` when it cannot be read (keyproxy is not dumpable, so only
+/// root reads its descriptors).
+fn count_entries(path: &str) -> Option<usize> {
+    std::fs::read_dir(path).ok().map(Iterator::count)
+}
+
+/// Waits (polling a file the command appends to) until the command has run `n` times.
+async fn runs_reach(path: &Path, n: usize) {
+    loop {
+        let runs = std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .count();
+        if runs >= n {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_command_that_leaves_a_daemon_holding_stdout_is_served_and_leaks_nothing() {
+    bounded(async {
+        let up = Mock::start(echo_authorization()).await;
+        let bin = Bin::new();
+        let dir = bin.config_dir();
+        let runs = dir.join("runs");
+        let marker = "987651";
+        // An agent-style helper: prints the key and leaves a daemon on the same stdout.
+        let command = script(
+            &dir,
+            "get-key",
+            &format!(
+                "echo run >> '{}'\nprintf '%s\\n' '{KEY_A}'\nsleep {marker} &",
+                runs.display()
+            ),
+        );
+        write_private(
+            &dir.join("keys.toml"),
+            &keys(&command, "refresh = \"200ms\"\ntimeout = \"5s\"\n"),
+        );
+        std::fs::write(dir.join("keyproxy.toml"), config(&up.url)).unwrap();
+        let served = Served::start(bin.command()).await;
+        let pid = served.child.id().unwrap();
+
+        let reply = get(&format!("{}/v1/models", served.url), &[]).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(
+            up.received()[0].headers["authorization"],
+            format!("Bearer {KEY_A}").as_str()
+        );
+
+        let (tasks, fds) = (format!("/proc/{pid}/task"), format!("/proc/{pid}/fd"));
+        runs_reach(&runs, 3).await;
+        let before = (count_entries(&tasks), count_entries(&fds));
+        runs_reach(&runs, 13).await;
+        let after = (count_entries(&tasks), count_entries(&fds));
+        // A run in progress holds two pipes for a moment; ten runs that leaked would hold more.
+        let grew = |b: Option<usize>, a: Option<usize>, by: usize| match (b, a) {
+            (Some(b), Some(a)) => a > b + by,
+            _ => false,
+        };
+        assert!(before.0.is_some(), "/proc/{pid}/task must be readable");
+        assert!(
+            !grew(before.0, after.0, 1),
+            "threads grew: {before:?} -> {after:?}"
+        );
+        assert!(
+            !grew(before.1, after.1, 2),
+            "descriptors grew: {before:?} -> {after:?}"
+        );
+        // A daemon killed a moment ago may not have died yet while the next run starts one:
+        // leaked ones would stay, so at most one is left soon.
+        let mut left = sleeps(marker);
+        for _ in 0..100 {
+            if left <= 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            left = sleeps(marker);
+        }
+        assert!(
+            left <= 1,
+            "the daemons of finished runs were left running: {left}"
+        );
+        served.stop().await;
+    })
+    .await;
+}

@@ -1,6 +1,7 @@
 //! `keyproxy keys add | list | remove`: the key goes in through stdin, never an argument; the
-//! file keeps its comments and order, is written atomically with mode 0600, and a running
-//! keyproxy serves the change.
+//! file keeps its comments (commented-out keys too) and order, is written atomically under a
+//! lock, through symlinks, with its owner, group and mode less any access for others (a new
+//! file: 0600), and a running keyproxy serves the change.
 
 mod support;
 use std::io::Write as _;
@@ -86,7 +87,11 @@ async fn keys_add_writes_through_stdin_and_a_running_keyproxy_serves_it() {
             .unwrap()
             .permissions()
             .mode();
-        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(
+            mode & 0o777,
+            0o640,
+            "others lose access, the group keeps it"
+        );
 
         served.wait_for_log(FP_A).await;
         let reply = get(&format!("{}/v1/models", served.url), &[]).await;

@@ -41,7 +41,7 @@ fn status_names_a_gateway_service_that_runs_with_another_folder() {
         &bin.config_dir().join("keys.toml"),
         &keys_toml("openrouter:default", KEY_A),
     );
-    let mut cmd = bin.command();
+    let mut cmd = bin.command_with_config_listen();
     cmd.args(["openclaw", "status"]);
     let out = run(cmd);
     assert_eq!(out.code, Some(1), "{}{}", out.stdout, out.stderr);
@@ -76,7 +76,7 @@ fn status_names_a_gateway_service_that_runs_with_another_folder() {
     );
     assert_no_key(&out.stdout);
 
-    let mut cmd = bin.command();
+    let mut cmd = bin.command_with_config_listen();
     cmd.args(["openclaw", "status", "--json"]);
     let out = run(cmd);
     let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
@@ -88,7 +88,7 @@ fn status_names_a_gateway_service_that_runs_with_another_folder() {
 #[test]
 fn connect_prints_the_commands_when_openclaw_is_not_on_path() {
     let bin = Bin::new();
-    let mut cmd = bin.command();
+    let mut cmd = bin.command_with_config_listen();
     cmd.env("PATH", "/nonexistent")
         .args(["--listen", "127.0.0.1:9999", "openclaw", "connect"]);
     let out = run(cmd);
@@ -130,7 +130,7 @@ fn connect_with_clients_needs_a_client_token_and_never_prints_it() {
         ),
     )
     .unwrap();
-    let mut cmd = bin.command();
+    let mut cmd = bin.command_with_config_listen();
     cmd.env("PATH", "/nonexistent")
         .args(["openclaw", "connect"]);
     let out = run(cmd);
@@ -141,7 +141,7 @@ fn connect_with_clients_needs_a_client_token_and_never_prints_it() {
         out.stderr
     );
 
-    let mut cmd = bin.command();
+    let mut cmd = bin.command_with_config_listen();
     cmd.env("PATH", "/nonexistent")
         .env("KEYPROXY_CLIENT_TOKEN", "kp-openclaw-0123456789abcdef")
         .args(["openclaw", "connect"]);

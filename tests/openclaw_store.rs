@@ -323,3 +323,120 @@ async fn a_folder_of_an_older_openclaw_with_only_legacy_files_is_read() {
     })
     .await;
 }
+
+/// keyproxy's config in `bin`'s config folder, reading `state`, with its state folder in `bin`'s
+/// home; returns that state folder.
+fn served_config(bin: &Bin, state: &StateDir, upstream: &str) -> PathBuf {
+    let state_dir = bin.home.path().join("state");
+    std::fs::write(
+        bin.config_dir().join("keyproxy.toml"),
+        format!(
+            "state_dir = \"{}\"\n{}",
+            state_dir.display(),
+            state.config(upstream, "openrouter:default")
+        ),
+    )
+    .unwrap();
+    state_dir
+}
+
+/// Dates the database's files a minute back, as a database OpenClaw last wrote a while ago.
+fn age(state: &StateDir) {
+    let then = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    for suffix in ["", "-wal"] {
+        let path = format!("{}{suffix}", state.db().display());
+        let file = std::fs::File::options().write(true).open(path).unwrap();
+        file.set_modified(then).unwrap();
+    }
+}
+
+const COPIED: &str = "copied OpenClaw's database to read it";
+
+fn copies(served: &Served) -> usize {
+    served
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains(COPIED))
+        .count()
+}
+
+#[tokio::test]
+async fn an_unchanged_database_is_not_copied_again() {
+    bounded(async {
+        let up = Mock::start(ok_handler()).await;
+        let state = StateDir::new(&store_json(&[("openrouter:default", KEY_A)]));
+        age(&state);
+        let bin = Bin::new();
+        served_config(&bin, &state, &up.url);
+        let mut cmd = bin.command();
+        cmd.env("RUST_LOG", "info,keyproxy::keys::openclaw_copy=debug");
+        let mut served = Served::start(cmd).await;
+        assert_eq!(copies(&served), 1, "the first read copies the database");
+
+        for _ in 0..3 {
+            served.signal("HUP");
+            served.wait_for_log("reloaded config and keys").await;
+        }
+        assert_eq!(
+            copies(&served),
+            1,
+            "reloads of an unchanged database copied it again"
+        );
+
+        // A key pasted in OpenClaw lands in the WAL: that is copied and read.
+        state.write(&store_json(&[("openrouter:default", KEY_B)]));
+        served.wait_for_log(COPIED).await;
+        served.wait_for_log("keys changed").await;
+        let (_, _, log) = served.stop().await;
+        assert_no_key(&log.join("\n"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_copy_left_by_a_killed_keyproxy_is_removed_at_the_next_start() {
+    bounded(async {
+        let up = Mock::start(ok_handler()).await;
+        let state = StateDir::new(&store_json(&[("openrouter:default", KEY_A)]));
+        let bin = Bin::new();
+        let state_dir = served_config(&bin, &state, &up.url);
+        // What a SIGKILL in the middle of a copy leaves: the copy, and its lock file unlocked.
+        let stale = state_dir.join("openclaw-copy/copy-Zk3qP1");
+        std::fs::create_dir_all(&stale).unwrap();
+        std::fs::write(stale.join(".lock"), "").unwrap();
+        std::fs::copy(state.db(), stale.join("openclaw.sqlite")).unwrap();
+
+        // What an earlier keyproxy, which copied into TMPDIR, left there.
+        let tmp = bin.home.path().join("tmp");
+        let legacy = tmp.join("keyproxy-openclaw-Ab12Cd");
+        std::fs::create_dir_all(&legacy).unwrap();
+        std::fs::copy(state.db(), legacy.join("openclaw.sqlite")).unwrap();
+        let then = std::time::SystemTime::now() - std::time::Duration::from_secs(600);
+        std::fs::File::open(&legacy)
+            .unwrap()
+            .set_modified(then)
+            .unwrap();
+
+        let mut cmd = bin.command();
+        cmd.env("TMPDIR", &tmp);
+        let served = Served::start(cmd).await;
+        let folder = state_dir.join("openclaw-copy");
+        assert_eq!(
+            listing(&folder),
+            Vec::<String>::new(),
+            "copies are left in {folder:?}"
+        );
+        assert_eq!(
+            listing(&tmp),
+            Vec::<String>::new(),
+            "copies are left in TMPDIR"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&folder).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        served.stop().await;
+    })
+    .await;
+}

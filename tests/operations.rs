@@ -416,7 +416,8 @@ async fn the_health_subcommand_exits_0_only_for_a_200() {
         let proxy = Proxy::start(&api_config(&up.url, ""), &[]).await;
         let bin = Bin::new();
         let health = |args: Vec<String>| {
-            let mut cmd = bin.command();
+            // The last case asks the config's own listen address, on purpose.
+            let mut cmd = bin.command_with_config_listen();
             cmd.arg("health").args(args);
             async move { tokio::task::spawn_blocking(move || run(cmd)).await.unwrap() }
         };

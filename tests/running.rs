@@ -146,3 +146,76 @@ async fn reload_needs_no_pid_and_runs_key_commands_again() {
     })
     .await;
 }
+
+/// Runs the binary with `args` and no --listen: the address comes from the config file.
+async fn cli_by_config(bin: &Bin, args: &[&str]) -> Output {
+    let mut cmd = bin.command_with_config_listen();
+    cmd.arg("--config")
+        .arg(bin.config_dir().join("keyproxy.toml"))
+        .args(args);
+    tokio::task::spawn_blocking(move || run(cmd)).await.unwrap()
+}
+
+#[tokio::test]
+async fn status_and_reload_work_when_the_config_has_a_typo() {
+    bounded(async {
+        let up = Mock::start(ok_handler()).await;
+        let bin = Bin::new();
+        let dir = bin.config_dir();
+        std::fs::write(dir.join("keyproxy.toml"), config(&up.url)).unwrap();
+        write_private(
+            &dir.join("keys.toml"),
+            &keys_toml("openrouter:default", KEY_A),
+        );
+        let served = Served::start(bin.command()).await;
+        let addr = served.url.trim_start_matches("http://").to_owned();
+        let path = dir.join("keyproxy.toml");
+
+        // A field the config does not know: the TOML parses, the config does not load.
+        let typo = format!("listen = \"{addr}\"\nkeys_fils = [\"keys.toml\"]\n");
+        std::fs::write(&path, &typo).unwrap();
+        let out = cli_by_config(&bin, &["status"]).await;
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+        assert!(
+            out.stdout.contains(&format!("{FP_A} from keys file")),
+            "{}",
+            out.stdout
+        );
+        assert!(out.stderr.contains("does not load"), "{}", out.stderr);
+        assert!(out.stderr.contains(&addr), "{}", out.stderr);
+
+        // Not even TOML: the listen line above every table is still read.
+        let broken = format!("listen = \"{addr}\"  # mine\n[[routes]\nprefix = \"/\"\n");
+        std::fs::write(&path, &broken).unwrap();
+        let out = cli_by_config(&bin, &["reload"]).await;
+        assert!(
+            out.stdout.contains("reloaded") || out.stderr.contains("reloaded (reload"),
+            "{}{}",
+            out.stdout,
+            out.stderr
+        );
+        served.stop().await;
+
+        // Nothing listens there: the message says which address was tried and how to give
+        // another.
+        let gone = served_url_gone();
+        let gone = gone.trim_start_matches("http://");
+        std::fs::write(&path, format!("listen = \"{gone}\"\nbad = 1\n")).unwrap();
+        let out = cli_by_config(&bin, &["status"]).await;
+        assert_eq!(out.code, Some(1));
+        assert!(
+            out.stderr.contains(&format!(
+                "tried http://{gone}/_keyproxy/status (listen in {}",
+                path.display()
+            )),
+            "{}",
+            out.stderr
+        );
+        assert!(
+            out.stderr.contains("--listen ADDR or --url URL"),
+            "{}",
+            out.stderr
+        );
+    })
+    .await;
+}

@@ -27,6 +27,9 @@ pub struct RawClient {
     /// Tokens a request holds against `tokens_per_day` while it runs, when its body does not say.
     pub reserve_tokens: Option<u64>,
     pub max_in_flight: Option<u32>,
+    /// Its token also opens status, reload, everyone's usage and metrics.
+    #[serde(default)]
+    pub admin: bool,
 }
 
 /// What a request reserves against `budget_usd` unless the client says: about one long answer
@@ -82,6 +85,8 @@ pub struct Client {
     /// The models it may ask for (`models`); empty: any.
     pub models: Vec<String>,
     pub limits: Limits,
+    /// `admin = true`: its token opens status, reload, everyone's usage and metrics as well.
+    pub admin: bool,
 }
 
 impl Client {
@@ -124,7 +129,13 @@ pub fn provider_of(profile: &str) -> &str {
 
 pub type Digest = [u8; 32];
 
-fn sha256(token: &str) -> Digest {
+/// The example config's client tokens (config/two-agents.toml), refused like the example keys
+/// file's placeholder key, so that a copied example never lets in whoever read it.
+pub(super) const EXAMPLE_TOKEN_MARK: &str = "replace-me";
+pub(super) const EXAMPLE_TOKEN_SHA256: &str =
+    "21528b2600d31fdb7209da6a7fd3b819c5125da3107090bb6c5dbb493c85d4d2";
+
+pub(super) fn sha256(token: &str) -> Digest {
     let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
     let mut out = [0u8; 32];
     out.copy_from_slice(d.as_ref());
@@ -160,12 +171,22 @@ impl Clients {
         }
         let digest = match (c.token, c.token_sha256) {
             (Some(token), None) => {
+                if token.contains(EXAMPLE_TOKEN_MARK) {
+                    return Err(format!(
+                        "client '{name}': token is the example's placeholder, which anyone can read; make one with openssl rand -hex 24"
+                    ));
+                }
                 if token.chars().count() < 16 {
                     return Err(format!(
                         "client '{name}': token is shorter than 16 characters; use a long random one (openssl rand -hex 24)"
                     ));
                 }
                 sha256(&token)
+            }
+            (None, Some(hex)) if hex.eq_ignore_ascii_case(EXAMPLE_TOKEN_SHA256) => {
+                return Err(format!(
+                    "client '{name}': token_sha256 is the example's, not of a token of yours; make a token with openssl rand -hex 24 and put its SHA-256 here"
+                ));
             }
             (None, Some(hex)) => parse_hex(&hex).ok_or_else(|| {
                 format!("client '{name}': token_sha256 must be 64 lowercase hex characters (sha256sum of the token)")
@@ -201,6 +222,7 @@ impl Clients {
                 profiles: c.profiles,
                 models: c.models,
                 limits,
+                admin: c.admin,
             },
         );
         Ok(())
@@ -217,6 +239,10 @@ impl Clients {
 
     pub fn find(&self, token: &str) -> Option<&Client> {
         self.by_digest.get(&sha256(token))
+    }
+
+    pub(super) fn by_digest(&self, digest: &Digest) -> Option<&Client> {
+        self.by_digest.get(digest)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Client> {
@@ -289,7 +315,7 @@ fn limits(name: &str, c: &RawClient) -> Result<Limits, String> {
     })
 }
 
-fn parse_hex(hex: &str) -> Option<Digest> {
+pub(super) fn parse_hex(hex: &str) -> Option<Digest> {
     if hex.len() != 64
         || !hex
             .bytes()

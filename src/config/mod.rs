@@ -8,14 +8,17 @@ use std::time::Duration;
 use http::header::{HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme};
 
+pub mod admin_token;
 pub mod clients;
 pub mod providers;
+mod rate;
 mod raw;
 pub mod shared;
 
 use crate::text::{redact_quoted, LineIndex};
 use clients::Clients;
 use providers::Provider;
+pub use rate::{parse_rate, rate_label};
 pub use raw::parse_upstream;
 use raw::RawConfig;
 
@@ -68,6 +71,12 @@ pub struct Config {
     pub poll_interval: Duration,
     /// Requests with bodies up to this many bytes are kept so they can be retried on another key.
     pub retry_body_limit: u64,
+    /// Bytes a second a request body must average, once `header_read_timeout` has been spent
+    /// waiting on the client; 0: no minimum.
+    pub min_upload_rate: u64,
+    /// Open connections one client address may hold; `None`: 256 for other hosts, no cap for
+    /// loopback (agents on this machine share 127.0.0.1).
+    pub max_connections_per_ip: Option<u32>,
     /// Trust the system's CA certificates beside the bundled web PKI roots.
     pub system_roots: bool,
     /// Count what answers used (`usage`); off, answers are not read at all.
@@ -83,6 +92,8 @@ pub struct Config {
     /// `[shared]`: the Redis several replicas share windows, key health and usage through.
     /// Read at start; a change needs a restart.
     pub shared: Option<shared::SharedConfig>,
+    /// `admin_token` / `admin_token_sha256`: see `has_admin`.
+    pub admin_token: Option<admin_token::AdminToken>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -262,7 +273,19 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     Config::from_raw(raw, Some(path.to_path_buf()), dir, text)
 }
 
+/// Connections a non-loopback address may hold open when the config sets no cap.
+pub const CONNECTIONS_PER_IP: u32 = 256;
+
 impl Config {
+    /// The cap on open connections from `ip`, if any.
+    pub fn connection_cap(&self, ip: std::net::IpAddr) -> Option<u32> {
+        match self.max_connections_per_ip {
+            Some(cap) => Some(cap),
+            None if ip.is_loopback() => None,
+            None => Some(CONNECTIONS_PER_IP),
+        }
+    }
+
     /// The no-config default: loopback, one route to OpenRouter, `openrouter:default`.
     pub fn embedded() -> Self {
         let upstream = parse_upstream(DEFAULT_UPSTREAM).unwrap_or_else(|_| unreachable!());
@@ -281,6 +304,8 @@ impl Config {
             response_timeout: Duration::from_secs(300),
             poll_interval: Duration::from_secs(2),
             retry_body_limit: 1024 * 1024,
+            min_upload_rate: 1024,
+            max_connections_per_ip: None,
             system_roots: true,
             usage: true,
             state_dir: Some(expand_vars("$XDG_STATE_HOME/keyproxy"))
@@ -289,6 +314,7 @@ impl Config {
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             clients: Clients::default(),
             shared: None,
+            admin_token: None,
             routes: vec![RouteConfig {
                 prefix: "/".into(),
                 upstream,

@@ -12,6 +12,7 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
+use super::admin_token::AdminToken;
 use super::clients::{Clients, RawClient};
 use super::providers::Provider;
 use super::*;
@@ -43,6 +44,9 @@ pub(super) struct RawConfig {
     #[serde(default, deserialize_with = "duration")]
     poll_interval: Option<Duration>,
     retry_body_limit: Option<u64>,
+    #[serde(default, deserialize_with = "rate")]
+    min_upload_rate: Option<u64>,
+    max_connections_per_ip: Option<u32>,
     system_roots: Option<bool>,
     state_dir: Option<String>,
     usage: Option<bool>,
@@ -52,6 +56,8 @@ pub(super) struct RawConfig {
     routes: Vec<Spanned<RawRoute>>,
     #[serde(default)]
     clients: Vec<Spanned<RawClient>>,
+    admin_token: Option<Spanned<String>>,
+    admin_token_sha256: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -111,6 +117,11 @@ fn duration_or_zero<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>,
         )));
     }
     Ok(Some(value))
+}
+
+fn rate<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_rate(&s).map(Some).map_err(D::Error::custom)
 }
 
 fn prefix<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
@@ -223,6 +234,23 @@ impl Config {
                 Some(super::shared::from_raw(s.into_inner()).map_err(|m| at(span, m))?)
             }
         };
+        let admin_span = raw
+            .admin_token
+            .as_ref()
+            .or(raw.admin_token_sha256.as_ref())
+            .map_or(0..0, Spanned::span);
+        let admin_token = AdminToken::from_raw(
+            raw.admin_token.map(Spanned::into_inner),
+            raw.admin_token_sha256.map(Spanned::into_inner),
+        )
+        .map_err(|m| at(admin_span.clone(), m))?;
+        if let Some(name) = admin_token
+            .as_ref()
+            .and_then(|a| a.client_with_it(&clients))
+        {
+            let message = format!("admin_token is also client '{name}''s token; give the admin a token of its own, or set admin = true on that client");
+            return Err(at(admin_span, message));
+        }
         Ok(Self {
             shared,
             path,
@@ -250,6 +278,8 @@ impl Config {
                 .unwrap_or(base.response_timeout),
             poll_interval: raw.poll_interval.unwrap_or(base.poll_interval),
             retry_body_limit: raw.retry_body_limit.unwrap_or(base.retry_body_limit),
+            min_upload_rate: raw.min_upload_rate.unwrap_or(base.min_upload_rate),
+            max_connections_per_ip: raw.max_connections_per_ip.or(base.max_connections_per_ip),
             system_roots: raw.system_roots.unwrap_or(base.system_roots),
             usage: raw.usage.unwrap_or(base.usage),
             state_dir: raw
@@ -258,6 +288,7 @@ impl Config {
             workers,
             routes,
             clients,
+            admin_token,
         })
     }
 }

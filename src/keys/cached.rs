@@ -29,9 +29,11 @@ impl std::fmt::Display for SourceError {
 pub(super) fn read_error(path: &Path, e: &io::Error) -> SourceError {
     match e.kind() {
         io::ErrorKind::NotFound => SourceError::NotFound,
-        io::ErrorKind::PermissionDenied => {
-            SourceError::Failed(format!("{}: permission denied", path.display()))
-        }
+        io::ErrorKind::PermissionDenied => SourceError::Failed(format!(
+            "{}: permission denied; {}",
+            path.display(),
+            super::owner::denied(path)
+        )),
         _ => SourceError::Failed(format!("{}: {e}", path.display())),
     }
 }
@@ -108,21 +110,14 @@ pub(super) fn without_path(message: &str, path: &Path) -> String {
 }
 
 /// ssh refuses a private key others can read; keyproxy warns. Group-readable is fine when the
-/// group is keyproxy's own (a user-private group, or the fsGroup of a Kubernetes pod).
+/// group is one keyproxy is in (a user-private group, or the fsGroup of a Kubernetes pod).
 #[cfg(unix)]
 pub(super) fn warn_if_shared(path: &Path) {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let Ok(meta) = std::fs::metadata(path) else {
-        return;
-    };
-    let mode = meta.permissions().mode();
-    let own_group = std::fs::metadata("/proc/self").is_ok_and(|me| me.gid() == meta.gid());
-    if mode & 0o007 != 0 || (mode & 0o070 != 0 && !own_group) {
+    if let Some((mode, advice)) = super::owner::shared(path) {
         tracing::warn!(
             file = %path.display(),
-            mode = format!("{:o}", mode & 0o777),
-            "keys file is readable by group or others; run: chmod 600 {}",
-            path.display()
+            mode = format!("{mode:o}"),
+            "keys file is readable by group or others; {advice}"
         );
     }
 }

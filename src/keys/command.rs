@@ -6,14 +6,11 @@
 //! has; a command that hangs is killed at its timeout and never holds a reload.
 
 use std::collections::HashMap;
-use std::io::Read as _;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
-use super::keys_file::trim_one_newline;
-use super::Secret;
-use crate::text::redact_quoted;
+use super::command_run::run;
+use super::{Redactor, Secret};
 
 /// What a profile's `key_command` asks for; two profiles with the same one share a run.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -90,17 +87,26 @@ pub type Notify = Arc<dyn Fn() + Send + Sync>;
 
 type SharedNotify = Arc<Mutex<Option<Notify>>>;
 
+/// The keys the last reload knew, for hiding them in what a command prints to stderr.
+type SharedRedactor = Arc<Mutex<Arc<Redactor>>>;
+
 /// Every command of the current keys files, each with its thread.
 #[derive(Default)]
 pub(crate) struct Commands {
     running: HashMap<CommandSpec, Running>,
     notify: SharedNotify,
+    redactor: SharedRedactor,
 }
 
 impl Commands {
     /// From now on a finished run triggers `notify`, and a new command is not waited for.
     pub fn set_notify(&mut self, notify: Notify) {
         *self.notify.lock().unwrap_or_else(PoisonError::into_inner) = Some(notify);
+    }
+
+    /// The keys known now; a run's error hides them (and the command's own last key).
+    pub fn set_redactor(&mut self, redactor: Arc<Redactor>) {
+        *self.redactor.lock().unwrap_or_else(PoisonError::into_inner) = redactor;
     }
 
     /// What `spec` gave last. A command seen for the first time starts now; before a notifier
@@ -111,11 +117,11 @@ impl Commands {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .is_none();
-        let notify = self.notify.clone();
+        let (notify, redactor) = (self.notify.clone(), self.redactor.clone());
         let shared = &self
             .running
             .entry(spec.clone())
-            .or_insert_with(|| Running(start(spec.clone(), notify)))
+            .or_insert_with(|| Running(start(spec.clone(), notify, redactor)))
             .0;
         let mut slot = shared.lock();
         if waits {
@@ -147,12 +153,12 @@ impl Commands {
     }
 }
 
-fn start(spec: CommandSpec, notify: SharedNotify) -> Arc<Shared> {
+fn start(spec: CommandSpec, notify: SharedNotify, redactor: SharedRedactor) -> Arc<Shared> {
     let shared = Arc::new(Shared::default());
     let mine = shared.clone();
     let spawned = std::thread::Builder::new()
         .name("keyproxy-key-command".into())
-        .spawn(move || refresh_loop(&spec, &mine, notify));
+        .spawn(move || refresh_loop(&spec, &mine, notify, redactor));
     if let Err(e) = spawned {
         let mut slot = shared.lock();
         slot.outcome.error = Some(format!("cannot start a thread for key_command: {e}"));
@@ -161,9 +167,22 @@ fn start(spec: CommandSpec, notify: SharedNotify) -> Arc<Shared> {
     shared
 }
 
-fn refresh_loop(spec: &CommandSpec, shared: &Shared, notify: SharedNotify) {
+fn refresh_loop(
+    spec: &CommandSpec,
+    shared: &Shared,
+    notify: SharedNotify,
+    redactor: SharedRedactor,
+) {
     loop {
-        let result = run(spec);
+        let known = redactor
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        // The command's last key, which a revoked-key message is most likely to quote, may be
+        // newer than the last reload.
+        let last = shared.lock().outcome.key.clone();
+        let known = known.with(last.as_ref());
+        let result = run(spec, &known);
         {
             let mut slot = shared.lock();
             if slot.stop {
@@ -175,6 +194,8 @@ fn refresh_loop(spec: &CommandSpec, shared: &Shared, notify: SharedNotify) {
                     slot.outcome.error = None;
                 }
                 Err(why) => {
+                    // The command line itself may hold a key (`printf sk-...`).
+                    let why = known.known(&why).into_owned();
                     tracing::warn!("{why}");
                     slot.outcome.error = Some(why);
                 }
@@ -203,128 +224,9 @@ fn refresh_loop(spec: &CommandSpec, shared: &Shared, notify: SharedNotify) {
     }
 }
 
-/// Most a key (or an error message) can take; a command printing more is not printing a key.
-const OUTPUT_LIMIT: u64 = 64 * 1024;
-
-/// Runs the command once, without a shell, in a process group of its own so that a timeout
-/// kills whatever it started too.
-pub(crate) fn run(spec: &CommandSpec) -> Result<Secret, String> {
-    let shown = spec.shown();
-    let (program, args) = spec
-        .argv
-        .split_first()
-        .ok_or_else(|| "key_command is empty".to_owned())?;
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    #[cfg(unix)]
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("key_command {shown}: cannot run {program}: {e}"))?;
-    let pid = child.id();
-    let (mut stdout, mut stderr) = (child.stdout.take(), child.stderr.take());
-    let (tx, rx) = std::sync::mpsc::channel();
-    let waiter = std::thread::Builder::new()
-        .name("keyproxy-key-command-wait".into())
-        .spawn(move || {
-            let err = std::thread::spawn(move || read_limited(stderr.as_mut()));
-            let out = read_limited(stdout.as_mut());
-            let err = err.join().unwrap_or_default();
-            let _ = tx.send((child.wait(), out, err));
-        });
-    if let Err(e) = waiter {
-        kill_group(pid);
-        return Err(format!("key_command {shown}: cannot wait for it: {e}"));
-    }
-    let (status, out, err) = match rx.recv_timeout(spec.timeout) {
-        Ok(done) => done,
-        Err(_) => {
-            kill_group(pid);
-            return Err(format!(
-                "key_command {shown} did not finish within {}; killed it",
-                humantime::format_duration(spec.timeout)
-            ));
-        }
-    };
-    let status = status.map_err(|e| format!("key_command {shown}: {e}"))?;
-    let text = String::from_utf8_lossy(&out);
-    let stderr = quoted_stderr(&err);
-    if !status.success() {
-        let code = match status.code() {
-            Some(code) => format!("exited with code {code}"),
-            None => "was killed by a signal".to_owned(),
-        };
-        return Err(format!("key_command {shown} {code}{stderr}"));
-    }
-    let key = trim_one_newline(&text);
-    if key.is_empty() {
-        return Err(format!("key_command {shown} printed nothing{stderr}"));
-    }
-    Secret::new(key).map_err(|why| format!("key_command {shown} printed a key that {why}"))
-}
-
-fn read_limited(stream: Option<&mut impl std::io::Read>) -> Vec<u8> {
-    let mut buf = Vec::new();
-    if let Some(stream) = stream {
-        let _ = stream.take(OUTPUT_LIMIT).read_to_end(&mut buf);
-    }
-    buf
-}
-
-/// The first line of stderr, with quoted text and anything that looks like a key hidden: a
-/// tool may echo what it printed, or the key it found, in its error.
-fn quoted_stderr(stderr: &[u8]) -> String {
-    let text = String::from_utf8_lossy(stderr);
-    let Some(line) = text.lines().map(str::trim).find(|l| !l.is_empty()) else {
-        return String::new();
-    };
-    let line = redact_quoted(line);
-    let shown: Vec<&str> = line
-        .split(' ')
-        .map(|word| if looks_like_a_key(word) { "…" } else { word })
-        .collect();
-    let line: String = shown.join(" ").chars().take(200).collect();
-    format!(": {line}")
-}
-
-/// A run of 20 or more characters of the kinds keys are made of (and no `/` or `.`, so paths
-/// and URLs stay readable).
-fn looks_like_a_key(word: &str) -> bool {
-    word.len() >= 20
-        && word
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'+' | b'='))
-}
-
-#[cfg(unix)]
-fn kill_group(pid: u32) {
-    if let Some(pid) = i32::try_from(pid)
-        .ok()
-        .and_then(rustix::process::Pid::from_raw)
-    {
-        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
-    }
-}
-
-#[cfg(not(unix))]
-fn kill_group(_pid: u32) {}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stderr_keeps_words_and_paths_but_not_keys() {
-        assert_eq!(
-            quoted_stderr(b"\n[ERROR] item op://Private/OpenRouter not found for sk-or-v1-0123456789abcdef0123\nmore"),
-            ": [ERROR] item op://Private/OpenRouter not found for …"
-        );
-        assert_eq!(quoted_stderr(b"bad \"secret\""), ": bad \"…\"");
-        assert_eq!(quoted_stderr(b""), "");
-    }
 
     #[test]
     fn commands_are_shown_as_typed() {

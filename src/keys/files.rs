@@ -1,6 +1,8 @@
 //! Reading the files keys come from, remembering what each held, so that a reload happens only
 //! when contents change. Events and polls only suggest a change (see `ops::watch`): the contents
-//! of the files, read through their paths, decide.
+//! of the files, read through their paths, decide. The one exception is a file too large to read
+//! on every poll (OpenClaw's database), looked at by size, times and inode instead
+//! ([`FileSet::stat`]); SQLite writes it in place, so those always move.
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
@@ -15,7 +17,68 @@ use std::sync::Arc;
 pub enum Seen {
     Missing,
     Unreadable(io::ErrorKind),
-    Content { len: usize, hash: u64 },
+    Content {
+        len: usize,
+        hash: u64,
+    },
+    /// A file looked at by its metadata only ([`FileSet::stat`]).
+    Stamped(Stamp),
+}
+
+/// A file's size, times and identity: what tells that a file too large to read on every look
+/// (OpenClaw's database, 150 MB in the field) was written, replaced or truncated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    changed_ns: i128,
+    inode: (u64, u64),
+    /// Modified less than [`RACY`] before it was looked at: a write in the same tick of the
+    /// file system's clock (a few ms on ext4) would leave size and times as they are, so such a
+    /// stamp proves nothing (git's "racy clean" entries).
+    racy: bool,
+}
+
+/// How recent a modification makes a stamp racy.
+const RACY: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        let modified = meta.modified().ok();
+        let racy = modified.is_none_or(|m| m.elapsed().map_or(true, |age| age < RACY));
+        #[cfg(unix)]
+        let (changed_ns, inode) = {
+            use std::os::unix::fs::MetadataExt;
+            (
+                i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+                (meta.dev(), meta.ino()),
+            )
+        };
+        #[cfg(not(unix))]
+        let (changed_ns, inode) = (0, (0, 0));
+        Self {
+            len: meta.len(),
+            modified,
+            changed_ns,
+            inode,
+            racy,
+        }
+    }
+}
+
+impl Seen {
+    /// Whether two looks at a file may be taken as the same contents.
+    pub fn same_as(&self, other: &Seen) -> bool {
+        self == other && !matches!(self, Seen::Stamped(s) if s.racy)
+    }
+
+    fn stat(path: &Path) -> Self {
+        match std::fs::metadata(path) {
+            Ok(meta) => Self::Stamped(Stamp::of(&meta)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Self::Missing,
+            Err(e) => Self::Unreadable(e.kind()),
+        }
+    }
 }
 
 impl Seen {
@@ -51,6 +114,13 @@ impl ReadProbe {
         read
     }
 
+    fn stat(&self, path: &Path) -> Seen {
+        self.set(Some((path.to_path_buf(), std::time::Instant::now())));
+        let seen = Seen::stat(path);
+        self.set(None);
+        seen
+    }
+
     fn set(&self, value: Option<(PathBuf, std::time::Instant)>) {
         *self
             .0
@@ -74,6 +144,8 @@ impl ReadProbe {
 #[derive(Debug, Default, Clone)]
 pub struct FileSet {
     files: BTreeMap<PathBuf, Seen>,
+    /// Files looked at by their metadata, not read.
+    stamped: BTreeMap<PathBuf, Seen>,
     probe: Arc<ReadProbe>,
 }
 
@@ -82,6 +154,7 @@ impl FileSet {
     pub fn probed(probe: Arc<ReadProbe>) -> Self {
         Self {
             files: BTreeMap::new(),
+            stamped: BTreeMap::new(),
             probe,
         }
     }
@@ -100,16 +173,33 @@ impl FileSet {
         read
     }
 
-    /// The first file that holds something else now than when it was read.
+    /// Looks at a file's metadata without reading it, and remembers it: for a file too large to
+    /// read on every poll, whose writers change its size or times.
+    pub fn stat(&mut self, path: &Path) -> Seen {
+        let seen = self.probe.stat(path);
+        self.stamped.insert(path.to_path_buf(), seen);
+        seen
+    }
+
+    /// The first file that holds something else now than when it was read (or, for a file
+    /// looked at by [`FileSet::stat`], whose metadata changed or was too recent to tell).
     pub fn changed(&self) -> Option<&Path> {
         self.files
             .iter()
             .find(|(path, seen)| Seen::of(&self.probe.read(path)) != **seen)
+            .or_else(|| {
+                self.stamped
+                    .iter()
+                    .find(|(path, seen)| !self.probe.stat(path).same_as(seen))
+            })
             .map(|(path, _)| path.as_path())
     }
 
     pub fn paths(&self) -> impl Iterator<Item = &Path> {
-        self.files.keys().map(PathBuf::as_path)
+        self.files
+            .keys()
+            .chain(self.stamped.keys())
+            .map(PathBuf::as_path)
     }
 }
 #[cfg(test)]
@@ -131,5 +221,30 @@ mod tests {
         assert_eq!(set.changed(), None, "rewriting the same bytes is no change");
         std::fs::write(&path, "b").unwrap();
         assert_eq!(set.changed(), Some(path.as_path()));
+    }
+
+    #[test]
+    fn a_stamped_file_changes_with_its_metadata_and_a_recent_write_proves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        std::fs::write(&path, "aaaa").unwrap();
+        let mut set = FileSet::default();
+        set.stat(&path);
+        assert_eq!(
+            set.changed(),
+            Some(path.as_path()),
+            "written just now: racy"
+        );
+        let age = |p: &Path| {
+            let then = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+            let f = std::fs::File::options().write(true).open(p).unwrap();
+            f.set_modified(then).unwrap();
+        };
+        age(&path);
+        set.stat(&path);
+        assert_eq!(set.changed(), None);
+        std::fs::write(&path, "aaaaa").unwrap();
+        age(&path);
+        assert_eq!(set.changed(), Some(path.as_path()), "size and ctime moved");
     }
 }

@@ -52,8 +52,23 @@ const PLACEHOLDER: &str = "replace-me-with-your-key";
 const DEFAULT_REFRESH: Duration = Duration::from_secs(600);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Whether `key` is the example keys file's placeholder (or a copy of it with more around it).
+pub fn is_placeholder(key: &str) -> bool {
+    key.contains(PLACEHOLDER)
+}
+
 /// Parses a keys file; every error names the file and line, and none shows a key.
 pub fn parse_keys_file(text: &str, path: &Path) -> Result<KeysFile, String> {
+    parse(text, path, false)
+}
+
+/// Parses a keys file as `keyproxy keys` edits it: the example's placeholder is no key, but no
+/// error either, since replacing it is the documented first step.
+pub fn parse_keys_file_to_edit(text: &str, path: &Path) -> Result<KeysFile, String> {
+    parse(text, path, true)
+}
+
+fn parse(text: &str, path: &Path, placeholder_ok: bool) -> Result<KeysFile, String> {
     let at = |span: Option<std::ops::Range<usize>>| match span {
         Some(s) => {
             let (l, c) = LineIndex::new(text).line_of(s.start);
@@ -68,7 +83,10 @@ pub fn parse_keys_file(text: &str, path: &Path) -> Result<KeysFile, String> {
     for (name, p) in raw.profiles {
         let mut keys = Vec::new();
         for k in p.key.iter().chain(p.keys.iter()) {
-            if k.get_ref().contains(PLACEHOLDER) {
+            if is_placeholder(k.get_ref()) {
+                if placeholder_ok {
+                    continue;
+                }
                 return Err(format!("{}: profile '{name}': key is the example's placeholder; put your key in (or run keyproxy keys add {name})", at(Some(k.span()))));
             }
             let secret = Secret::new(k.get_ref())

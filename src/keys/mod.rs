@@ -5,18 +5,26 @@
 
 mod cached;
 pub(crate) mod command;
+mod command_run;
 pub(crate) mod env;
 pub(crate) mod files;
 pub(crate) mod health;
 mod keys_file;
 mod looked;
 pub(crate) mod openclaw;
+mod openclaw_copy;
 pub(crate) mod openclaw_state;
+mod owner;
+mod redact;
 mod secret;
 pub(crate) mod sources;
 
-pub use keys_file::{parse_keys_file, KeysFile, ProfileEntry};
+pub use keys_file::{
+    is_placeholder, parse_keys_file, parse_keys_file_to_edit, KeysFile, ProfileEntry,
+};
 pub use looked::{looked_list, Looked, LookedAt};
+pub use redact::Redactor;
+pub(crate) use redact::SeenKeys;
 pub use secret::{fingerprint, Secret};
 
 use std::collections::HashMap;
@@ -169,9 +177,15 @@ pub struct KeyStore {
     profiles: HashMap<String, Profile>,
     looked: Vec<Looked>,
     sources: Vec<SourceStatus>,
+    redactor: Arc<Redactor>,
 }
 
 impl KeyStore {
+    /// Every key known when this store was built, for hiding them in texts made later.
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
+    }
+
     /// The profile if it has at least one key.
     pub fn profile(&self, name: &str) -> Option<&Profile> {
         self.profiles.get(name).filter(|p| !p.keys.is_empty())
@@ -255,6 +269,9 @@ pub struct StoreBuilder<'a> {
     profiles: HashMap<String, Vec<Key>>,
     looked: Vec<Looked>,
     sources: Vec<SourceStatus>,
+    /// Every key added, for the redactor.
+    added: Vec<Secret>,
+    redactor: Arc<Redactor>,
 }
 
 impl<'a> StoreBuilder<'a> {
@@ -264,11 +281,14 @@ impl<'a> StoreBuilder<'a> {
             profiles: HashMap::new(),
             looked: Vec::new(),
             sources: Vec::new(),
+            added: Vec::new(),
+            redactor: Arc::default(),
         }
     }
 
     pub fn add_key(&mut self, profile: &str, secret: &Secret, source: &Arc<str>) {
         let key = Key::new(secret, source.clone(), self.formats);
+        self.added.push(secret.clone());
         self.profiles
             .entry(profile.to_owned())
             .or_default()
@@ -309,6 +329,7 @@ impl<'a> StoreBuilder<'a> {
                 .collect(),
             looked: self.looked,
             sources: self.sources,
+            redactor: self.redactor,
         }
     }
 }

@@ -8,10 +8,11 @@
 //! keyproxy must never write to OpenClaw's files nor hold a lock OpenClaw waits on. Even a
 //! read-only SQLite open of a WAL database creates `-wal` and `-shm` files when no writer holds
 //! them, and takes a shared lock while it reads. So keyproxy copies the database with its `-wal`
-//! (and a rollback `-journal`, if one is hot) into a private temporary folder and reads the copy:
+//! (and a rollback `-journal`, if one is hot) into a private folder (`openclaw_copy`, only when
+//! one of them changed) and reads the copy:
 //! opening the copy replays committed WAL frames and rolls back a torn write, which is exactly
 //! what a reader of the original would have seen. A copy taken while OpenClaw writes may be torn;
-//! the bytes read are what the watcher compares, so the next look at the folder reads it again.
+//! the files were looked at before the copy, so the next look sees them changed and copies again.
 //!
 //! Legacy `agents/*/agent/auth-profiles.json` files in the folder are read too, and
 //! `openclaw.json` tells which profile OpenClaw itself sends to OpenRouter: `openclaw models auth
@@ -26,6 +27,7 @@ use serde_json::Value;
 use super::cached::SourceError;
 use super::files::FileSet;
 use super::openclaw::{parse_store, Entry, Store};
+use super::openclaw_copy::Copies;
 use crate::config::DEFAULT_PROFILE;
 
 pub const AUTH_ROW: &str = "authProfiles.store";
@@ -61,14 +63,23 @@ pub fn config_file(dir: &Path) -> PathBuf {
     dir.join("openclaw.json")
 }
 
-/// Reads a state folder; every file read is recorded in `files`, so a change is noticed.
-pub fn read(dir: &Path, files: &mut FileSet) -> Result<StateDir, SourceError> {
+/// Reads a state folder; every file read is recorded in `files`, so a change is noticed. The
+/// database is read from a private copy under `state_dir`, made only when it changed.
+pub fn read(
+    dir: &Path,
+    files: &mut FileSet,
+    copies: &mut Copies,
+    state_dir: Option<&Path>,
+) -> Result<StateDir, SourceError> {
     let db = database(dir);
     let mut profiles = Vec::new();
     let mut notes = Vec::new();
     let mut found = false;
     // A folder of an older OpenClaw has only the legacy files: no database is no failure.
-    match read_auth_row(&db, files) {
+    let row = copies.row(&db, files, state_dir, |copy| {
+        query_row(copy).map_err(|e| describe(&e))
+    });
+    match row {
         Ok(Some(json)) => {
             found = true;
             let label = PathBuf::from(format!("{} ({AUTH_ROW})", db.display()));
@@ -151,40 +162,7 @@ fn legacy_files(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
-/// The `authProfiles.store` row, read from a private copy of the database; `None` when the
-/// database exists but has no such row, `NotFound` when there is no database.
-pub fn read_auth_row(db: &Path, files: &mut FileSet) -> Result<Option<String>, SourceError> {
-    let failed = |why: String| SourceError::Failed(format!("{}: {why}", db.display()));
-    let main = match files.read(db) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(SourceError::NotFound),
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-            return Err(failed("permission denied".into()))
-        }
-        Err(e) => return Err(failed(e.to_string())),
-    };
-    let copy = tempfile::Builder::new()
-        .prefix("keyproxy-openclaw-")
-        .tempdir()
-        .map_err(|e| failed(format!("cannot make a private copy to read: {e}")))?;
-    let target = copy.path().join("openclaw.sqlite");
-    let write = |suffix: &str, bytes: &[u8]| {
-        let mut name = target.clone().into_os_string();
-        name.push(suffix);
-        std::fs::write(PathBuf::from(name), bytes)
-            .map_err(|e| failed(format!("cannot make a private copy to read: {e}")))
-    };
-    write("", &main)?;
-    for suffix in ["-wal", "-journal"] {
-        let mut side = db.as_os_str().to_owned();
-        side.push(suffix);
-        if let Ok(bytes) = files.read(Path::new(&side)) {
-            write(suffix, &bytes)?;
-        }
-    }
-    query_row(&target).map_err(|e| failed(describe(&e)))
-}
-
+/// The `authProfiles.store` row of a private copy of the database.
 fn query_row(copy: &Path) -> rusqlite::Result<Option<String>> {
     use rusqlite::{OpenFlags, OptionalExtension as _};
     // Read-write on the private copy, so that SQLite can replay the WAL and roll back a hot

@@ -7,16 +7,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::cached::{
-    absent, push_error, read_cached, source_status, warn_if_shared, without_path, SourceError,
+    push_error, read_cached, source_status, warn_if_shared, without_path, SourceError,
 };
 use super::command::{CommandSpec, Commands, Notify};
 use super::env::{parse_env_file, Env, EnvFile};
 use super::files::FileSet;
 use super::keys_file::{parse_keys_file, parse_secret_file, trim_one_newline, KeysFile};
+use super::openclaw_copy::Copies;
 use super::{openclaw, openclaw_state};
-use super::{KeyStore, Looked, Secret, SourceStatus, StoreBuilder};
+use super::{KeyStore, Looked, Secret, SeenKeys, SourceStatus, StoreBuilder};
 use crate::config::{Config, KeyFormat, DEFAULT_PROFILE, OPENROUTER_ENV};
 use crate::text::tilde;
+
+mod openclaw_sources;
 
 /// The result of reading every source once.
 #[derive(Debug)]
@@ -40,6 +43,9 @@ pub struct Loader {
     openclaw_stores: HashMap<PathBuf, Arc<openclaw::Store>>,
     openclaw_dirs: HashMap<PathBuf, Arc<openclaw_state::StateDir>>,
     commands: Commands,
+    openclaw_copies: Copies,
+    /// Every key read so far, hidden in whatever this loader says.
+    seen: SeenKeys,
 }
 
 /// One read of every source: the store being built, what went wrong, and what was read.
@@ -50,6 +56,8 @@ struct Pass<'a, 'f> {
     env: Env,
     /// The `key_command`s this read found, so the others' threads stop.
     commands: Vec<CommandSpec>,
+    /// keyproxy's own folder, where OpenClaw's database is copied to be read.
+    state_dir: Option<&'a Path>,
 }
 
 impl Loader {
@@ -61,6 +69,7 @@ impl Loader {
             files,
             env: Env::default(),
             commands: Vec::new(),
+            state_dir: config.state_dir.as_deref(),
         };
         for path in &config.env_files {
             self.read_env_file(&mut pass, path);
@@ -76,10 +85,49 @@ impl Loader {
         }
         add_openrouter_env(&mut pass);
         self.commands.retain(&pass.commands);
+        // Every key known, in the store or not (a profile an earlier source filled, a last good
+        // file), is replaced by its fingerprint in every text this read made.
+        let known: Vec<Secret> = pass
+            .b
+            .added()
+            .iter()
+            .chain(self.cached_keys())
+            .cloned()
+            .collect();
+        let redactor = self.seen.add(&known);
+        for e in &mut pass.errors {
+            *e = redactor.known(e).into_owned();
+        }
+        pass.b.redact(redactor.clone());
+        self.commands.set_redactor(redactor);
         Built {
             store: pass.b.build(),
             errors: pass.errors,
         }
+    }
+
+    /// The keys of every source's last good contents.
+    fn cached_keys(&self) -> impl Iterator<Item = &Secret> {
+        let files = self
+            .keys_files
+            .values()
+            .flat_map(|f| f.profiles.values().flat_map(|p| p.keys.iter()));
+        let openclaw = self
+            .openclaw_stores
+            .values()
+            .flat_map(|s| s.profiles.iter().map(|(_, e)| e))
+            .chain(
+                self.openclaw_dirs
+                    .values()
+                    .flat_map(|d| d.profiles.iter().map(|(_, e, _)| e)),
+            )
+            .filter_map(|e| match e {
+                openclaw::Entry::Key(k) => Some(k),
+                _ => None,
+            });
+        files
+            .chain(self.secret_files.values().map(|s| &**s))
+            .chain(openclaw)
     }
 
     /// From now on a `key_command` that finishes a run calls `notify`, and a new one is not
@@ -232,109 +280,6 @@ impl Loader {
             None => Some(outcome.error.unwrap_or_default()),
         }
     }
-
-    fn add_openclaw_store(&mut self, pass: &mut Pass<'_, '_>, path: &Path) {
-        let label = format!("OpenClaw store {}", tilde(path));
-        let (store, error) = read_cached(&mut self.openclaw_stores, pass.files, path, |text| {
-            openclaw::parse_store(text, path)
-        });
-        push_error(&mut pass.errors, path, &store, &error);
-        pass.b
-            .source(source_status("openclaw", path, &store, &error));
-        let source: Arc<str> = Arc::from(label.as_str());
-        let entries = store
-            .iter()
-            .flat_map(|s| s.profiles.iter())
-            .map(|(name, entry)| (name.as_str(), entry, source.clone()));
-        let absent = absent(&store, error, path);
-        add_openclaw_entries(pass, label, entries, absent);
-    }
-
-    /// An OpenClaw state folder: its SQLite store, legacy JSON files, and the profile its
-    /// `openclaw.json` sends to OpenRouter, which also fills `openrouter:default`.
-    fn add_openclaw_state_dir(&mut self, pass: &mut Pass<'_, '_>, dir: &Path) {
-        let label = format!("OpenClaw state folder {}", tilde(dir));
-        let (state, error) = match openclaw_state::read(dir, pass.files) {
-            Ok(fresh) => {
-                let fresh = Arc::new(fresh);
-                self.openclaw_dirs.insert(dir.to_path_buf(), fresh.clone());
-                (Some(fresh), None)
-            }
-            Err(e) => (self.openclaw_dirs.get(dir).cloned(), Some(e)),
-        };
-        push_error(&mut pass.errors, dir, &state, &error);
-        if error.is_none() {
-            pass.errors
-                .extend(state.iter().flat_map(|s| s.notes.iter().cloned()));
-        }
-        pass.b
-            .source(source_status("openclaw_state", dir, &state, &error));
-        let mut entries: Vec<(&str, &openclaw::Entry, Arc<str>)> = Vec::new();
-        if let Some(state) = &state {
-            let uses = state.openrouter_profile.as_ref().map(|(p, _)| p.as_str());
-            for (name, entry, from) in &state.profiles {
-                // OpenClaw sends the profile its apiKey names, not its own openrouter:default.
-                if name == DEFAULT_PROFILE && uses.is_some_and(|u| u != DEFAULT_PROFILE) {
-                    continue;
-                }
-                entries.push((
-                    name,
-                    entry,
-                    Arc::from(format!("OpenClaw {}", from.display())),
-                ));
-            }
-            if let Some((uses, why)) = &state.openrouter_profile {
-                if let Some(entry) = state.entry(uses).filter(|_| uses != DEFAULT_PROFILE) {
-                    let via = format!(
-                        "OpenClaw {} profile '{uses}', {why}",
-                        openclaw_state::database(dir).display()
-                    );
-                    entries.push((DEFAULT_PROFILE, entry, Arc::from(via)));
-                }
-            }
-        }
-        let absent = absent(&state, error, dir);
-        add_openclaw_entries(pass, label, entries.into_iter(), absent);
-    }
-}
-
-/// Adds the profiles an OpenClaw store gives, each under its OpenClaw name, to profiles no
-/// earlier source filled.
-fn add_openclaw_entries<'e>(
-    pass: &mut Pass<'_, '_>,
-    label: String,
-    entries: impl Iterator<Item = (&'e str, &'e openclaw::Entry, Arc<str>)>,
-    absent: String,
-) {
-    let mut specific = HashMap::new();
-    for (name, entry, source) in entries {
-        if pass.b.has_keys(name) {
-            continue;
-        }
-        pass.b.declare(name);
-        let note = match entry {
-            openclaw::Entry::Key(secret) => {
-                pass.b.add_key(name, secret, &source);
-                None
-            }
-            openclaw::Entry::Env(var) => add_env_key(
-                pass,
-                name,
-                var,
-                &format!("environment variable {var} (keyRef)"),
-            ),
-            openclaw::Entry::Skipped(why) => Some(why.clone()),
-        };
-        if let Some(note) = note {
-            specific.insert(name.to_owned(), note);
-        }
-    }
-    pass.b.looked(Looked {
-        label,
-        absent,
-        only_for: None,
-        specific,
-    });
 }
 
 /// Adds the key in variable `var` to `profile`; returns what to say when there is none, after

@@ -1,4 +1,5 @@
-//! `/_keyproxy/`: health, ready, status and metrics. Fingerprints only, never a key.
+//! `/_keyproxy/`: health, ready, status, reload, usage and metrics (who may ask: `rights`).
+//! Fingerprints only, never a key.
 
 use std::time::SystemTime;
 
@@ -7,9 +8,9 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use serde_json::{json, Value};
 
+pub use super::me::handle as me;
 use super::reload::ReloadRequest;
-use super::report;
-use crate::config::clients::presented;
+use super::{report, rights};
 use crate::config::Origin;
 use crate::proxy::{json_response, LocalError, ResponseBody, Snapshot, State};
 use crate::usage::Persistence;
@@ -77,19 +78,9 @@ pub async fn reload<B>(
     )
 }
 
-/// With clients configured, status and metrics need a client token, like any request.
+/// status, reload, usage and metrics show or change everything: see `rights::admin`.
 fn authorized<B>(state: &State, req: &Request<B>) -> Result<(), LocalError> {
-    let snapshot = state.load();
-    let clients = &snapshot.config.clients;
-    if clients.is_empty() {
-        return Ok(());
-    }
-    let token =
-        presented(req.headers(), &http::header::AUTHORIZATION).ok_or(LocalError::MissingToken)?;
-    clients
-        .find(token)
-        .map(|_| ())
-        .ok_or(LocalError::InvalidToken)
+    rights::admin(&state.load(), req)
 }
 
 fn metrics(state: &State) -> Response<ResponseBody> {
@@ -98,7 +89,10 @@ fn metrics(state: &State) -> Response<ResponseBody> {
         let (active, resting) = p.counts();
         (name.as_str(), active, resting)
     });
-    let text = state.metrics.render(counts);
+    let mut text = state.metrics.render(counts);
+    if let Some(shared) = state.shared.get() {
+        crate::proxy::shared::metrics_text(&mut text, shared);
+    }
     let mut resp = Response::new(Either::Right(Full::new(Bytes::from(text))));
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,

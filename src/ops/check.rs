@@ -21,7 +21,7 @@ pub struct Report {
 pub struct Running {
     /// Where it listens, when not the config's `listen`.
     pub listen: Option<std::net::SocketAddr>,
-    /// A client token, when the running keyproxy has clients.
+    /// The admin token, or a client token when the running keyproxy has clients and no admin.
     pub token: Option<String>,
     /// Also ask each provider whether each key is valid (`--live`).
     pub live: bool,
@@ -106,6 +106,9 @@ pub fn run(origin: Origin, running: &Running) -> Report {
     let ok = snapshot.profiles_without_key().is_empty()
         && compared.is_empty()
         && shared.as_ref().is_none_or(|s| s["reachable"] == true);
+    let warnings = rights_warning(&snapshot.config)
+        .into_iter()
+        .collect::<Vec<_>>();
 
     let mut text = String::new();
     let _ = writeln!(text, "config: {origin_text}");
@@ -165,6 +168,9 @@ pub fn run(origin: Origin, running: &Running) -> Report {
             let _ = writeln!(text, "  {n}");
         }
     }
+    for w in &warnings {
+        let _ = writeln!(text, "warning: {w}");
+    }
     for p in &problems {
         let _ = writeln!(text, "problem: {p}");
     }
@@ -181,12 +187,20 @@ pub fn run(origin: Origin, running: &Running) -> Report {
         })).collect::<Vec<_>>(),
         "profiles": profiles,
         "problems": problems,
+        "warnings": warnings,
         "running": notes,
         "live": live.as_ref().map(|(_, checks, _)| checks),
         "openclaw": openclaw,
         "shared": shared,
     });
     Report { ok, json, text }
+}
+
+/// With clients and no admin, every agent's token opens status, reload, usage and metrics.
+fn rights_warning(config: &crate::config::Config) -> Option<String> {
+    (!config.clients.is_empty() && !config.has_admin()).then(|| {
+        "no admin token: any client's token can read every client's usage and status and trigger a reload; set admin_token_sha256 in keyproxy.toml (printf %s \"$TOKEN\" | sha256sum) and pass the token with --admin-token or KEYPROXY_ADMIN_TOKEN".to_owned()
+    })
 }
 
 /// Asks the keyproxy listening on `listen` what it serves and compares; (problems, notes).
@@ -215,7 +229,7 @@ fn compare(
         Ok((status, body)) => (
             Vec::new(),
             vec![format!(
-                "{url} answered {status} ({}); pass its client token with --token to compare keys",
+                "{url} answered {status} ({}); pass its admin token with --admin-token (a client token with --token when it has none) to compare keys",
                 instance::message(status, &body)
             )],
         ),

@@ -21,7 +21,8 @@ pub fn admin_url(listen: SocketAddr, path: &str) -> String {
     default_url(listen).replace("/_keyproxy/health", &format!("/_keyproxy/{path}"))
 }
 
-/// Sends `method url` with the client token when there is one; the status and the JSON body.
+/// Sends `method url` with the token when there is one (the admin token, or a client token
+/// where no admin is configured); the status and the JSON body.
 pub async fn ask(
     method: http::Method,
     url: &str,
@@ -271,6 +272,76 @@ pub fn usage_table(usage: &Value) -> String {
     }
     if let Some(why) = usage["database"]["error"].as_str() {
         let _ = writeln!(text, "note: {why}");
+    }
+    text
+}
+
+/// `keyproxy me`: a client's profiles, models, and each limit with what is left and its reset.
+pub fn me_text(me: &Value) -> String {
+    let list = |v: &Value| {
+        let items: Vec<&str> = v
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        if items.is_empty() {
+            "any".to_owned()
+        } else {
+            items.join(", ")
+        }
+    };
+    let mut text = String::new();
+    let _ = writeln!(text, "client {}", me["client"].as_str().unwrap_or("?"));
+    let _ = writeln!(text, "profiles: {}", list(&me["profiles"]));
+    let _ = writeln!(text, "models: {}", list(&me["models"]));
+    let limits = &me["limits"];
+    for (key, title, unit) in [
+        ("budget", "budget", "usd"),
+        ("tokens_per_day", "tokens per day", ""),
+        ("requests_per_minute", "requests per minute", ""),
+    ] {
+        let l = &limits[key];
+        if l.is_null() {
+            let _ = writeln!(text, "{title}: no limit");
+            continue;
+        }
+        let field = |f: &str| {
+            if unit.is_empty() {
+                l[f].to_string()
+            } else {
+                format!("${:.4}", l[&format!("{f}_{unit}")].as_f64().unwrap_or(0.0))
+            }
+        };
+        let per = l["period"]
+            .as_str()
+            .map(|p| format!(" per {p}"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            text,
+            "{title}: {} of {}{per} used, {} left; resets {} (in {})",
+            field("used"),
+            field("limit"),
+            field("left"),
+            l["resets_at"].as_str().unwrap_or("?"),
+            humantime::format_duration(Duration::from_secs(
+                l["resets_in_secs"].as_u64().unwrap_or(0)
+            ))
+        );
+    }
+    for (key, title) in [("today", "today (UTC)"), ("month", "this month")] {
+        let c = &me["usage"][key];
+        if c.is_null() {
+            continue;
+        }
+        let _ = writeln!(
+            text,
+            "{title}: {} requests, {} prompt and {} completion tokens, ${:.4}",
+            c["requests"],
+            c["prompt_tokens"],
+            c["completion_tokens"],
+            c["cost_usd"].as_f64().unwrap_or(0.0)
+        );
     }
     text
 }

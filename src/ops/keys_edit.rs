@@ -1,14 +1,16 @@
-//! `keyproxy keys add | remove`: edits a keys file the way a careful person would. Comments,
-//! order and formatting stay (toml_edit); the result must parse as a keys file before it is
-//! written; the write is atomic (temporary file in the same folder, fsync, rename, fsync of the
-//! folder) with mode 0600, so a running keyproxy reads either the old file or the new one.
+//! `keyproxy keys add | remove`: edits a keys file the way a careful person would. Order and
+//! formatting stay (toml_edit), and so does every comment: a value is changed where it is, and
+//! the comments of what goes (a commented-out backup key under a profile, the example's
+//! explanations) move to what follows it. The result must parse as a keys file before it is
+//! written; `keys_write` locks, writes atomically and keeps owner, group and mode.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use toml_edit::{value, Array, DocumentMut, Item, Table};
+use toml_edit::{DocumentMut, Item, Table, TableLike};
 
-use crate::keys::{fingerprint, parse_keys_file, Secret};
+use super::keys_toml::{comments_of_table, keep_after, position, set_inline_keys, stash};
+use super::keys_write::{self, Locked};
+use crate::keys::{fingerprint, is_placeholder, parse_keys_file, parse_keys_file_to_edit, Secret};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EditError {
@@ -23,6 +25,8 @@ pub enum EditError {
     BadKey(&'static str),
     #[error("{0}")]
     Refused(String),
+    #[error(transparent)]
+    Write(#[from] keys_write::WriteError),
 }
 
 /// What an edit did, for the line the command prints.
@@ -42,31 +46,36 @@ pub enum Edited {
 }
 
 /// Adds `key` to `profile` in the keys file at `path` (created when missing): as `key` when the
-/// profile has none, else joining its pool in `keys`; with `replace`, instead of its keys.
+/// profile has none, else joining its pool in `keys`; with `replace`, instead of its keys. The
+/// example's placeholder is replaced, never joined.
 pub fn add(path: &Path, profile: &str, key: &str, replace: bool) -> Result<Edited, EditError> {
     let secret = Secret::new(key).map_err(EditError::BadKey)?;
     let fp = secret.fingerprint();
-    let path = real_path(path);
-    let mut doc = read(&path)?;
+    let locked = lock(path)?;
+    let (mut doc, _) = read(&locked.path)?;
     let table = profile_table(&mut doc, profile)?;
-    let mut keys = inline_keys_of(table);
-    if keys.iter().any(|k| k == key) && !replace {
+    let had = inline_keys_of(table);
+    if had.iter().any(|k| k == key) && !replace {
         return Ok(Edited::AlreadyThere { fingerprint: fp });
     }
-    if replace {
-        keys.clear();
-    }
+    let mut keys: Vec<String> = match replace {
+        true => Vec::new(),
+        false => had.into_iter().filter(|k| !is_placeholder(k)).collect(),
+    };
     keys.push(key.to_owned());
-    set_inline_keys(table, &keys);
-    write(&path, &doc)?;
+    let orphans = set_inline_keys(table, &keys);
+    keep_after(&mut doc, profile, orphans);
+    write(&locked, &doc)?;
     Ok(Edited::Added { fingerprint: fp })
 }
 
 /// Removes the key with fingerprint `fp` from `profile`, or the whole profile when `fp` is None.
-/// A profile left with nothing to give a key goes too.
+/// A profile left with nothing to give a key goes too. A fingerprint two different keys share
+/// is refused: which one is meant cannot be told.
 pub fn remove(path: &Path, profile: &str, fp: Option<&str>) -> Result<Edited, EditError> {
-    let path = real_path(path);
-    let mut doc = read(&path)?;
+    let locked = lock(path)?;
+    let path = &locked.path;
+    let (mut doc, text) = read(path)?;
     let missing = || EditError::Refused(format!("{}: no profile '{profile}'", path.display()));
     let profiles = doc
         .get_mut("profiles")
@@ -77,28 +86,39 @@ pub fn remove(path: &Path, profile: &str, fp: Option<&str>) -> Result<Edited, Ed
         .and_then(Item::as_table_like_mut)
         .ok_or_else(missing)?;
     let keys = inline_keys_of(table);
+    let mut orphans = String::new();
     let removed: Vec<String> = match fp {
         None => keys.iter().map(|k| fingerprint(k)).collect(),
         Some(fp) => {
-            let kept: Vec<String> = keys
-                .iter()
-                .filter(|k| fingerprint(k) != fp)
-                .cloned()
-                .collect();
-            if kept.len() == keys.len() {
-                let there: Vec<String> = keys.iter().map(|k| fingerprint(k)).collect();
-                return Err(EditError::Refused(format!(
-                    "{}: profile '{profile}' has no key {fp}; its keys: {}",
-                    path.display(),
-                    if there.is_empty() {
-                        "none written in this file".into()
-                    } else {
-                        there.join(", ")
-                    }
-                )));
+            let mut matching: Vec<&String> = keys.iter().filter(|k| fingerprint(k) == fp).collect();
+            // The same key written twice is one key: removing it removes both.
+            matching.sort();
+            matching.dedup();
+            match matching.as_slice() {
+                [] => {
+                    let there: Vec<String> = keys.iter().map(|k| fingerprint(k)).collect();
+                    return Err(EditError::Refused(format!(
+                        "{}: profile '{profile}' has no key {fp}; its keys: {}",
+                        path.display(),
+                        if there.is_empty() {
+                            "none written in this file".into()
+                        } else {
+                            there.join(", ")
+                        }
+                    )));
+                }
+                [one] => {
+                    let one = (*one).clone();
+                    let kept: Vec<String> = keys.iter().filter(|k| **k != one).cloned().collect();
+                    orphans = set_inline_keys(table, &kept);
+                    vec![fp.to_owned()]
+                }
+                several => {
+                    return Err(EditError::Refused(ambiguous(
+                        path, profile, fp, several, &text,
+                    )))
+                }
             }
-            set_inline_keys(table, &kept);
-            vec![fp.to_owned()]
         }
     };
     let empty = ["key", "keys", "key_env", "key_file", "key_command"]
@@ -106,21 +126,44 @@ pub fn remove(path: &Path, profile: &str, fp: Option<&str>) -> Result<Edited, Ed
         .all(|f| !table.contains_key(f));
     let profile_gone = fp.is_none() || empty;
     if profile_gone {
+        orphans = comments_of_table(profiles.get(profile)) + &orphans;
+        let at = position(profiles.get(profile));
         profiles.remove(profile);
+        stash(&mut doc, at, orphans);
+    } else {
+        keep_after(&mut doc, profile, orphans);
     }
-    write(&path, &doc)?;
+    write(&locked, &doc)?;
     Ok(Edited::Removed {
         fingerprints: removed,
         profile_gone,
     })
 }
 
-/// A keys file that is a symlink (a dotfiles repository) is edited where it lives.
-fn real_path(path: &Path) -> PathBuf {
-    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+/// Several keys share the fingerprint: where each is, so the user can edit the one they mean.
+fn ambiguous(path: &Path, profile: &str, fp: &str, keys: &[&String], text: &str) -> String {
+    let lines: Vec<String> = keys
+        .iter()
+        .filter_map(|k| text.find(k.as_str()))
+        .map(|at| (text[..at].matches('\n').count() + 1).to_string())
+        .collect();
+    format!(
+        "{}: profile '{profile}' has {} different keys with fingerprint {fp} (on lines {}); nothing removed: delete the one you mean in the file",
+        path.display(),
+        keys.len(),
+        lines.join(" and ")
+    )
 }
 
-fn read(path: &Path) -> Result<DocumentMut, EditError> {
+fn lock(path: &Path) -> Result<Locked, EditError> {
+    keys_write::lock(path).map_err(|source| EditError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The document, and its text. A missing file is an empty one.
+fn read(path: &Path) -> Result<(DocumentMut, String), EditError> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -131,20 +174,23 @@ fn read(path: &Path) -> Result<DocumentMut, EditError> {
             })
         }
     };
-    // The same checks as a load, so that an edit never starts from (or makes) a broken file.
-    parse_keys_file(&text, path)
+    // The same checks as a load, so that an edit never starts from (or makes) a broken file;
+    // only the example's placeholder is let through, for `keys add` to replace.
+    parse_keys_file_to_edit(&text, path)
         .map_err(|message| EditError::Refused(format!("{message}; fix the file first")))?;
-    text.parse()
+    let doc = text
+        .parse()
         .map_err(|e: toml_edit::TomlError| EditError::Parse {
             path: path.to_path_buf(),
             message: crate::text::redact_quoted(e.message()),
-        })
+        })?;
+    Ok((doc, text))
 }
 
 fn profile_table<'d>(
     doc: &'d mut DocumentMut,
     profile: &str,
-) -> Result<&'d mut dyn toml_edit::TableLike, EditError> {
+) -> Result<&'d mut dyn TableLike, EditError> {
     let not_table = |what: &str| EditError::Refused(format!("{what} is not a table"));
     let is_new = doc.get("profiles").and_then(|p| p.get(profile)).is_none();
     // A new profile goes at the end of the file, after comments there (such as the example's
@@ -179,7 +225,7 @@ fn profile_table<'d>(
         .ok_or_else(|| not_table(&format!("profile '{profile}'")))
 }
 
-fn inline_keys_of(table: &dyn toml_edit::TableLike) -> Vec<String> {
+fn inline_keys_of(table: &dyn TableLike) -> Vec<String> {
     let one = table.get("key").and_then(Item::as_str).map(str::to_owned);
     let many = table
         .get("keys")
@@ -189,62 +235,9 @@ fn inline_keys_of(table: &dyn toml_edit::TableLike) -> Vec<String> {
     one.into_iter().chain(many).collect()
 }
 
-/// The profile's inline keys become `keys`: one as `key = "..."`, more as `keys = [...]`, none
-/// as neither.
-fn set_inline_keys(table: &mut dyn toml_edit::TableLike, keys: &[String]) {
-    table.remove("key");
-    table.remove("keys");
-    match keys {
-        [] => {}
-        [one] => {
-            table.insert("key", value(one.as_str()));
-        }
-        _ => {
-            let array: Array = keys.iter().map(String::as_str).collect();
-            table.insert("keys", value(array));
-        }
-    }
-}
-
-fn write(path: &Path, doc: &DocumentMut) -> Result<(), EditError> {
-    let io = |source| EditError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+fn write(locked: &Locked, doc: &DocumentMut) -> Result<(), EditError> {
     let text = doc.to_string();
-    parse_keys_file(&text, path)
+    parse_keys_file(&text, &locked.path)
         .map_err(|m| EditError::Refused(format!("the edit would break the file: {m}")))?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    create_private_dir(&dir).map_err(io)?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".keys-")
-        .suffix(".tmp")
-        .permissions(private_file())
-        .tempfile_in(&dir)
-        .map_err(io)?;
-    tmp.write_all(text.as_bytes()).map_err(io)?;
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    if let Ok(d) = std::fs::File::open(&dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
-fn private_file() -> std::fs::Permissions {
-    std::os::unix::fs::PermissionsExt::from_mode(0o600)
-}
-
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)
+    Ok(keys_write::replace(locked, &text)?)
 }

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::config::clients::provider_of;
 use crate::config::providers::Provider;
+use crate::keys::Redactor;
 use crate::proxy::{ask_with_key, Route, Snapshot};
 
 /// How long one provider may take to answer.
@@ -86,7 +87,7 @@ pub async fn check(snapshot: Arc<Snapshot>) -> (String, Vec<KeyCheck>, bool) {
                         return None;
                     };
                     let answer = ask_with_key(route, key, path, TIMEOUT).await;
-                    let (verdict, detail) = judge(provider, answer);
+                    let (verdict, detail) = judge(provider, answer, snapshot.keys.redactor());
                     Some(KeyCheck {
                         route: route.prefix.clone(),
                         profile,
@@ -138,6 +139,7 @@ pub async fn check(snapshot: Arc<Snapshot>) -> (String, Vec<KeyCheck>, bool) {
 fn judge(
     provider: Provider,
     answer: Result<(http::StatusCode, bytes::Bytes), String>,
+    redactor: &Redactor,
 ) -> (&'static str, String) {
     let (status, body) = match answer {
         Ok(a) => a,
@@ -149,7 +151,8 @@ fn judge(
             .as_str()
             .or(v["error"].as_str())
             .unwrap_or_default();
-        let m = crate::text::redact_quoted(m);
+        // The provider's words may quote the key it refused.
+        let m = redactor.quoted(m);
         let m: String = m.chars().take(160).collect();
         if m.is_empty() {
             format!("{status}")

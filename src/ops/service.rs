@@ -64,23 +64,47 @@ impl Service {
         args
     }
 
-    /// The unit (systemd) or property list (launchd).
-    pub fn render(&self) -> String {
-        match self.manager {
+    /// The unit (systemd) or property list (launchd); refused when a path it would hold cannot
+    /// be written there as it is.
+    pub fn render(&self) -> Result<String, String> {
+        let paths = [
+            Some(&self.binary),
+            self.config.as_ref(),
+            self.config_home.as_ref(),
+        ];
+        for path in paths.into_iter().flatten().chain([&self.home]) {
+            writable(path)?;
+        }
+        let program = self.binary.display().to_string();
+        if self.manager == Manager::Systemd && program.contains(['"', '\'', '\\']) {
+            return Err(format!(
+                "{program:?}: systemd runs no program whose path holds a quote or a backslash; move the keyproxy binary"
+            ));
+        }
+        Ok(match self.manager {
             Manager::Systemd => self.systemd_unit(),
             Manager::Launchd => self.launchd_plist(),
-        }
+        })
     }
 
     fn systemd_unit(&self) -> String {
-        let exec: Vec<String> = self.args().iter().map(|a| systemd_quote(a)).collect();
+        // The program itself is not expanded; its arguments are.
+        let exec: Vec<String> = self
+            .args()
+            .iter()
+            .enumerate()
+            .map(|(i, a)| match i {
+                0 => systemd_word(a),
+                _ => systemd_exec_word(a),
+            })
+            .collect();
         let env = self
             .config_home
             .as_ref()
             .map(|d| {
                 format!(
                     "Environment={}\n",
-                    systemd_quote(&format!("XDG_CONFIG_HOME={}", d.display()))
+                    systemd_word(&format!("XDG_CONFIG_HOME={}", d.display()))
                 )
             })
             .unwrap_or_default();
@@ -228,20 +252,45 @@ pub fn write(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::write(path, text)
 }
 
-/// A word of `ExecStart=` as systemd reads it: quoted when it holds a space, `%` doubled, and
-/// `$` doubled so systemd does not expand it.
-fn systemd_quote(word: &str) -> String {
-    let escaped = word
-        .replace('\\', "\\\\")
-        .replace('%', "%%")
-        .replace('$', "$$");
-    if escaped.contains(|c: char| c.is_whitespace() || c == '"' || c == '\'') {
-        format!("\"{}\"", escaped.replace('"', "\\\""))
+/// A path goes into a unit or plist only as UTF-8 without control characters: systemd would
+/// read a newline as the start of another directive (an `ExecStartPre=` of the path's
+/// choosing), and XML 1.0 cannot hold most control characters at all.
+fn writable(path: &Path) -> Result<(), String> {
+    let Some(text) = path.to_str() else {
+        return Err(format!(
+            "{}: the path is not UTF-8, which a service file cannot hold; move it",
+            path.display()
+        ));
+    };
+    match text.chars().find(|c| c.is_control()) {
+        Some(c) => Err(format!(
+            "{:?}: the path holds a control character ({c:?}), which a service file cannot hold; rename or move it",
+            text
+        )),
+        None => Ok(()),
+    }
+}
+
+/// An argument of `ExecStart=`: systemd expands `$NAME` in arguments (not in the program's
+/// path), so `$` is doubled (systemd.service, "Command lines"), besides what every word needs.
+fn systemd_exec_word(word: &str) -> String {
+    systemd_word(&word.replace('$', "$$"))
+}
+
+/// A word as systemd splits and unescapes a setting (systemd.syntax, "Quoting"): `%` doubled
+/// (specifiers, systemd.unit), and in double quotes, with `\` and `"` escaped, when it holds
+/// whitespace, a quote or a backslash. `Environment=` takes words like this and expands no `$`
+/// (systemd.exec), so a `$` there stays single.
+fn systemd_word(word: &str) -> String {
+    let escaped = word.replace('%', "%%");
+    if escaped.contains(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '\\' | ';')) {
+        format!("\"{}\"", escaped.replace('\\', "\\\\").replace('"', "\\\""))
     } else {
         escaped
     }
 }
 
+/// Text content of a plist element (XML 1.0, section 2.4).
 fn xml_escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")

@@ -16,6 +16,7 @@ use tokio::time::Sleep;
 use super::access_log::AccessRecord;
 use super::bill::Bill;
 use super::h2::Lease;
+use super::include_usage::UsageHider;
 use crate::rt::burst::Bursts;
 
 /// What keyproxy sends to a client: the upstream's body as it streams in, or a local reply.
@@ -42,6 +43,8 @@ pin_project_lite::pin_project! {
         // Reads what the answer used as it passes and charges it when the answer ends or is
         // dropped; boxed, so an answer without one costs a word.
         usage: Option<Box<Bill>>,
+        // Keeps from the client the usage keyproxy asked for on its behalf.
+        hider: Option<Box<UsageHider>>,
     }
 
     impl PinnedDrop for Streamed {
@@ -73,6 +76,7 @@ impl Streamed {
             record,
             lease: Lease::default(),
             usage: None,
+            hider: None,
         }
     }
 }
@@ -102,6 +106,23 @@ impl Streamed {
     }
 }
 
+impl Streamed {
+    /// Keeps from the client what asking for usage on its behalf added, from the first bytes
+    /// (already read, and already seen by the usage meter) on.
+    pub(super) fn hiding_usage(mut self, hide: bool) -> Self {
+        if hide {
+            let mut hider = Box::<UsageHider>::default();
+            self.head = self.head.take().map(|head| hider.hide(head, false));
+            self.hider = Some(hider);
+        }
+        self
+    }
+}
+
+fn is_empty(frame: &Frame<Bytes>) -> bool {
+    frame.data_ref().is_some_and(Bytes::is_empty)
+}
+
 /// The upstream sent nothing for `idle_timeout`.
 #[derive(Debug, thiserror::Error)]
 #[error("the upstream sent nothing for {0:?}; closing the stream")]
@@ -116,66 +137,94 @@ impl Body for Streamed {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let mut this = self.project();
-        if let Some(head) = this.head.take() {
-            *this.bytes += head.data_ref().map_or(0, |d| d.len() as u64);
-            if this.inner.is_end_stream() {
-                *this.outcome = "complete";
-                // Counted before the last bytes leave, so the client's next request sees it.
-                if let Some(usage) = this.usage.take() {
-                    usage.done();
-                }
+        loop {
+            // What the hider held was the last frame: the upstream body has already ended.
+            if this.hider.as_ref().is_some_and(|h| h.finished()) {
+                return Poll::Ready(None);
             }
-            return Poll::Ready(Some(Ok(head)));
-        }
-        match Pin::new(&mut *this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    *this.bytes += data.len() as u64;
-                    if let Some(usage) = this.usage.as_mut() {
-                        usage.feed(data);
-                    }
-                }
-                // Reading the clock per frame is cheaper than re-arming the timer per frame:
-                // the timer is moved only when it fires early.
-                *this.last_frame = Instant::now();
-                if this.inner.is_end_stream() {
+            if let Some(head) = this.head.take() {
+                let ended = this.inner.is_end_stream();
+                let head = match this.hider.as_mut() {
+                    Some(hider) if ended => hider.ending(head),
+                    _ => head,
+                };
+                *this.bytes += head.data_ref().map_or(0, |d| d.len() as u64);
+                if ended {
                     *this.outcome = "complete";
                     // Counted before the last bytes leave, so the client's next request sees it.
                     if let Some(usage) = this.usage.take() {
                         usage.done();
                     }
                 }
-                return Poll::Ready(Some(Ok(frame)));
-            }
-            Poll::Ready(Some(Err(e))) => {
-                *this.outcome = "upstream error";
-                return Poll::Ready(Some(Err(e.into())));
-            }
-            Poll::Ready(None) => {
-                *this.outcome = "complete";
-                // Counted before the last bytes leave, so the client's next request sees it.
-                if let Some(usage) = this.usage.take() {
-                    usage.done();
+                match (is_empty(&head), ended) {
+                    (false, _) => return Poll::Ready(Some(Ok(head))),
+                    (true, true) => return Poll::Ready(None),
+                    (true, false) => {}
                 }
-                return Poll::Ready(None);
             }
-            Poll::Pending => {}
-        }
-        while this.idle.as_mut().poll(cx).is_ready() {
-            let deadline = *this.last_frame + *this.idle_for;
-            if Instant::now() >= deadline {
-                *this.outcome = "idle timeout";
-                tracing::warn!(
-                    route = this.record.route.as_deref(),
-                    request_id = this.record.request_id.to_str().unwrap_or("-"),
-                    "{}",
-                    IdleTimeout(*this.idle_for)
-                );
-                return Poll::Ready(Some(Err(Box::new(IdleTimeout(*this.idle_for)))));
+            match Pin::new(&mut *this.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let (Some(usage), Some(data)) = (this.usage.as_mut(), frame.data_ref()) {
+                        usage.feed(data);
+                    }
+                    // Reading the clock per frame is cheaper than re-arming the timer per frame:
+                    // the timer is moved only when it fires early.
+                    *this.last_frame = Instant::now();
+                    let ended = this.inner.is_end_stream();
+                    let frame = match this.hider.as_mut() {
+                        Some(hider) => hider.hide(frame, ended),
+                        None => frame,
+                    };
+                    *this.bytes += frame.data_ref().map_or(0, |d| d.len() as u64);
+                    if ended {
+                        *this.outcome = "complete";
+                        // Counted before the last bytes leave, so the client's next request sees it.
+                        if let Some(usage) = this.usage.take() {
+                            usage.done();
+                        }
+                    }
+                    match (is_empty(&frame), ended) {
+                        (false, _) => return Poll::Ready(Some(Ok(frame))),
+                        (true, true) => return Poll::Ready(None),
+                        // Everything in it was kept from the client: read on.
+                        (true, false) => continue,
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    *this.outcome = "upstream error";
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+                Poll::Ready(None) => {
+                    *this.outcome = "complete";
+                    // Counted before the last bytes leave, so the client's next request sees it.
+                    if let Some(usage) = this.usage.take() {
+                        usage.done();
+                    }
+                    let rest = this.hider.as_mut().map(|h| h.finish()).unwrap_or_default();
+                    if rest.is_empty() {
+                        return Poll::Ready(None);
+                    }
+                    *this.bytes += rest.len() as u64;
+                    return Poll::Ready(Some(Ok(Frame::data(rest))));
+                }
+                Poll::Pending => {}
             }
-            this.idle.as_mut().reset(deadline.into());
+            while this.idle.as_mut().poll(cx).is_ready() {
+                let deadline = *this.last_frame + *this.idle_for;
+                if Instant::now() >= deadline {
+                    *this.outcome = "idle timeout";
+                    tracing::warn!(
+                        route = this.record.route.as_deref(),
+                        request_id = this.record.request_id.to_str().unwrap_or("-"),
+                        "{}",
+                        IdleTimeout(*this.idle_for)
+                    );
+                    return Poll::Ready(Some(Err(Box::new(IdleTimeout(*this.idle_for)))));
+                }
+                this.idle.as_mut().reset(deadline.into());
+            }
+            return Poll::Pending;
         }
-        Poll::Pending
     }
 
     fn is_end_stream(&self) -> bool {
@@ -183,6 +232,10 @@ impl Body for Streamed {
     }
 
     fn size_hint(&self) -> SizeHint {
+        if self.hider.is_some() {
+            // What it keeps from the client is unknown until read: no length to promise.
+            return SizeHint::default();
+        }
         match &self.head {
             None => self.inner.size_hint(),
             Some(h) => {

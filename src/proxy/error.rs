@@ -41,16 +41,24 @@ pub enum LocalError {
     MalformedBody,
     #[error("keyproxy: the client sent no request body bytes for {after}, so the request was cut; send the body without pausing, or raise idle_timeout in keyproxy.toml.")]
     BodyStalled { after: String },
+    #[error("keyproxy: the client sent its request body slower than {rate} (after {grace}), so the request was cut; send the body faster, or lower min_upload_rate in keyproxy.toml.")]
+    BodyTooSlow { rate: String, grace: String },
     #[error("keyproxy: TRACE is not forwarded, since an upstream that echoes the request would show the injected key; use another method.")]
     Trace,
     #[error("keyproxy: CONNECT is not supported; keyproxy forwards only to its configured upstreams and is not an open proxy.")]
     Connect,
-    #[error("keyproxy: unknown admin path '{}'; try /_keyproxy/health, ready, status, usage or metrics.", shorten(.path))]
+    #[error("keyproxy: unknown admin path '{}'; try /_keyproxy/health, ready, me, status, usage or metrics.", shorten(.path))]
     UnknownAdminPath { path: String },
     #[error("keyproxy: this keyproxy serves only its configured clients; send your client token as the API key (Authorization: Bearer <token>).")]
     MissingToken,
     #[error("keyproxy: the client token matches no configured client; check the API key the agent sends.")]
     InvalidToken,
+    #[error("keyproxy: {path} needs the admin token{}; send admin_token of keyproxy.toml as Authorization: Bearer <token>.", if *.presented { ", and the one sent matches none" } else { "" })]
+    AdminTokenNeeded { path: String, presented: bool },
+    #[error("keyproxy: {path} needs the admin token, not a client's; use the admin_token of keyproxy.toml, or read your own figures at /_keyproxy/me. This token is client '{}'.", shorten(.client))]
+    AdminOnly { path: String, client: String },
+    #[error("keyproxy: /_keyproxy/me describes a client, and {why}; ask /_keyproxy/usage for everyone's usage.")]
+    NotAClient { why: &'static str },
     #[error("keyproxy: client '{client}' may not use profile '{profile}'; use one of its profiles: {allowed}.")]
     ForbiddenProfile {
         client: String,
@@ -65,8 +73,10 @@ pub enum LocalError {
         model: String,
         allowed: String,
     },
-    #[error("keyproxy: client '{client}' has a model limit, and {why}; send a JSON body with a top-level \"model\".")]
+    #[error("keyproxy: client '{client}' has a model limit, and {why}. Nothing was forwarded.")]
     ModelUnreadable { client: String, why: String },
+    #[error("keyproxy: client '{client}' has a budget or token limit, and {why}. Nothing was forwarded.")]
+    RequestUnreadable { client: String, why: String },
     #[error("keyproxy: client '{client}' has used its {limit}; nothing was forwarded. It resets in {retry_after} s.")]
     BudgetExhausted {
         client: String,
@@ -97,20 +107,43 @@ pub enum TimeoutPhase {
     /// From sending the request to the response head: DNS, connect, TLS and the upstream's
     /// answer (`response_timeout`).
     ResponseHead,
+    /// `response_timeout` passed while connecting: DNS, TCP, TLS, or the server's HTTP/2
+    /// SETTINGS that never came.
+    Connecting,
+    /// `response_timeout` passed while the request waited for the server to allow another
+    /// stream on its HTTP/2 connection.
+    StreamSlot,
+    /// `response_timeout` passed while an HTTP/1.1 upstream took none of the request body (it
+    /// stopped reading).
+    SendingBody,
+    /// `response_timeout` passed while an HTTP/2 stream held part of the body: waiting for the
+    /// server to open the stream or to open its flow-control window.
+    StreamBody,
+    /// `response_timeout` passed on an HTTP/2 stream whose body was handed over whole: waiting
+    /// for a stream slot, the flow-control window or the response head.
+    OnStream,
 }
 
 impl TimeoutPhase {
     fn what(self) -> &'static str {
         match self {
             Self::Connect => "did not accept a connection",
-            Self::ResponseHead => "sent no response head",
+            Self::ResponseHead | Self::OnStream => "sent no response head",
+            Self::Connecting => "did not finish connecting",
+            Self::StreamSlot => "gave the request no stream",
+            Self::SendingBody | Self::StreamBody => "took none of the request body",
         }
     }
 
     fn todo(self) -> &'static str {
         match self {
             Self::Connect => "check the network, or raise connect_timeout",
-            Self::ResponseHead => "check the upstream, or raise response_timeout",
+            Self::ResponseHead
+            | Self::Connecting
+            | Self::StreamSlot
+            | Self::SendingBody
+            | Self::StreamBody
+            | Self::OnStream => "check the upstream, or raise response_timeout",
         }
     }
 
@@ -118,6 +151,13 @@ impl TimeoutPhase {
         match self {
             Self::Connect => "TCP connect",
             Self::ResponseHead => "DNS, connect, TLS or the wait for the status line",
+            Self::Connecting => "connect (DNS, TCP, TLS, the server's HTTP/2 SETTINGS)",
+            Self::StreamSlot => "waiting for a stream slot",
+            Self::SendingBody => "sending the body",
+            Self::StreamBody => "sending the body (waiting for a stream slot or a flow-control window)",
+            Self::OnStream => {
+                "HTTP/2 stream (waiting for a stream slot, a flow-control window or the response head)"
+            }
         }
     }
 }
@@ -143,24 +183,30 @@ fn shorten(text: &str) -> std::borrow::Cow<'_, str> {
 impl LocalError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::MissingKey { .. } | Self::MissingToken | Self::InvalidToken => {
-                StatusCode::UNAUTHORIZED
-            }
-            Self::ForbiddenProfile { .. }
+            Self::MissingKey { .. }
+            | Self::MissingToken
+            | Self::InvalidToken
+            | Self::AdminTokenNeeded { .. } => StatusCode::UNAUTHORIZED,
+            Self::AdminOnly { .. }
+            | Self::ForbiddenProfile { .. }
             | Self::ProfileNotOnRoute { .. }
             | Self::ModelNotAllowed { .. } => StatusCode::FORBIDDEN,
-            Self::ModelUnreadable { .. } => StatusCode::BAD_REQUEST,
+            Self::ModelUnreadable { .. } | Self::RequestUnreadable { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             Self::KeysResting { .. } | Self::BudgetExhausted { .. } | Self::RateLimited { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            Self::NoRoute { .. } | Self::UnknownAdminPath { .. } => StatusCode::NOT_FOUND,
+            Self::NoRoute { .. } | Self::UnknownAdminPath { .. } | Self::NotAClient { .. } => {
+                StatusCode::NOT_FOUND
+            }
             Self::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
             Self::LimitsUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::ForeignTarget { .. } => StatusCode::BAD_REQUEST,
             Self::Connect | Self::Trace => StatusCode::METHOD_NOT_ALLOWED,
             Self::MalformedBody => StatusCode::BAD_REQUEST,
-            Self::BodyStalled { .. } => StatusCode::REQUEST_TIMEOUT,
+            Self::BodyStalled { .. } | Self::BodyTooSlow { .. } => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -175,10 +221,18 @@ impl LocalError {
             Self::Connect => "connect-refused",
             Self::Trace => "trace-refused",
             Self::MalformedBody => "malformed-body",
-            Self::BodyStalled { .. } => "body-timeout",
+            Self::BodyStalled { .. } | Self::BodyTooSlow { .. } => "body-timeout",
             Self::UnknownAdminPath { .. } => "unknown-admin-path",
             Self::MissingToken => "missing-token",
             Self::InvalidToken => "invalid-token",
+            Self::AdminTokenNeeded {
+                presented: false, ..
+            } => "missing-token",
+            Self::AdminTokenNeeded {
+                presented: true, ..
+            } => "invalid-token",
+            Self::AdminOnly { .. } => "admin-only",
+            Self::NotAClient { .. } => "not-a-client",
             Self::ForbiddenProfile { .. } => "forbidden-profile",
             Self::ProfileNotOnRoute { .. } => "profile-not-on-route",
             Self::KeysResting { .. } => "keys-resting",
@@ -187,21 +241,26 @@ impl LocalError {
             Self::LimitsUnavailable { .. } => "limits-unavailable",
             Self::ModelNotAllowed { .. } => "model-not-allowed",
             Self::ModelUnreadable { .. } => "model-unreadable",
+            Self::RequestUnreadable { .. } => "request-unreadable",
         }
     }
 
     fn kind(&self, shape: ErrorShape) -> &'static str {
         match self {
-            Self::MissingKey { .. } | Self::MissingToken | Self::InvalidToken => {
-                "authentication_error"
-            }
-            Self::ForbiddenProfile { .. }
+            Self::MissingKey { .. }
+            | Self::MissingToken
+            | Self::InvalidToken
+            | Self::AdminTokenNeeded { .. } => "authentication_error",
+            Self::AdminOnly { .. }
+            | Self::ForbiddenProfile { .. }
             | Self::ProfileNotOnRoute { .. }
             | Self::ModelNotAllowed { .. } => "permission_error",
             Self::KeysResting { .. } | Self::BudgetExhausted { .. } | Self::RateLimited { .. } => {
                 "rate_limit_error"
             }
-            Self::NoRoute { .. } | Self::UnknownAdminPath { .. } => "not_found_error",
+            Self::NoRoute { .. } | Self::UnknownAdminPath { .. } | Self::NotAClient { .. } => {
+                "not_found_error"
+            }
             // Anthropic's own types for these, so its SDKs classify them.
             Self::UpstreamUnreachable { .. } if shape == ErrorShape::Anthropic => "api_error",
             Self::UpstreamTimeout { .. } if shape == ErrorShape::Anthropic => "timeout_error",
@@ -213,7 +272,9 @@ impl LocalError {
             | Self::Trace
             | Self::MalformedBody
             | Self::ModelUnreadable { .. }
-            | Self::BodyStalled { .. } => "invalid_request_error",
+            | Self::RequestUnreadable { .. }
+            | Self::BodyStalled { .. }
+            | Self::BodyTooSlow { .. } => "invalid_request_error",
         }
     }
 

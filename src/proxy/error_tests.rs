@@ -70,6 +70,16 @@ fn every_local_message_survives_agents_filters() {
             after: "5m".into(),
             phase: TimeoutPhase::ResponseHead,
         },
+        LocalError::UpstreamTimeout {
+            upstream: "https://generativelanguage.googleapis.com".into(),
+            after: "5m".into(),
+            phase: TimeoutPhase::Connecting,
+        },
+        LocalError::UpstreamTimeout {
+            upstream: "https://generativelanguage.googleapis.com".into(),
+            after: "5m".into(),
+            phase: TimeoutPhase::StreamSlot,
+        },
         LocalError::ForeignTarget {
             target: long.clone(),
         },
@@ -77,9 +87,24 @@ fn every_local_message_survives_agents_filters() {
         LocalError::Trace,
         LocalError::MalformedBody,
         LocalError::BodyStalled { after: "5m".into() },
+        LocalError::BodyTooSlow {
+            rate: "1KiB/s".into(),
+            grace: "30s".into(),
+        },
         LocalError::UnknownAdminPath { path: long },
         LocalError::MissingToken,
         LocalError::InvalidToken,
+        LocalError::AdminTokenNeeded {
+            path: "/_keyproxy/metrics".into(),
+            presented: true,
+        },
+        LocalError::AdminOnly {
+            path: "/_keyproxy/status".into(),
+            client: "laptop-agent-with-a-long-name".into(),
+        },
+        LocalError::NotAClient {
+            why: "this keyproxy has no [[clients]]",
+        },
         LocalError::ForbiddenProfile {
             client: "laptop-agent".into(),
             profile: "anthropic:work".into(),
@@ -93,6 +118,22 @@ fn every_local_message_survives_agents_filters() {
             profile: "openrouter:default".into(),
             why: "rate limited or out of credit".into(),
             wakes_in_s: 3600,
+        },
+        LocalError::ModelUnreadable {
+            client: "laptop-agent".into(),
+            why: "its URL path is not one keyproxy can check (an escape, a dot segment or a ':' out of place)".into(),
+        },
+        LocalError::ModelUnreadable {
+            client: "laptop-agent".into(),
+            why: "the request's \"plugins[12].fallback_model_list_for_…\" can choose models keyproxy cannot check, so remove it".into(),
+        },
+        LocalError::RequestUnreadable {
+            client: "laptop-agent".into(),
+            why: "the request body is larger than retry_body_limit (1048576 bytes)".into(),
+        },
+        LocalError::RequestUnreadable {
+            client: "laptop-agent".into(),
+            why: "the request body names \"max_completion_tokens\" twice, which upstreams read differently".into(),
         },
     ];
     for e in all {

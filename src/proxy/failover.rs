@@ -18,7 +18,7 @@ use super::h2::Lease;
 use super::kept::{Keeper, KeptBody};
 use super::plan::{inject, Plan};
 use super::state::{Snapshot, State};
-use super::upload::{ClientFault, Outbound, UpstreamBody};
+use super::upload::{ClientFault, Outbound, UploadLimits, UpstreamBody};
 use crate::keys::health::{rests_key, retry_after};
 use crate::keys::{Key, Profile};
 
@@ -64,11 +64,16 @@ pub(super) async fn send_with_failover<'s>(
     };
     let meter = || state.metrics.request_bytes.clone();
     let fault = Arc::new(ClientFault::default());
-    let body = UpstreamBody::new(body, meter()).watched(config.idle_timeout, fault.clone());
+    let limits = UploadLimits {
+        stall: config.idle_timeout,
+        min_rate: config.min_upload_rate,
+        grace: config.header_read_timeout,
+    };
+    let body = UpstreamBody::new(body, meter()).watched(limits, fault.clone());
 
     let started = Instant::now();
     let deadline = config.response_timeout;
-    let mut sent = forward(route, parts, body, deadline, &fault).await;
+    let mut sent = forward(route, parts, body, deadline).await;
     if let Ok((resp, _)) = &sent {
         if rests_key(resp.status()) {
             rest(state, key, pool, plan, resp);
@@ -83,7 +88,7 @@ pub(super) async fn send_with_failover<'s>(
                 let (mut parts, ()) = copy.into_parts();
                 inject(route, key, &mut parts.headers);
                 let body = UpstreamBody::new(Outbound::Replay(Full::new(body)), meter());
-                sent = forward(route, parts, body, deadline, &ClientFault::done()).await;
+                sent = forward(route, parts, body, deadline).await;
                 if let Ok((resp, _)) = &sent {
                     if rests_key(resp.status()) {
                         rest(state, key, pool, plan, resp);
@@ -98,6 +103,11 @@ pub(super) async fn send_with_failover<'s>(
         } else if fault.stalled() {
             LocalError::BodyStalled {
                 after: humantime::format_duration(config.idle_timeout).to_string(),
+            }
+        } else if fault.too_slow() {
+            LocalError::BodyTooSlow {
+                rate: crate::config::rate_label(config.min_upload_rate),
+                grace: humantime::format_duration(config.header_read_timeout).to_string(),
             }
         } else {
             upstream_error(&route.upstream_label, config, &e)

@@ -1,6 +1,8 @@
 //! Sending a request upstream within its deadline, and what to tell the client when no answer
 //! came.
 
+use std::time::Duration;
+
 use http::request::Parts;
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -8,49 +10,63 @@ use hyper::body::Incoming;
 use super::error::{LocalError, TimeoutPhase};
 use super::h2::Lease;
 use super::routes::Route;
-use super::upload::{ClientFault, UpstreamBody};
+use super::upload::{Owed, UpstreamBody};
 use super::upstream::SendError;
 use crate::config::Config;
 
 /// Why no response came from the upstream.
 pub(crate) enum Unanswered {
     Failed(SendError),
-    /// `response_timeout` passed before the response head.
-    TimedOut,
+    /// `response_timeout` passed while the upstream held the request up, in this phase.
+    TimedOut(TimeoutPhase),
 }
 
-/// Sends the request upstream and waits at most `deadline` for the response head, counted
-/// from when the client's body has been sent (an upload has its own stall deadline).
+/// Sends the request upstream and gives the upstream at most `deadline` to make the next move
+/// whatever the connection's state: to connect (TLS, HTTP/2 SETTINGS included), to give the
+/// request a stream, to take its body, to send the response head. Time spent waiting on the
+/// client's own upload does not count (its body has deadlines of its own); the head's deadline
+/// counts from the end of the upload. One timer, as before: it is looked at only when it fires.
 pub(crate) async fn forward(
     route: &Route,
     parts: Parts,
     body: UpstreamBody,
-    deadline: std::time::Duration,
-    body_sent: &ClientFault,
+    deadline: Duration,
 ) -> Result<(Response<Incoming>, Lease), Unanswered> {
-    let answer = route.origin.send(Request::from_parts(parts, body));
+    let progress = body.progress();
+    let handed = crate::rt::clock::now_ms();
+    let answer = route
+        .origin
+        .send(Request::from_parts(parts, body), &progress);
     tokio::pin!(answer);
+    let mut wait = deadline;
     loop {
-        match tokio::time::timeout(deadline, &mut answer).await {
+        match tokio::time::timeout(wait, &mut answer).await {
             Ok(answer) => return answer.map_err(Unanswered::Failed),
-            Err(_) if body_sent.body_done() => return Err(Unanswered::TimedOut),
-            Err(_) => continue,
+            Err(_) => match progress.owed() {
+                Owed::Client => wait = deadline,
+                Owed::Upstream { phase, since_ms } => {
+                    let owed_for = crate::rt::clock::now_ms().saturating_sub(since_ms.max(handed));
+                    match deadline.checked_sub(Duration::from_millis(owed_for)) {
+                        // The upload went on after the timer was set: the rest of its time.
+                        Some(left) if left >= Duration::from_millis(5) => wait = left,
+                        _ => return Err(Unanswered::TimedOut(phase)),
+                    }
+                }
+            },
         }
     }
 }
 
-/// 504 for a connect or response-head timeout, 502 for anything else, naming the upstream and
-/// the cause.
+/// 504 for a connect or upstream timeout, naming the phase; 502 for anything else, naming the
+/// upstream and the cause.
 pub(crate) fn upstream_error(upstream: &str, config: &Config, e: &Unanswered) -> LocalError {
-    let timeout = |phase: TimeoutPhase, after: &std::time::Duration| LocalError::UpstreamTimeout {
+    let timeout = |phase: TimeoutPhase, after: &Duration| LocalError::UpstreamTimeout {
         upstream: upstream.to_owned(),
         after: humantime::format_duration(*after).to_string(),
         phase,
     };
     let e = match e {
-        Unanswered::TimedOut => {
-            return timeout(TimeoutPhase::ResponseHead, &config.response_timeout)
-        }
+        Unanswered::TimedOut(phase) => return timeout(*phase, &config.response_timeout),
         Unanswered::Failed(e) => e,
     };
     let (cause, timed_out) = causes(&*e.error);
@@ -116,9 +132,10 @@ pub async fn ask_with_key(
     }
     super::plan::inject(route, key, req.headers_mut());
     let answer = async {
+        let progress = req.body().progress();
         let (resp, _lease) = route
             .origin
-            .send(req)
+            .send(req, &progress)
             .await
             .map_err(|e| causes(&*e.error).0)?;
         let status = resp.status();

@@ -22,7 +22,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tower::ServiceExt as _;
 
 use super::settings::{Limit, Watched};
-use super::upload::UpstreamBody;
+use super::upload::{ClientFault, UpstreamBody};
 
 type Io = Watched<MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>>;
 
@@ -111,10 +111,12 @@ impl H2Origin {
         self.conns.load().iter().find_map(H2Conn::take)
     }
 
-    /// Sends `req` on a connection with room for another stream, opening one if none has.
+    /// Sends `req` on a connection with room for another stream, opening one if none has;
+    /// `progress` is told which of the two it waits for.
     pub async fn send(
         &self,
         mut req: Request<UpstreamBody>,
+        progress: &ClientFault,
     ) -> Result<(Response<Incoming>, Lease), H2Failure> {
         *req.version_mut() = Version::HTTP_2;
         // A connection may close between the look and the send; hyper then hands the request
@@ -122,12 +124,16 @@ impl H2Origin {
         for _ in 0..2 {
             let lease = match self.lease() {
                 Some(lease) => lease,
-                None => match self.open(req.uri()).await {
-                    Ok(Some(lease)) => lease,
-                    Ok(None) => return Err(H2Failure::SpeaksHttp1(Box::new(req))),
-                    Err(e) => return Err(H2Failure::Connect(e)),
-                },
+                None => {
+                    progress.connecting();
+                    match self.open(req.uri()).await {
+                        Ok(Some(lease)) => lease,
+                        Ok(None) => return Err(H2Failure::SpeaksHttp1(Box::new(req))),
+                        Err(e) => return Err(H2Failure::Connect(e)),
+                    }
+                }
             };
+            progress.on_stream();
             let Some(conn) = lease.0.as_ref() else {
                 continue;
             };

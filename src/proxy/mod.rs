@@ -12,12 +12,15 @@ mod failover;
 mod forward;
 mod h2;
 mod headers;
+mod include_usage;
+mod inspect;
 mod kept;
 pub mod limits;
 mod model_limit;
 mod plan;
 mod readable;
 mod refusal;
+mod request_json;
 mod respond;
 mod routes;
 mod settings;
@@ -69,11 +72,34 @@ pub async fn handle(
     };
     record.planned(&plan);
     let route = plan.route;
+    // Only a client with a model list, a budget or a token limit has its body read first.
+    let (body, tokens_hint, hides_usage) = match plan.client.filter(|c| inspect::needed(c)) {
+        None => (failover::ClientBody::Streaming(body), None, false),
+        Some(client) => {
+            let (limit, stall) = (
+                snapshot.config.retry_body_limit,
+                snapshot.config.idle_timeout,
+            );
+            match inspect::inspect(client, &mut parts, body, limit, stall).await {
+                Ok(read) => (
+                    failover::ClientBody::Read(read.body),
+                    read.tokens_hint,
+                    read.hides_usage,
+                ),
+                Err(e) => return reject(state, record, e, route.error_shape),
+            }
+        }
+    };
+    // Admitted after the body is read, so nothing is held while a body is read or refused.
     let mut bill = None;
     if let Some(client) = plan.client {
         if let Some(used) = snapshot.limits.of(&client.name) {
-            // The lead wires the body's own estimate of its tokens in here (`Estimate::tokens`).
-            let estimate = limits::Estimate::of_method(&parts.method);
+            // The most tokens this request may use, when its body says: what admission
+            // reserves for it while it is in flight; else the client's reserve_tokens.
+            let estimate = limits::Estimate {
+                tokens: tokens_hint,
+                ..limits::Estimate::of_method(&parts.method)
+            };
             let admitted = match state.shared.get() {
                 None => limits::admit(client, used, estimate),
                 Some(shared) => shared::admit(shared, client, used, estimate).await,
@@ -92,19 +118,6 @@ pub async fn handle(
             }
         }
     }
-    let body = match plan.client.filter(|c| !c.models.is_empty()) {
-        None => failover::ClientBody::Streaming(body),
-        Some(client) => {
-            let (limit, stall) = (
-                snapshot.config.retry_body_limit,
-                snapshot.config.idle_timeout,
-            );
-            match model_limit::check(client, body, limit, stall).await {
-                Ok(read) => failover::ClientBody::Read(read),
-                Err(e) => return reject(state, record, e, route.error_shape),
-            }
-        }
-    };
 
     if let Some(b) = bill.as_mut() {
         b.forwarded();
@@ -116,7 +129,7 @@ pub async fn handle(
             let upstream_time = sent.upstream_time;
             respond::prepare(state, &snapshot, &plan, sent.key, resp, upstream_time)
                 .await
-                .map(|answer| answer.leased(lease))
+                .map(|answer| answer.leased(lease).hiding_usage(hides_usage))
         }
         Err(e) => Err(e),
     };

@@ -103,6 +103,8 @@ pub fn message(r: &Refused<'_>, theirs: &str) -> String {
         r.provider, r.fingerprint, r.profile, r.status
     );
     if !theirs.is_empty() {
+        // A provider may quote the key it refused; the agent must not learn it from keyproxy.
+        let theirs = crate::text::mask_key_shapes(theirs);
         text.push_str(&format!(" {} said: {theirs}", r.provider));
     }
     text

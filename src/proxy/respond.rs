@@ -35,12 +35,22 @@ pub(super) struct Answer {
     body: Incoming,
     head: Head,
     lease: Lease,
+    /// keyproxy asked for usage the client did not ask for (see `include_usage`).
+    hides_usage: bool,
 }
 
 impl Answer {
     /// Keeps the stream's place on its upstream connection until the body is done with.
     pub(super) fn leased(self, lease: Lease) -> Self {
         Self { lease, ..self }
+    }
+
+    /// Keeps from the client the usage keyproxy asked for on its behalf.
+    pub(super) fn hiding_usage(self, hides_usage: bool) -> Self {
+        Self {
+            hides_usage,
+            ..self
+        }
     }
 }
 
@@ -121,6 +131,7 @@ pub(super) async fn prepare(
                     body,
                     head,
                     lease: Lease::default(),
+                    hides_usage: false,
                 });
             }
             refusal::Read::Partial(bytes) => first = Some(Frame::data(bytes)),
@@ -141,6 +152,7 @@ pub(super) async fn prepare(
         body,
         head,
         lease,
+        hides_usage: false,
     })
 }
 
@@ -180,10 +192,11 @@ pub(super) fn reply(
     bill: Option<Bill>,
 ) -> Response<ResponseBody> {
     let Answer {
-        parts,
+        mut parts,
         body,
         head,
         lease,
+        hides_usage,
     } = answer;
     record.answered(
         parts.status.as_u16(),
@@ -211,10 +224,16 @@ pub(super) fn reply(
             let meter = state.metrics.response_bytes.clone();
             let idle = snapshot.config.idle_timeout;
             let usage = usage_meter(state, &parts, &record, bill);
+            // Only a stream can carry the event keyproxy asked for; its length changes.
+            let hides_usage = hides_usage && is_event_stream(&parts.headers);
+            if hides_usage {
+                parts.headers.remove(header::CONTENT_LENGTH);
+            }
             let body = Streamed::new(body, idle, meter, record)
                 .with_head(first)
                 .with_lease(lease)
-                .with_usage(usage);
+                .with_usage(usage)
+                .hiding_usage(hides_usage);
             Response::from_parts(parts, Either::Left(body))
         }
     }

@@ -20,7 +20,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 
 use super::h2::{H2Failure, H2Origin, Lease};
-use super::upload::UpstreamBody;
+use super::upload::{ClientFault, UpstreamBody};
 
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
 
@@ -63,15 +63,17 @@ impl Origin {
     }
 
     /// Sends `req`: over HTTP/2 unless the upstream is known to speak HTTP/1.1 only. The lease
-    /// holds the stream's place on its connection until the response body is done with.
+    /// holds the stream's place on its connection until the response body is done with;
+    /// `progress` is told how far the request got, for the deadline's sake.
     pub async fn send(
         &self,
         req: Request<UpstreamBody>,
+        progress: &ClientFault,
     ) -> Result<(Response<Incoming>, Lease), SendError> {
         let worker = crate::rt::current_worker();
         let h2 = self.h2.as_ref().map(|h2| &h2[worker % h2.len()]);
         let req = match h2 {
-            Some(h2) if !h2.speaks_http1() => match h2.send(req).await {
+            Some(h2) if !h2.speaks_http1() => match h2.send(req, progress).await {
                 Ok(answer) => return Ok(answer),
                 Err(H2Failure::SpeaksHttp1(req)) => {
                     let mut req = *req;
@@ -93,6 +95,7 @@ impl Origin {
             },
             _ => req,
         };
+        progress.handed();
         // The modulo keeps a worker count changed by a reload safe.
         let client = &self.http1[crate::rt::current_worker() % self.http1.len()];
         match client.request(req).await {

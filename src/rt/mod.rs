@@ -3,6 +3,7 @@
 //! or requests.
 
 pub mod burst;
+pub mod clock;
 pub mod log_buffer;
 pub mod workers;
 

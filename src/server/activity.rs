@@ -2,42 +2,40 @@
 //!
 //! hyper's `header_read_timeout` covers HTTP/1 request heads only. An HTTP/2 client that sends
 //! the preface and SETTINGS and then nothing, or a HEADERS frame it never finishes, or that keeps
-//! an idle connection open, would hold a socket for ever (found by adversarial runs). So every
-//! connection's socket is wrapped in [`Active`], which notes when bytes last moved either way and
-//! whether a request has begun, and the connection is closed when it has not delivered a first
-//! request within `header_read_timeout`, or has moved no byte for `idle_timeout`. A stream that
-//! is sending is never idle: its writes count.
+//! an idle connection open (pinging it, so bytes move), would hold a socket for ever (found by
+//! adversarial runs). So the connection counts its open streams, from a request's head to the
+//! end of its response body, and is closed when it has not delivered a first request within
+//! `header_read_timeout`, or has had no stream open for `idle_timeout`. A stream that is open
+//! is bounded by the deadlines of its own body, both ways.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
 
-fn now_ms() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    let epoch = *EPOCH.get_or_init(Instant::now);
-    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
-}
+use crate::rt::clock::now_ms;
 
-/// What a connection has done lately; shared by its socket and its request handler.
+/// What a connection has done lately; shared by its request handlers.
 #[derive(Debug)]
 pub struct Activity {
+    /// When the last stream opened or closed.
     last_ms: AtomicU64,
     requested: AtomicBool,
-    /// Requests waiting for their response head: an upstream may think for a while.
-    waiting: AtomicUsize,
+    /// Streams open: from a request's head to the end (or drop) of its response body.
+    open: AtomicUsize,
 }
 
-/// A request of the connection that is waiting for its response head; ends when dropped.
-pub struct Waiting(Arc<Activity>);
+/// A stream of the connection that is open; closes when dropped.
+pub struct Open(Arc<Activity>);
 
-impl Drop for Waiting {
+impl Drop for Open {
     fn drop(&mut self) {
-        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
         self.0.touch();
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -46,7 +44,7 @@ impl Activity {
         Arc::new(Self {
             last_ms: AtomicU64::new(now_ms()),
             requested: AtomicBool::new(false),
-            waiting: AtomicUsize::new(0),
+            open: AtomicUsize::new(0),
         })
     }
 
@@ -55,17 +53,17 @@ impl Activity {
     }
 
     /// A request head arrived: the connection has shown it is a client, not a squatter. The
-    /// connection is not idle until the request has its response head.
-    pub fn request(self: &Arc<Self>) -> Waiting {
+    /// connection is not idle until the request's response body is done with.
+    pub fn request(self: &Arc<Self>) -> Open {
         if !self.requested.load(Ordering::Relaxed) {
             self.requested.store(true, Ordering::Relaxed);
         }
-        self.waiting.fetch_add(1, Ordering::Relaxed);
-        Waiting(self.clone())
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Open(self.clone())
     }
 
     /// How long until the connection is due to be closed, or `None` when it is due now: no
-    /// request within `first_request`, or no byte moved for `idle`.
+    /// request within `first_request`, or no stream open for `idle`.
     pub fn due_in(
         &self,
         started: Instant,
@@ -73,11 +71,14 @@ impl Activity {
         idle: Duration,
     ) -> Option<Duration> {
         if !self.requested.load(Ordering::Relaxed) {
+            // Looked at again within `idle` at most: a request that arrives meanwhile starts
+            // the idle clock, and the connection must not sleep past it.
             return first_request
                 .checked_sub(started.elapsed())
-                .filter(|d| !d.is_zero());
+                .filter(|d| !d.is_zero())
+                .map(|d| d.min(idle));
         }
-        if self.waiting.load(Ordering::Relaxed) > 0 {
+        if self.open.load(Ordering::Relaxed) > 0 {
             return Some(idle);
         }
         let quiet =
@@ -86,67 +87,37 @@ impl Activity {
     }
 }
 
-/// A socket that tells its [`Activity`] whenever bytes move.
-pub struct Active<S> {
-    inner: S,
-    activity: Arc<Activity>,
-}
-
-impl<S> Active<S> {
-    pub fn new(inner: S, activity: Arc<Activity>) -> Self {
-        Self { inner, activity }
+pin_project_lite::pin_project! {
+    /// A response body that keeps its stream counted as open until hyper is done with it.
+    pub struct Tracked<B> {
+        #[pin]
+        body: B,
+        open: Open,
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Active<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.touch();
-        }
-        polled
+impl<B> Tracked<B> {
+    pub fn new(body: B, open: Open) -> Self {
+        Self { body, open }
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Active<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
+impl<B: Body<Data = Bytes>> Body for Tracked<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, data);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        polled
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        self.project().body.poll_frame(cx)
     }
 
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        polled
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
     }
 
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }

@@ -18,11 +18,14 @@ use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 
-use super::activity::{Active, Activity};
+use super::activity::{Activity, Tracked};
 use crate::ops::admin;
 use crate::ops::reload::ReloadRequest;
 use crate::proxy::{self, usable_request_id, State, REQUEST_ID};
 use crate::rt::burst::CountedExecutor;
+
+/// How long a connection closed for idleness may take to end after its GOAWAY.
+const CLOSE_WITHIN: Duration = Duration::from_secs(1);
 
 /// What every connection is served with.
 pub(super) struct Serving {
@@ -65,34 +68,56 @@ impl Serving {
             .layer(PropagateRequestIdLayer::x_request_id())
             .service_fn(move |req| {
                 let (state, reload) = (state.clone(), reload.clone());
-                let waiting = seen.request();
+                let open = seen.request();
                 async move {
                     let resp = dispatch(&state, &reload, local, req).await;
-                    drop(waiting);
-                    Ok::<_, Infallible>(resp)
+                    Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, open)))
                 }
             });
-        let io = TokioIo::new(Active::new(stream, activity.clone()));
         let connection = self
             .builder
-            .serve_connection(io, TowerToHyperService::new(service));
-        let watched = watcher.watch(connection);
-        tokio::pin!(watched);
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        tokio::pin!(connection);
+        // Closing: GOAWAY (HTTP/2) or close after the response in flight (HTTP/1) was asked for,
+        // and by when the connection is dropped if the peer does not let it end.
+        let mut closing: Option<tokio::time::Instant> = None;
         loop {
-            let Some(wait) = activity.due_in(started, self.first_bytes_within, idle) else {
-                tracing::debug!(%peer, "closed: no request within {:?}, or nothing moved for {:?}", self.first_bytes_within, idle);
-                return;
+            let wait = match closing {
+                Some(by) => by.saturating_duration_since(tokio::time::Instant::now()),
+                None => match activity.due_in(started, self.first_bytes_within, idle) {
+                    Some(wait) => wait,
+                    None => {
+                        tracing::debug!(%peer, "closing: no request within {:?}, or no stream open for {:?}", self.first_bytes_within, idle);
+                        connection.as_mut().graceful_shutdown();
+                        // An idle client needs one round trip to let an HTTP/2 connection end
+                        // (the PING that follows the GOAWAY); a squatter gets no longer.
+                        closing = Some(tokio::time::Instant::now() + CLOSE_WITHIN);
+                        continue;
+                    }
+                },
             };
             tokio::select! {
-                ended = &mut watched => {
+                ended = &mut connection => {
                     if let Err(e) = ended {
                         tracing::debug!(%peer, "connection ended: {e}");
                     }
-                    return;
+                    break;
                 }
-                () = tokio::time::sleep(wait) => {}
+                () = tokio::time::sleep(wait) => {
+                    if closing.is_some_and(|by| tokio::time::Instant::now() >= by) {
+                        tracing::debug!(%peer, "closed: the peer kept the connection after GOAWAY");
+                        break;
+                    }
+                }
+                _ = stopping.changed(), if closing.is_none() => {
+                    // Shutting down: requests in flight finish, within shutdown_grace (the
+                    // accept loop waits for this watcher that long).
+                    connection.as_mut().graceful_shutdown();
+                    closing = Some(tokio::time::Instant::now() + Duration::from_secs(30 * 24 * 3600));
+                }
             }
         }
+        drop(watcher);
     }
 }
 
@@ -109,6 +134,9 @@ async fn dispatch(
     }
     if path == "/_keyproxy/usage" {
         return admin::usage(state, &req).await;
+    }
+    if path == "/_keyproxy/me" {
+        return admin::me(state, &req).await;
     }
     if path == "/_keyproxy" || path.starts_with("/_keyproxy/") {
         return admin::handle(state, &req);

@@ -3,6 +3,7 @@
 
 mod activity;
 mod conn;
+mod peers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -194,7 +195,7 @@ fn start_shared(
             }
         }
     });
-    crate::proxy::shared::Shared::start(config, state.metrics.clone(), on_rested)
+    crate::proxy::shared::Shared::start(config, on_rested)
         .map_err(|e| ServeError::Shared(e.to_string()))
 }
 
@@ -206,6 +207,7 @@ async fn accept_loop(
 ) {
     let mut shutdown = serving.shutdown.clone();
     let graceful = GracefulShutdown::new();
+    let peers = Arc::new(peers::Peers::default());
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -218,6 +220,11 @@ async fn accept_loop(
                 }
             },
             _ = shutdown.changed() => break,
+        };
+        let cap = serving.state.load().config.connection_cap(peer.ip());
+        let Some(slot) = peers.admit(peer.ip(), cap) else {
+            tracing::debug!(%peer, "refused a connection: this address has max_connections_per_ip open already");
+            continue;
         };
         // Leaves this runtime's reactor, to join the worker's.
         let stream = match stream.into_std() {
@@ -236,6 +243,7 @@ async fn accept_loop(
                     Err(e) => return tracing::warn!(%peer, "cannot serve the connection: {e}"),
                 };
                 serving.serve(stream, peer, watcher).await;
+                drop(slot);
             })
         });
         workers.run(job);

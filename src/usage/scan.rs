@@ -1,6 +1,13 @@
-//! Reads what an answer cost — the `usage` object and the model — from its bytes as they pass,
-//! never holding them back: a JSON answer keeps its first and last few KiB, an SSE stream the
-//! line being read; either is bounded whatever the answer's length.
+//! Reads what an answer cost — its usage and its model — from its bytes as they pass, never
+//! holding them back: a JSON answer keeps its first and last few KiB, an SSE stream the line
+//! being read (of a very long line, its ends); either is bounded whatever the answer's length.
+//!
+//! The shapes read: OpenAI and OpenRouter `usage.{prompt_tokens, completion_tokens, cost}`
+//! (chat, completions, embeddings; the last SSE event that has it), the Responses API
+//! (`usage.{input_tokens, output_tokens}`, in SSE inside `response.completed`), Anthropic
+//! Messages (`message_start`'s `message.usage`, then `message_delta`'s `usage`), and Gemini
+//! `usageMetadata` (JSON, and every SSE event of `streamGenerateContent?alt=sse`, the last
+//! winning).
 
 use serde_json::Value;
 
@@ -12,14 +19,16 @@ pub struct Used {
     pub completion_tokens: u64,
     /// USD, as OpenRouter reports it (`usage.cost`).
     pub cost: f64,
-    /// An answer that carried a usage object.
+    /// The answer said what it used (a token count or a cost was read): when false, what it
+    /// used is unknown, not zero.
     pub reported: bool,
 }
 
 /// The model is near the start of a JSON answer, `usage` near its end.
 const HEAD: usize = 4 * 1024;
 const TAIL: usize = 16 * 1024;
-/// Longest SSE line read; a longer one (a huge tool-call argument) is skipped, not kept.
+/// Longest SSE line parsed whole; of a longer one (a huge tool-call argument, a Responses
+/// `response.completed` repeating a long answer) only the ends are kept and read.
 const LINE: usize = 256 * 1024;
 
 #[derive(Debug)]
@@ -31,8 +40,11 @@ pub enum Scanner {
         dropped: bool,
     },
     Sse {
+        /// The line being read; of a long line, its first HEAD bytes.
         line: Vec<u8>,
-        skipping: bool,
+        /// Of a long line, its last TAIL bytes so far.
+        tail: Vec<u8>,
+        long: bool,
         used: Used,
     },
 }
@@ -44,7 +56,8 @@ impl Scanner {
         if ct.starts_with("text/event-stream") {
             Some(Self::Sse {
                 line: Vec::new(),
-                skipping: false,
+                tail: Vec::new(),
+                long: false,
                 used: Used::default(),
             })
         } else if ct.starts_with("application/json") {
@@ -67,43 +80,45 @@ impl Scanner {
             } => {
                 let room = HEAD.saturating_sub(head.len()).min(chunk.len());
                 head.extend_from_slice(&chunk[..room]);
-                chunk = &chunk[room..];
-                if chunk.len() >= TAIL {
-                    *dropped |= chunk.len() > TAIL || !tail.is_empty();
-                    tail.clear();
-                    tail.extend_from_slice(&chunk[chunk.len() - TAIL..]);
-                } else {
-                    let drop = (tail.len() + chunk.len()).saturating_sub(TAIL);
-                    *dropped |= drop > 0;
-                    tail.drain(..drop);
-                    tail.extend_from_slice(chunk);
-                }
+                *dropped |= keep_tail(tail, &chunk[room..]);
             }
             Self::Sse {
                 line,
-                skipping,
+                tail,
+                long,
                 used,
             } => {
                 while let Some(end) = memchr::memchr(b'\n', chunk) {
                     // A line whole in this chunk is read where it is; only a line split across
                     // chunks is copied.
-                    if line.is_empty() && !*skipping {
+                    if *long {
+                        keep_tail(tail, &chunk[..end]);
+                        long_line(line, tail, used);
+                    } else if line.is_empty() {
                         sse_line(&chunk[..end], used);
-                    } else if !*skipping {
+                    } else {
                         line.extend_from_slice(&chunk[..end]);
                         sse_line(line, used);
                     }
                     line.clear();
-                    *skipping = false;
+                    tail.clear();
+                    *long = false;
                     chunk = &chunk[end + 1..];
                 }
-                if !*skipping {
-                    if line.len() + chunk.len() > LINE {
-                        line.clear();
-                        *skipping = true;
-                    } else {
-                        line.extend_from_slice(chunk);
+                if *long {
+                    keep_tail(tail, chunk);
+                } else if line.len() + chunk.len() > LINE {
+                    // From here on the line is kept by its ends.
+                    if line.len() > HEAD {
+                        keep_tail(tail, &line[HEAD..]);
+                        line.truncate(HEAD);
                     }
+                    let room = HEAD.saturating_sub(line.len()).min(chunk.len());
+                    line.extend_from_slice(&chunk[..room]);
+                    keep_tail(tail, &chunk[room..]);
+                    *long = true;
+                } else {
+                    line.extend_from_slice(chunk);
                 }
             }
         }
@@ -112,8 +127,16 @@ impl Scanner {
     /// What the answer used, once it has ended.
     pub fn finish(self) -> Used {
         match self {
-            Self::Sse { line, mut used, .. } => {
-                sse_line(&line, &mut used);
+            Self::Sse {
+                line,
+                tail,
+                long,
+                mut used,
+            } => {
+                match long {
+                    true => long_line(&line, &tail, &mut used),
+                    false => sse_line(&line, &mut used),
+                }
                 used
             }
             Self::Json {
@@ -124,19 +147,58 @@ impl Scanner {
                 let mut used = Used::default();
                 if !dropped {
                     head.extend_from_slice(&tail);
-                    if let Ok(v) = serde_json::from_slice::<Value>(&head) {
-                        merge(&v, &mut used);
+                    match serde_json::from_slice::<Value>(&head) {
+                        // Gemini's streamGenerateContent without `alt=sse`: an array of
+                        // answers, each with the usage so far.
+                        Ok(Value::Array(items)) => items.iter().for_each(|v| merge(v, &mut used)),
+                        Ok(v) => merge(&v, &mut used),
+                        Err(_) => {}
                     }
                     return used;
                 }
-                if let Some(model) = string_after(&head, b"\"model\"") {
-                    used.model = model;
-                }
-                if let Some(v) = object_after(&tail, b"\"usage\"") {
-                    merge(&serde_json::json!({ "usage": v }), &mut used);
-                }
+                from_ends(&head, &tail, &mut used);
                 used
             }
+        }
+    }
+}
+
+/// Keeps the last TAIL bytes of what `tail` and `more` make; true when some were let go.
+fn keep_tail(tail: &mut Vec<u8>, more: &[u8]) -> bool {
+    if more.len() >= TAIL {
+        let dropped = more.len() > TAIL || !tail.is_empty();
+        tail.clear();
+        tail.extend_from_slice(&more[more.len() - TAIL..]);
+        dropped
+    } else {
+        let drop = (tail.len() + more.len()).saturating_sub(TAIL);
+        tail.drain(..drop);
+        tail.extend_from_slice(more);
+        drop > 0
+    }
+}
+
+/// A line too long to parse whole, read from its ends as a large JSON answer is.
+fn long_line(head: &[u8], tail: &[u8], used: &mut Used) {
+    if let Some(data) = head.strip_prefix(b"data:") {
+        from_ends(data, tail, used);
+    }
+}
+
+/// An answer of which only the ends are kept: the model near the start (near the end for
+/// embeddings and Gemini), the usage near the end.
+fn from_ends(head: &[u8], tail: &[u8], used: &mut Used) {
+    let model = string_after(head, b"\"model\"")
+        .or_else(|| string_after_last(tail, b"\"model\""))
+        .or_else(|| string_after_last(tail, b"\"modelVersion\""));
+    if let Some(model) = model.filter(|m| !m.is_empty()) {
+        used.model = model;
+    }
+    for key in ["usage", "usageMetadata"] {
+        if let Some(v) = object_after(tail, format!("\"{key}\"").as_bytes()) {
+            let mut wrapped = serde_json::Map::new();
+            wrapped.insert(key.into(), v);
+            merge(&Value::Object(wrapped), used);
         }
     }
 }
@@ -147,9 +209,11 @@ fn sse_line(line: &[u8], used: &mut Used) {
     let Some(data) = line.strip_prefix(b"data:") else {
         return;
     };
-    // OpenAI sends `"usage":null` in every chunk when usage is asked for; only the last has one.
+    // `"usage` finds `usage` and Gemini's `usageMetadata`. OpenAI sends `"usage":null` in every
+    // chunk when usage is asked for (and the Responses API in its first events); only the last
+    // has one.
     static USAGE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage\""));
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage"));
     if USAGE.find(data).is_none() || contains(data, b"\"usage\":null") {
         return;
     }
@@ -159,34 +223,74 @@ fn sse_line(line: &[u8], used: &mut Used) {
 }
 
 /// Takes what an event or answer says; usage events are cumulative, so later values win.
-/// OpenAI/OpenRouter: `model`, `usage.{prompt_tokens, completion_tokens, cost}`. Anthropic:
-/// `message.{model, usage}` in `message_start`, `usage.output_tokens` in `message_delta`.
+/// The model: `model` (OpenAI, Anthropic's `message.model`, the Responses API's
+/// `response.model`) or Gemini's `modelVersion`.
 fn merge(v: &Value, used: &mut Used) {
-    let message = &v["message"];
-    for m in [&v["model"], &message["model"]] {
+    let (message, response) = (&v["message"], &v["response"]);
+    for m in [
+        &v["model"],
+        &message["model"],
+        &response["model"],
+        &v["modelVersion"],
+    ] {
         if let Some(m) = m.as_str().filter(|m| !m.is_empty()) {
             used.model = m.to_owned();
         }
     }
-    for u in [&v["usage"], &message["usage"]] {
-        if !u.is_object() {
-            continue;
+    for u in [&v["usage"], &message["usage"], &response["usage"]] {
+        if u.is_object() {
+            openai_or_anthropic(u, used);
         }
-        used.reported = true;
-        let n = |f: &str| u[f].as_u64();
-        let input = n("input_tokens").map(|i| {
-            i + n("cache_creation_input_tokens").unwrap_or(0)
-                + n("cache_read_input_tokens").unwrap_or(0)
-        });
-        if let Some(p) = n("prompt_tokens").or(input) {
-            used.prompt_tokens = p;
-        }
-        if let Some(c) = n("completion_tokens").or(n("output_tokens")) {
-            used.completion_tokens = c;
-        }
-        if let Some(cost) = u["cost"].as_f64() {
-            used.cost = cost;
-        }
+    }
+    if v["usageMetadata"].is_object() {
+        gemini(&v["usageMetadata"], used);
+    }
+}
+
+/// OpenAI (`prompt_tokens`, `completion_tokens`; embeddings only `prompt_tokens` and
+/// `total_tokens`), the Responses API and Anthropic (`input_tokens`, `output_tokens`, Anthropic's
+/// cache reads and writes counted as input), OpenRouter's `cost`.
+fn openai_or_anthropic(u: &Value, used: &mut Used) {
+    let n = |f: &str| u[f].as_u64();
+    let input = n("input_tokens").map(|i| {
+        i.saturating_add(n("cache_creation_input_tokens").unwrap_or(0))
+            .saturating_add(n("cache_read_input_tokens").unwrap_or(0))
+    });
+    let mut prompt = n("prompt_tokens").or(input);
+    let completion = n("completion_tokens").or(n("output_tokens"));
+    if prompt.is_none() && completion.is_none() {
+        prompt = n("total_tokens");
+    }
+    let cost = u["cost"].as_f64();
+    counted(used, prompt, completion, cost);
+}
+
+/// Gemini's `usageMetadata`: the prompt (with tool-use prompts), and the answer with its
+/// thinking, which is billed as output; from the total when the parts are missing.
+fn gemini(u: &Value, used: &mut Used) {
+    let n = |f: &str| u[f].as_u64();
+    let prompt =
+        n("promptTokenCount").map(|p| p.saturating_add(n("toolUsePromptTokenCount").unwrap_or(0)));
+    let completion = match (n("candidatesTokenCount"), n("thoughtsTokenCount")) {
+        (None, None) => n("totalTokenCount").map(|t| t.saturating_sub(prompt.unwrap_or(0))),
+        (c, t) => Some(c.unwrap_or(0).saturating_add(t.unwrap_or(0))),
+    };
+    counted(used, prompt, completion, None);
+}
+
+fn counted(used: &mut Used, prompt: Option<u64>, completion: Option<u64>, cost: Option<f64>) {
+    if prompt.is_none() && completion.is_none() && cost.is_none() {
+        return;
+    }
+    used.reported = true;
+    if let Some(p) = prompt {
+        used.prompt_tokens = p;
+    }
+    if let Some(c) = completion {
+        used.completion_tokens = c;
+    }
+    if let Some(c) = cost {
+        used.cost = c;
     }
 }
 
@@ -194,120 +298,34 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     memchr::memmem::find(hay, needle).is_some()
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    memchr::memmem::find(hay, needle)
-}
-
-fn rfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    memchr::memmem::rfind(hay, needle)
-}
-
-/// The JSON string after `"key"` and its colon.
+/// The JSON string after the first `"key"` and its colon.
 fn string_after(hay: &[u8], key: &[u8]) -> Option<String> {
-    let at = find(hay, key)? + key.len();
-    let rest = &hay[at..];
-    let colon = rest.iter().position(|&b| b == b':')?;
-    let rest = rest[colon + 1..].trim_ascii_start();
-    let mut de = serde_json::Deserializer::from_slice(rest).into_iter::<String>();
-    de.next()?.ok()
+    let at = memchr::memmem::find(hay, key)? + key.len();
+    value_after(&hay[at..])
+}
+
+/// The JSON string after the last `"key"` and its colon.
+fn string_after_last(hay: &[u8], key: &[u8]) -> Option<String> {
+    let at = memchr::memmem::rfind(hay, key)? + key.len();
+    value_after(&hay[at..])
 }
 
 /// The JSON object after the last `"key"` and its colon.
 fn object_after(hay: &[u8], key: &[u8]) -> Option<Value> {
-    let at = rfind(hay, key)? + key.len();
-    let rest = &hay[at..];
-    let colon = rest.iter().position(|&b| b == b':')?;
-    let rest = rest[colon + 1..].trim_ascii_start();
-    let mut de = serde_json::Deserializer::from_slice(rest).into_iter::<Value>();
-    de.next()?.ok().filter(Value::is_object)
+    let at = memchr::memmem::rfind(hay, key)? + key.len();
+    value_after::<Value>(&hay[at..]).filter(Value::is_object)
+}
+
+/// The JSON value after a colon (and spaces) that starts `rest`.
+fn value_after<T: serde::de::DeserializeOwned>(rest: &[u8]) -> Option<T> {
+    let rest = rest
+        .trim_ascii_start()
+        .strip_prefix(b":")?
+        .trim_ascii_start();
+    let mut de = serde_json::Deserializer::from_slice(rest).into_iter::<T>();
+    de.next()?.ok()
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn scan(content_type: &str, chunks: &[&[u8]]) -> Used {
-        let mut s = Scanner::for_content_type(content_type).unwrap();
-        for c in chunks {
-            s.feed(c);
-        }
-        s.finish()
-    }
-
-    #[test]
-    fn a_json_completion_with_openrouter_cost() {
-        let body = br#"{"id":"x","model":"openai/gpt-4o-mini","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":34,"total_tokens":46,"cost":0.00042}}"#;
-        let used = scan(
-            "application/json; charset=utf-8",
-            &[&body[..20], &body[20..]],
-        );
-        assert_eq!(used.model, "openai/gpt-4o-mini");
-        assert_eq!((used.prompt_tokens, used.completion_tokens), (12, 34));
-        assert!((used.cost - 0.00042).abs() < 1e-12);
-    }
-
-    #[test]
-    fn a_large_json_answer_is_read_from_its_ends() {
-        let pad = "x".repeat(100_000);
-        let body = format!(
-            r#"{{"model":"m1","choices":[{{"text":"{pad}"}}],"usage":{{"prompt_tokens":1,"completion_tokens":2}}}}"#
-        );
-        let chunks: Vec<&[u8]> = body.as_bytes().chunks(7000).collect();
-        let used = scan("application/json", &chunks);
-        assert_eq!(
-            (
-                used.model.as_str(),
-                used.prompt_tokens,
-                used.completion_tokens
-            ),
-            ("m1", 1, 2)
-        );
-    }
-
-    #[test]
-    fn an_sse_usage_event_split_across_chunks() {
-        let stream = b"data: {\"model\":\"openai/gpt-4o\",\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\ndata: {\"model\":\"openai/gpt-4o\",\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":9,\"cost\":0.5}}\r\n\r\ndata: [DONE]\n\n";
-        for split in [1, 5, 60, 100, 130] {
-            let used = scan("text/event-stream", &[&stream[..split], &stream[split..]]);
-            assert_eq!(used.model, "openai/gpt-4o", "split at {split}");
-            assert_eq!(
-                (used.prompt_tokens, used.completion_tokens),
-                (7, 9),
-                "split at {split}"
-            );
-            assert!((used.cost - 0.5).abs() < 1e-12);
-        }
-    }
-
-    #[test]
-    fn anthropic_streams_and_answers() {
-        let stream = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"claude-sonnet-4-5\",\"usage\":{\"input_tokens\":25,\"cache_read_input_tokens\":5,\"output_tokens\":1}}}\n\nevent: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"text\":\"Hi\"}}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":15}}\n\n";
-        let used = scan("text/event-stream", &[stream]);
-        assert_eq!(used.model, "claude-sonnet-4-5");
-        assert_eq!((used.prompt_tokens, used.completion_tokens), (30, 15));
-        let body = br#"{"type":"message","model":"claude-haiku","content":[],"usage":{"input_tokens":3,"output_tokens":4}}"#;
-        let used = scan("application/json", &[body]);
-        assert_eq!(
-            (
-                used.model.as_str(),
-                used.prompt_tokens,
-                used.completion_tokens
-            ),
-            ("claude-haiku", 3, 4)
-        );
-    }
-
-    #[test]
-    fn a_huge_line_is_skipped_not_kept() {
-        let mut s = Scanner::for_content_type("text/event-stream").unwrap();
-        let big = vec![b'a'; LINE + 10];
-        s.feed(b"data: ");
-        s.feed(&big);
-        if let Scanner::Sse { line, .. } = &s {
-            assert!(line.len() <= LINE);
-        }
-        s.feed(b"\ndata: {\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1}}\n");
-        assert_eq!(s.finish().prompt_tokens, 1);
-        assert!(Scanner::for_content_type("text/plain").is_none());
-    }
-}
+#[path = "scan_tests.rs"]
+mod tests;

@@ -25,7 +25,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 mod tls;
-use tls::tls_acceptor;
+pub use tls::tls_acceptor;
 
 /// Every test's upper bound: a hung proxy fails the test instead of hanging CI.
 pub const LIMIT: Duration = Duration::from_secs(30);
@@ -442,7 +442,19 @@ impl Bin {
         }
     }
 
+    /// The binary with this HOME. Commands that ask a running keyproxy (`check`, `status`,
+    /// `reload`, `usage`, `health`, `service status`) ask an address where nothing listens
+    /// (`KEYPROXY_LISTEN`), never the default 127.0.0.1:8787, where the user's own keyproxy
+    /// may run; a spec that asks its own keyproxy passes `--listen`, which wins.
     pub fn command(&self) -> std::process::Command {
+        let mut c = self.command_with_config_listen();
+        c.env("KEYPROXY_LISTEN", nobody_listens().to_string());
+        c
+    }
+
+    /// The binary with the config's own `listen`: for commands that only print or write the
+    /// address (`openclaw connect|status`), or a spec whose config names its own keyproxy.
+    pub fn command_with_config_listen(&self) -> std::process::Command {
         let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_keyproxy"));
         c.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -466,6 +478,12 @@ impl Bin {
         std::fs::create_dir_all(&d).unwrap();
         d
     }
+}
+
+/// A loopback address that nothing listens on: a port the kernel handed out and took back.
+pub fn nobody_listens() -> SocketAddr {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    probe.local_addr().unwrap()
 }
 
 /// Output of a finished subprocess, with both streams as text.

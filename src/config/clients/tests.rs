@@ -6,6 +6,7 @@ fn client(profiles: &[&str]) -> Client {
         profiles: profiles.iter().map(|p| p.to_string()).collect(),
         models: Vec::new(),
         limits: Limits::default(),
+        admin: false,
     }
 }
 
@@ -27,6 +28,7 @@ fn tokens_are_found_by_digest_either_way() {
             reserve_usd: None,
             reserve_tokens: None,
             max_in_flight: None,
+            admin: false,
         },
         RawClient {
             name: "a".into(),
@@ -41,6 +43,7 @@ fn tokens_are_found_by_digest_either_way() {
             reserve_usd: None,
             reserve_tokens: None,
             max_in_flight: None,
+            admin: false,
         },
     ] {
         let clients = Clients::build(vec![raw]).unwrap();
@@ -60,6 +63,7 @@ fn tokens_are_found_by_digest_either_way() {
         reserve_usd: None,
         reserve_tokens: None,
         max_in_flight: None,
+        admin: false,
     }])
     .unwrap_err();
     assert!(err.contains("client 'b'"), "{err}");
@@ -119,6 +123,7 @@ fn raw(models: &[&str]) -> RawClient {
         reserve_usd: None,
         reserve_tokens: None,
         max_in_flight: None,
+        admin: false,
     }
 }
 

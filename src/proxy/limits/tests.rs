@@ -7,6 +7,7 @@ fn client(limits: ClientLimits) -> Client {
         profiles: vec!["p".into()],
         models: Vec::new(),
         limits,
+        admin: false,
     }
 }
 

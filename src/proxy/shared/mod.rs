@@ -37,7 +37,6 @@ pub struct Shared {
     replicas: AtomicU64,
     /// This replica's name in the heartbeat set.
     id: String,
-    metrics: Arc<crate::metrics::Metrics>,
     /// Rests a key (by fingerprint) that another replica rested, in this replica's view.
     on_rested: health::OnRested,
 }
@@ -47,7 +46,6 @@ impl Shared {
     /// nothing, so start-up does not depend on the store.
     pub fn start(
         config: &SharedConfig,
-        metrics: Arc<crate::metrics::Metrics>,
         on_rested: health::OnRested,
     ) -> Result<Arc<Self>, SharedError> {
         let url_error = || SharedError::Url {
@@ -69,10 +67,8 @@ impl Shared {
             up: AtomicBool::new(true),
             replicas: AtomicU64::new(1),
             id: replica_id(),
-            metrics,
             on_rested,
         });
-        shared.metrics.shared_store_up(true);
         tokio::spawn(watch(Arc::downgrade(&shared)));
         Ok(shared)
     }
@@ -97,7 +93,6 @@ impl Shared {
     /// A call failed or took longer than `timeout`: said once, until it answers again.
     fn went_down(&self, why: &str) {
         if self.up.swap(false, Ordering::Relaxed) {
-            self.metrics.shared_store_up(false);
             tracing::warn!(
                 store = %self.config.store,
                 "shared store unreachable ({why}); limits follow on_failure, key health stays local, until it answers"
@@ -107,7 +102,6 @@ impl Shared {
 
     fn came_back(&self) {
         if !self.up.swap(true, Ordering::Relaxed) {
-            self.metrics.shared_store_up(true);
             tracing::info!(store = %self.config.store, "shared store reachable again; limits are shared again");
         }
     }
@@ -129,6 +123,17 @@ impl Shared {
             }
         }
     }
+}
+
+/// Adds the gauge `keyproxy_shared_store_up` (1 or 0) to the metrics text, before its end: a
+/// series that exists only with `[shared]`.
+pub fn metrics_text(text: &mut String, shared: &Shared) {
+    let gauge = format!(
+        "# HELP keyproxy_shared_store_up Whether the [shared] store answers (1) or not (0).\n# TYPE keyproxy_shared_store_up gauge\nkeyproxy_shared_store_up {}\n",
+        u8::from(shared.reachable())
+    );
+    let at = text.rfind("# EOF").unwrap_or(text.len());
+    text.insert_str(at, &gauge);
 }
 
 /// For `check`: whether the store in `config` answers a PING (connect included) within a
