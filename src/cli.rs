@@ -81,6 +81,9 @@ pub enum Command {
         /// Print /_keyproxy/usage as it is.
         #[arg(long)]
         json: bool,
+        /// With [shared]: this replica's own counts, not the whole group's.
+        #[arg(long)]
+        local: bool,
         #[command(flatten)]
         running: Running,
     },

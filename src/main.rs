@@ -48,9 +48,11 @@ fn main() -> ExitCode {
         Some(Command::Status { json, running }) => {
             running_cmd::status(&origin, cli.listen, &running, json)
         }
-        Some(Command::Usage { json, running }) => {
-            running_cmd::usage(&origin, cli.listen, &running, json)
-        }
+        Some(Command::Usage {
+            json,
+            local,
+            running,
+        }) => running_cmd::usage(&origin, cli.listen, &running, json, local),
         Some(Command::Me { json, running }) => running_cmd::me(&origin, cli.listen, &running, json),
         Some(Command::Reload { running }) => running_cmd::reload(&origin, cli.listen, &running),
         Some(Command::Health { url, timeout }) => health(origin, cli.listen, url, timeout),

@@ -123,8 +123,10 @@ pub fn usage(
     listen: Option<SocketAddr>,
     running: &Running,
     json: bool,
+    local: bool,
 ) -> ExitCode {
-    show("usage", (origin, listen, running), json, |_, body| {
+    let path = if local { "usage?local=1" } else { "usage" };
+    show(path, (origin, listen, running), json, |_, body| {
         instance::usage_table(body)
     })
 }
@@ -152,7 +154,9 @@ fn show(
     render: impl Fn(&str, &Value) -> String,
 ) -> ExitCode {
     let how = (http::Method::GET, command, Duration::from_secs(10));
-    let (url, body) = match ask(command, origin, listen, running, how) {
+    // `usage?local=1` is the path; the command is named without its query.
+    let name = command.split('?').next().unwrap_or(command);
+    let (url, body) = match ask(name, origin, listen, running, how) {
         Ok(answer) => answer,
         Err(code) => return code,
     };

@@ -13,6 +13,7 @@ pub mod clients;
 pub mod providers;
 mod rate;
 mod raw;
+pub mod shared;
 
 use crate::text::{redact_quoted, LineIndex};
 use clients::Clients;
@@ -88,6 +89,9 @@ pub struct Config {
     pub workers: usize,
     pub routes: Vec<RouteConfig>,
     pub clients: Clients,
+    /// `[shared]`: the Redis several replicas share windows, key health and usage through.
+    /// Read at start; a change needs a restart.
+    pub shared: Option<shared::SharedConfig>,
     /// `admin_token` / `admin_token_sha256`: see `has_admin`.
     pub admin_token: Option<admin_token::AdminToken>,
 }
@@ -311,6 +315,7 @@ impl Config {
                 .map(PathBuf::from),
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             clients: Clients::default(),
+            shared: None,
             admin_token: None,
             routes: vec![RouteConfig {
                 prefix: "/".into(),

@@ -50,6 +50,7 @@ pub(super) struct RawConfig {
     system_roots: Option<bool>,
     state_dir: Option<String>,
     usage: Option<bool>,
+    shared: Option<Spanned<super::shared::RawShared>>,
     workers: Option<Spanned<usize>>,
     #[serde(default)]
     routes: Vec<Spanned<RawRoute>>,
@@ -227,6 +228,13 @@ impl Config {
         let spans: Vec<_> = raw.clients.iter().map(Spanned::span).collect();
         let clients = Clients::build(raw.clients.into_iter().map(Spanned::into_inner).collect())
             .map_err(|(i, m)| at(spans[i].clone(), m))?;
+        let shared = match raw.shared {
+            None => None,
+            Some(s) => {
+                let span = s.span();
+                Some(super::shared::from_raw(s.into_inner()).map_err(|m| at(span, m))?)
+            }
+        };
         let admin_span = raw
             .admin_token
             .as_ref()
@@ -245,6 +253,7 @@ impl Config {
             return Err(at(admin_span, message));
         }
         Ok(Self {
+            shared,
             path,
             listen: raw.listen.unwrap_or(base.listen),
             keys_files,

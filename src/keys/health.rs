@@ -91,6 +91,16 @@ impl Health {
         Duration::from_millis(before.max(until) - now)
     }
 
+    /// Rests the key for `left` because another replica saw `reason` (`[shared]`); never
+    /// shortens a longer rest, and counts no strike here.
+    pub fn rest_for(&self, left: Duration, reason: u16) {
+        let ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1);
+        let until = now_ms().saturating_add(ms);
+        if self.resting_until_ms.fetch_max(until, Ordering::Relaxed) < until {
+            self.reason.store(reason, Ordering::Relaxed);
+        }
+    }
+
     /// The upstream accepted the key: refusals in a row start again from zero.
     pub fn accepted(&self) {
         // A load first: the common case writes nothing, so the cache line stays shared.

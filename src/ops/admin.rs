@@ -89,7 +89,10 @@ fn metrics(state: &State) -> Response<ResponseBody> {
         let (active, resting) = p.counts();
         (name.as_str(), active, resting)
     });
-    let text = state.metrics.render(counts);
+    let mut text = state.metrics.render(counts);
+    if let Some(shared) = state.shared.get() {
+        crate::proxy::shared::metrics_text(&mut text, shared);
+    }
     let mut resp = Response::new(Either::Right(Full::new(Bytes::from(text))));
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,
@@ -113,11 +116,27 @@ pub async fn usage<B>(state: &State, req: &Request<B>) -> Response<ResponseBody>
             &json!({"error": {"message": message}}),
         );
     };
-    let reader = ledger.clone();
-    let rows = tokio::task::spawn_blocking(move || reader.rows())
-        .await
-        .unwrap_or_default();
+    let local = req
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "local=1"));
+    let group = match state.shared.get().filter(|_| !local) {
+        Some(shared) => crate::proxy::shared::usage::rows(shared).await,
+        None => None,
+    };
+    let scope = if group.is_some() { "group" } else { "replica" };
+    let rows = match group {
+        Some(rows) => rows,
+        None => {
+            let reader = ledger.clone();
+            tokio::task::spawn_blocking(move || reader.rows())
+                .await
+                .unwrap_or_default()
+        }
+    };
     let mut report = crate::usage::report(&rows, SystemTime::now());
+    // With [shared]: the whole group's totals, unless ?local=1 or the store did not answer.
+    report["scope"] = json!(scope);
     report["database"] = match ledger.persistence() {
         Persistence::Open(path) | Persistence::NotYetOpened(path) => {
             json!({"path": path.display().to_string()})
@@ -169,6 +188,9 @@ pub fn status(state: &State) -> Value {
         "config": config,
         "sources": sources(state, &snapshot),
         "profiles": report::profiles(&snapshot),
+        "shared": state.shared.get().map(|s| json!({
+            "store": s.store(), "reachable": s.reachable(), "replicas": s.replicas(),
+        })),
         "reload": {
             "count": log.count,
             "last_ok_at": log.last_ok_at.map(rfc3339),

@@ -92,7 +92,20 @@ pub fn run(origin: Origin, running: &Running) -> Report {
     };
     let (compared, notes) = compared;
     problems.extend(compared.iter().cloned());
-    let ok = snapshot.profiles_without_key().is_empty() && compared.is_empty();
+    // The shared store, by host:port only (its URL may hold a password).
+    let shared = snapshot.config.shared.as_ref().map(|c| {
+        let answer = match &runtime {
+            Ok(rt) => rt.block_on(crate::proxy::shared::ping(c)),
+            Err(why) => Err(why.clone()),
+        };
+        if let Err(why) = &answer {
+            problems.push(format!("shared store {} is not reachable: {why}", c.store));
+        }
+        json!({"store": c.store, "reachable": answer.is_ok()})
+    });
+    let ok = snapshot.profiles_without_key().is_empty()
+        && compared.is_empty()
+        && shared.as_ref().is_none_or(|s| s["reachable"] == true);
     let warnings = rights_warning(&snapshot.config)
         .into_iter()
         .collect::<Vec<_>>();
@@ -100,6 +113,18 @@ pub fn run(origin: Origin, running: &Running) -> Report {
     let mut text = String::new();
     let _ = writeln!(text, "config: {origin_text}");
     let _ = writeln!(text, "listen: {}", snapshot.config.listen);
+    if let Some(s) = &shared {
+        let state = if s["reachable"] == true {
+            "reachable"
+        } else {
+            "NOT reachable"
+        };
+        let _ = writeln!(
+            text,
+            "shared store: {} ({state})",
+            s["store"].as_str().unwrap_or("?")
+        );
+    }
     let _ = writeln!(text, "sources:");
     for s in snapshot.keys.sources() {
         let state = if s.ok { "ok" } else { "--" };
@@ -166,6 +191,7 @@ pub fn run(origin: Origin, running: &Running) -> Report {
         "running": notes,
         "live": live.as_ref().map(|(_, checks, _)| checks),
         "openclaw": openclaw,
+        "shared": shared,
     });
     Report { ok, json, text }
 }

@@ -92,6 +92,14 @@ pub fn status_text(url: &str, status: &Value) -> String {
     if let Some(error) = reload["last_error"]["message"].as_str() {
         let _ = writeln!(text, "last reload error: {error}");
     }
+    if let Some(store) = status["shared"]["store"].as_str() {
+        let state = if status["shared"]["reachable"] == Value::Bool(true) {
+            format!("reachable, {} replicas seen", status["shared"]["replicas"])
+        } else {
+            "NOT reachable: limits follow on_failure, key health is local".to_owned()
+        };
+        let _ = writeln!(text, "shared store: {store} ({state})");
+    }
     let _ = writeln!(text, "sources:");
     for s in status["sources"].as_array().into_iter().flatten() {
         let state = if s["ok"] == Value::Bool(true) {
@@ -202,6 +210,12 @@ pub fn differences(
 /// `keyproxy usage`: one table per period, a row per client, profile and model.
 pub fn usage_table(usage: &Value) -> String {
     let mut text = String::new();
+    if usage["scope"] == "group" {
+        let _ = writeln!(
+            text,
+            "every replica sharing the store ([shared]; --local for this one):"
+        );
+    }
     for (key, title) in [
         ("today", "today (UTC)"),
         ("month", "this month"),

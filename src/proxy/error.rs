@@ -93,6 +93,8 @@ pub enum LocalError {
     UpgradeUnsupported,
     #[error("keyproxy: client '{client}' has a model list, budget or token limit, which keyproxy checks per request and cannot check inside a WebSocket; the agent should use HTTPS (it does after this answer).")]
     UpgradeLimited { client: String },
+    #[error("keyproxy: client '{client}' has a budget or token limit kept in the shared store {store}, which does not answer; nothing was forwarded. Retry shortly.")]
+    LimitsUnavailable { client: String, store: String },
     #[error("keyproxy: every key of profile '{profile}' rests after the upstream refused it ({why}); retry in {wakes_in_s} s or add another key.")]
     KeysResting {
         profile: String,
@@ -203,6 +205,7 @@ impl LocalError {
                 StatusCode::NOT_FOUND
             }
             Self::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
+            Self::LimitsUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::ForeignTarget { .. } => StatusCode::BAD_REQUEST,
             Self::Connect | Self::Trace => StatusCode::METHOD_NOT_ALLOWED,
@@ -240,6 +243,7 @@ impl LocalError {
             Self::KeysResting { .. } => "keys-resting",
             Self::BudgetExhausted { .. } => "budget-exhausted",
             Self::RateLimited { .. } => "rate-limited",
+            Self::LimitsUnavailable { .. } => "limits-unavailable",
             Self::ModelNotAllowed { .. } => "model-not-allowed",
             Self::ModelUnreadable { .. } => "model-unreadable",
             Self::RequestUnreadable { .. } => "request-unreadable",
@@ -268,6 +272,7 @@ impl LocalError {
             Self::UpstreamTimeout { .. } if shape == ErrorShape::Anthropic => "timeout_error",
             Self::UpstreamUnreachable { .. } => "upstream_error",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
+            Self::LimitsUnavailable { .. } => "api_error",
             Self::ForeignTarget { .. }
             | Self::Connect
             | Self::Trace

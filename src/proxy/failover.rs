@@ -76,7 +76,7 @@ pub(super) async fn send_with_failover<'s>(
     let mut sent = forward(route, parts, body, deadline).await;
     if let Ok((resp, _)) = &sent {
         if rests_key(resp.status()) {
-            rest(key, pool, plan, resp);
+            rest(state, key, pool, plan, resp);
             let retry = kept.and_then(|(keeper, copy)| {
                 let other = pool.pick_other(key)?;
                 Some((other, keeper.take()?, copy))
@@ -91,7 +91,7 @@ pub(super) async fn send_with_failover<'s>(
                 sent = forward(route, parts, body, deadline).await;
                 if let Ok((resp, _)) = &sent {
                     if rests_key(resp.status()) {
-                        rest(key, pool, plan, resp);
+                        rest(state, key, pool, plan, resp);
                     }
                 }
             }
@@ -133,7 +133,7 @@ fn head_copy(parts: &Parts) -> Request<()> {
 /// Puts a key the upstream refused to rest, and says so. A refusal (401, 402, 403) rests a key
 /// only while another key of its profile is awake: the last one keeps being forwarded, so that
 /// topping up credit or a provider's passing error never locks an agent out for an hour.
-fn rest(key: &Key, pool: &Profile, plan: &Plan<'_>, resp: &Response<Incoming>) {
+fn rest(state: &State, key: &Key, pool: &Profile, plan: &Plan<'_>, resp: &Response<Incoming>) {
     let (profile, route) = (&plan.profile, plan.route);
     let status = resp.status();
     let refused = status != http::StatusCode::TOO_MANY_REQUESTS;
@@ -146,6 +146,9 @@ fn rest(key: &Key, pool: &Profile, plan: &Plan<'_>, resp: &Response<Incoming>) {
         return;
     }
     let rest = key.health().rest(status, retry_after(resp.headers()));
+    if let Some(shared) = state.shared.get() {
+        crate::proxy::shared::publish_rest(shared, key.fingerprint(), rest, status.as_u16());
+    }
     tracing::warn!(
         profile = %profile, key = key.fingerprint(), status = status.as_u16(),
         upstream = %route.upstream_label, rest_s = rest.as_secs(),

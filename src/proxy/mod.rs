@@ -25,6 +25,7 @@ mod request_json;
 mod respond;
 mod routes;
 mod settings;
+pub mod shared;
 mod state;
 mod upload;
 mod upstream;
@@ -105,7 +106,11 @@ pub async fn handle(
                 tokens: tokens_hint,
                 ..limits::Estimate::of_method(&parts.method)
             };
-            match limits::admit(client, used, estimate) {
+            let admitted = match state.shared.get() {
+                None => limits::admit(client, used, estimate),
+                Some(shared) => shared::admit(shared, client, used, estimate).await,
+            };
+            match admitted {
                 Ok(held) => {
                     bill = Some(bill::Bill::new(
                         state.usage.get().cloned(),

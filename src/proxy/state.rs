@@ -105,6 +105,8 @@ pub struct State {
     pub usage: std::sync::OnceLock<crate::usage::Ledger>,
     /// Open WebSockets, which shutdown waits for and then cuts.
     pub sockets: super::relay::Sockets,
+    /// `[shared]`: set at start when the config has it (read at start only).
+    pub shared: std::sync::OnceLock<Arc<crate::proxy::shared::Shared>>,
 }
 
 impl State {
@@ -125,6 +127,7 @@ impl State {
             started: std::time::SystemTime::now(),
             usage: std::sync::OnceLock::new(),
             sockets: Default::default(),
+            shared: std::sync::OnceLock::new(),
         }
     }
 

@@ -45,6 +45,8 @@ pub enum ServeError {
     },
     #[error("cannot start the worker threads: {0}")]
     Workers(std::io::Error),
+    #[error("{0}")]
+    Shared(String),
 }
 
 /// A running keyproxy: its address, its state, and the handles to reload or stop it.
@@ -105,6 +107,13 @@ pub async fn start(origin: Origin, listen: Option<SocketAddr>) -> Result<Running
         }
         let _ = state.usage.set(ledger);
     }
+    if let Some(shared) = &config.shared {
+        let shared = start_shared(shared, &state)?;
+        if let Some(ledger) = state.usage.get() {
+            ledger.share_with(crate::proxy::shared::usage::outlet(&shared));
+        }
+        let _ = state.shared.set(shared);
+    }
     let addr = listen.unwrap_or(config.listen);
     if config.exposes(addr) {
         return Err(ServeError::Exposed { addr });
@@ -162,6 +171,32 @@ pub async fn start(origin: Origin, listen: Option<SocketAddr>) -> Result<Running
         shutdown: shutdown_tx,
         task,
     })
+}
+
+/// Connects (lazily) to the `[shared]` store; a key another replica rests is rested in the
+/// current snapshot's view, found by fingerprint.
+fn start_shared(
+    config: &crate::config::shared::SharedConfig,
+    state: &Arc<crate::proxy::State>,
+) -> Result<Arc<crate::proxy::shared::Shared>, ServeError> {
+    let weak = Arc::downgrade(state);
+    let on_rested: crate::proxy::shared::OnRested = Box::new(move |fingerprint, left, reason| {
+        let Some(state) = weak.upgrade() else {
+            return;
+        };
+        let snapshot = state.load();
+        for (_, profile) in snapshot.keys.profiles() {
+            for key in profile
+                .keys()
+                .iter()
+                .filter(|k| k.fingerprint() == fingerprint)
+            {
+                key.health().rest_for(left, reason);
+            }
+        }
+    });
+    crate::proxy::shared::Shared::start(config, on_rested)
+        .map_err(|e| ServeError::Shared(e.to_string()))
 }
 
 async fn accept_loop(

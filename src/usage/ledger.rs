@@ -76,6 +76,9 @@ enum Message {
     Flush(mpsc::Sender<()>),
 }
 
+/// The `[shared]` task that adds a tick's rows to the group's totals.
+pub type SharedOutlet = tokio::sync::mpsc::UnboundedSender<Vec<(Row, Counts)>>;
+
 /// Where counts are kept: not yet opened, open, or why they are kept in memory only.
 #[derive(Debug, Clone)]
 pub enum Persistence {
@@ -88,6 +91,8 @@ pub enum Persistence {
 #[derive(Clone)]
 pub struct Ledger {
     tx: mpsc::Sender<Message>,
+    /// With `[shared]`: where each tick's rows also go, to be added to the group's totals.
+    shared: Arc<std::sync::OnceLock<SharedOutlet>>,
     book: Arc<Mutex<BTreeMap<Row, Counts>>>,
     persistence: Arc<Mutex<Persistence>>,
 }
@@ -106,18 +111,26 @@ impl Ledger {
         let book = Arc::new(Mutex::new(BTreeMap::new()));
         let persistence = Arc::new(Mutex::new(persistence));
         let (tx, rx) = mpsc::channel();
+        let shared = Arc::new(std::sync::OnceLock::new());
+        let outlet = shared.clone();
         let ledger = Self {
             tx,
+            shared,
             book: book.clone(),
             persistence: persistence.clone(),
         };
         let spawned = std::thread::Builder::new()
             .name("keyproxy-usage".into())
-            .spawn(move || keep(&rx, &book, &persistence, &metrics));
+            .spawn(move || keep(&rx, &book, &persistence, &metrics, &outlet));
         if let Err(e) = spawned {
             tracing::warn!("cannot start the usage thread ({e}); usage is not counted");
         }
         ledger
+    }
+
+    /// Also sends each tick's rows to `outlet` (`[shared]`); set once, at start.
+    pub fn share_with(&self, outlet: SharedOutlet) {
+        let _ = self.shared.set(outlet);
     }
 
     /// Counts what one answer used; called once when it ends.
@@ -200,6 +213,7 @@ fn keep(
     book: &Mutex<BTreeMap<Row, Counts>>,
     persistence: &Mutex<Persistence>,
     metrics: &Metrics,
+    shared: &std::sync::OnceLock<SharedOutlet>,
 ) {
     let mut store = None;
     let mut pending: BTreeMap<Row, Counts> = BTreeMap::new();
@@ -244,6 +258,7 @@ fn keep(
         }
         if !tick.is_empty() {
             let mut book = book.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut batch = shared.get().map(|_| Vec::with_capacity(tick.len()));
             for ((day_number, client, profile, model), counts) in tick {
                 metrics.used(
                     &client,
@@ -255,7 +270,13 @@ fn keep(
                 let at = SystemTime::UNIX_EPOCH + Duration::from_secs(day_number * 86_400);
                 let row = (day(at), client.to_string(), profile.to_string(), model);
                 book.entry(row.clone()).or_default().add(&counts);
+                if let Some(batch) = batch.as_mut() {
+                    batch.push((row.clone(), counts));
+                }
                 pending.entry(row).or_default().add(&counts);
+            }
+            if let (Some(outlet), Some(batch)) = (shared.get(), batch) {
+                let _ = outlet.send(batch);
             }
             due.get_or_insert_with(|| Instant::now() + FLUSH_EVERY);
         }

@@ -15,7 +15,7 @@ pub(super) fn days(t: SystemTime) -> u64 {
     secs(t) / DAY
 }
 
-pub(super) fn period_name(p: Period) -> &'static str {
+pub(crate) fn period_name(p: Period) -> &'static str {
     match p {
         Period::Day => "day",
         Period::Week => "week",

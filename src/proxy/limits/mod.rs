@@ -18,7 +18,8 @@ use super::error::LocalError;
 use crate::config::clients::MAX_ANSWER_TOKENS;
 use crate::config::clients::{Client, Clients, Digest, Limits as ClientLimits, Period};
 use crate::usage::{Counts, Row};
-use calendar::{day_number, days, period_end, period_index, period_name, period_of_day, secs, DAY};
+pub(crate) use calendar::period_name;
+use calendar::{day_number, days, period_end, period_index, period_of_day, secs, DAY};
 pub use reservation::{Charge, Reservation};
 use window::Window;
 
@@ -208,9 +209,20 @@ pub fn admit(
     used: &Arc<Used>,
     estimate: Estimate,
 ) -> Result<Reservation, LocalError> {
+    admit_under(&client.name, &client.limits, used, estimate)
+}
+
+/// [`admit`] under `limits` in place of the client's own: with `[shared]`, only what is not
+/// kept in the shared store (requests at once), or this replica's share when the store does
+/// not answer.
+pub fn admit_under(
+    name: &str,
+    limits: &ClientLimits,
+    used: &Arc<Used>,
+    estimate: Estimate,
+) -> Result<Reservation, LocalError> {
     let now = SystemTime::now();
     let s = secs(now);
-    let limits = &client.limits;
     let mut held = Reservation::new(used.clone());
     if let Some((usd, period)) = limits.budget {
         let index = period_index(period, now);
@@ -224,7 +236,7 @@ pub fn admit(
             .update(index, |c| (c < limit).then(|| c.saturating_add(reserve)));
         if admitted.is_err() {
             return Err(LocalError::BudgetExhausted {
-                client: client.name.clone(),
+                client: name.to_owned(),
                 limit: format!("budget of ${usd:.2} per {}", period_name(period)),
                 retry_after: period_end(period, now).saturating_sub(s).max(1),
             });
@@ -244,7 +256,7 @@ pub fn admit(
             .is_err()
         {
             return Err(LocalError::BudgetExhausted {
-                client: client.name.clone(),
+                client: name.to_owned(),
                 limit: format!("{max} tokens per day"),
                 retry_after: ((s / DAY + 1) * DAY).saturating_sub(s).max(1),
             });
@@ -260,7 +272,7 @@ pub fn admit(
             });
         if counted.is_err() {
             return Err(LocalError::RateLimited {
-                client: client.name.clone(),
+                client: name.to_owned(),
                 limit: format!("{max} requests at once"),
                 retry_after: 1,
             });
@@ -275,7 +287,7 @@ pub fn admit(
             .is_err()
         {
             return Err(LocalError::RateLimited {
-                client: client.name.clone(),
+                client: name.to_owned(),
                 limit: format!("{max} requests per minute"),
                 retry_after: (60 - s % 60).max(1),
             });

@@ -24,6 +24,8 @@ pub struct Reservation {
     /// The day it was reserved in, and the tokens.
     tokens: Option<(u64, u64)>,
     in_flight: bool,
+    /// With `[shared]`: what the shared store holds for this request, settled there too.
+    shared: Option<crate::proxy::shared::Hold>,
 }
 
 impl Reservation {
@@ -33,7 +35,14 @@ impl Reservation {
             spend: None,
             tokens: None,
             in_flight: false,
+            shared: None,
         }
+    }
+
+    /// Adds what the shared store reserved, to be settled there with the answer's charge.
+    pub fn with_shared(mut self, hold: crate::proxy::shared::Hold) -> Self {
+        self.shared = Some(hold);
+        self
     }
 
     pub(super) fn hold_spend(&mut self, period: Period, index: u64, micros: u64) {
@@ -56,9 +65,14 @@ impl Reservation {
 
     /// What the answer is charged when its usage was not seen or not believed: the reservation.
     pub fn estimate(&self) -> Charge {
+        let shared = self
+            .shared
+            .as_ref()
+            .map(crate::proxy::shared::Hold::estimate)
+            .unwrap_or_default();
         Charge {
-            micros: self.spend.map_or(0, |(.., m)| m),
-            tokens: self.tokens.map_or(0, |(_, t)| t),
+            micros: self.spend.map_or(0, |(.., m)| m) + shared.micros,
+            tokens: self.tokens.map_or(0, |(_, t)| t) + shared.tokens,
         }
     }
 
@@ -70,6 +84,9 @@ impl Reservation {
     /// Takes the reservation out and adds `charge`, once: every field is taken, so a second call
     /// (the drop after `settle`) finds nothing to give back.
     fn finish(&mut self, charge: Charge) {
+        if let Some(hold) = self.shared.take() {
+            hold.settle(charge);
+        }
         let holds = self.spend.is_some() || self.tokens.is_some() || self.in_flight;
         if !holds && charge == Charge::default() {
             return;
