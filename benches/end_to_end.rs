@@ -271,7 +271,7 @@ fn main() {
         let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
         println!(
             "keyproxy end-to-end benchmark: {cores} cores, {} s per run, median of {} rounds (spread in brackets)",
-            env("KEYPROXY_BENCH_SECS", 3.0),
+            env("KEYPROXY_BENCH_SECS", if quick() { 1.0 } else { 3.0 }),
             env("KEYPROXY_BENCH_ROUNDS", 3)
         );
         let only: String = env("KEYPROXY_BENCH_ONLY", String::new());
