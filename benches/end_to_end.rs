@@ -17,6 +17,8 @@
 //! It runs chat completions at 64 connections and at one, on both upstreams, 1 s rounds, with
 //! keyproxy, the baseline build, the direct connection and nginx (haproxy too with
 //! `KEYPROXY_BENCH_PEERS=all`), and prints req/s, CPU per request and p50 beside each other.
+//! `KEYPROXY_BENCH_LIMITED=1` adds this build serving a client with a budget, a token limit
+//! and a model list, so the cost of the limits is a figure of the same run.
 //!
 //! Each figure is the median of `KEYPROXY_BENCH_ROUNDS` (3) interleaved rounds — direct,
 //! keyproxy, nginx, haproxy, then again — with the spread (lowest to highest) beside it.
@@ -43,7 +45,9 @@ use tokio::sync::Notify;
 
 use load::{connect, first_byte, load, pct, Run, Scenario, Target};
 use mock::Mock;
-use proxies::{cpu_micros, haproxy, keyproxy, keyproxy_at, nginx, rss_kib, Proxy};
+use proxies::{
+    cpu_micros, haproxy, keyproxy, keyproxy_at, keyproxy_limited, nginx, rss_kib, Proxy,
+};
 
 const KEY: &str = "sk-or-v1-bench0000000000000000000000000000000000000000000968304f4";
 
@@ -164,23 +168,27 @@ async fn compare(title: &str, up: &Mock, targets: &Targets<'_>, scenario: Scenar
         row(proxy.name, r);
     }
     let kp = median(&through[0].rps);
-    if let Some((_, base)) = targets
-        .proxies
-        .iter()
-        .zip(&through)
-        .find(|(p, _)| p.name == "baseline")
-    {
+    for (proxy, other) in targets.proxies.iter().zip(&through) {
+        let line = match proxy.name {
+            "baseline" => "keyproxy against the baseline build",
+            "limited" => "a limited client against none",
+            _ => continue,
+        };
+        let (a, b) = match proxy.name {
+            "baseline" => (&through[0], other),
+            _ => (other, &through[0]),
+        };
         println!(
-            "  keyproxy: {:.2} of the baseline's req/s, cpu {:+.1} us/req, p50 {:+.0} us against it",
-            kp / median(&base.rps),
-            median(&through[0].cpu_us) - median(&base.cpu_us),
-            median(&through[0].p50) - median(&base.p50),
+            "  {line}: {:.2} of its req/s, cpu {:+.1} us/req, p50 {:+.0} us",
+            median(&a.rps) / median(&b.rps),
+            median(&a.cpu_us) - median(&b.cpu_us),
+            median(&a.p50) - median(&b.p50),
         );
     }
     let best = targets.proxies[1..]
         .iter()
         .zip(&through[1..])
-        .filter(|(p, _)| p.name != "baseline")
+        .filter(|(p, _)| !matches!(p.name, "baseline" | "limited"))
         .map(|(p, r)| (p.name, median(&r.rps)))
         .max_by(|a, b| a.1.total_cmp(&b.1));
     match best {
@@ -263,7 +271,7 @@ fn main() {
         let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
         println!(
             "keyproxy end-to-end benchmark: {cores} cores, {} s per run, median of {} rounds (spread in brackets)",
-            env("KEYPROXY_BENCH_SECS", 3.0),
+            env("KEYPROXY_BENCH_SECS", if quick() { 1.0 } else { 3.0 }),
             env("KEYPROXY_BENCH_ROUNDS", 3)
         );
         let only: String = env("KEYPROXY_BENCH_ONLY", String::new());
@@ -276,7 +284,11 @@ fn main() {
             let idle = rss_kib(kp.child.id(), "VmRSS:");
             let mut peers = Vec::new();
             if let Ok(binary) = std::env::var("KEYPROXY_BENCH_BASELINE") {
-                peers.push(keyproxy_at(up, "baseline", &binary).await);
+                peers.push(keyproxy_at(up, "baseline", &binary, "").await);
+            }
+            // KEYPROXY_BENCH_LIMITED=1: the same build for a client with limits beside it.
+            if std::env::var_os("KEYPROXY_BENCH_LIMITED").is_some() {
+                peers.push(keyproxy_limited(up).await);
             }
             peers.extend(nginx(up).await);
             if !quick() || std::env::var("KEYPROXY_BENCH_PEERS").as_deref() == Ok("all") {

@@ -67,7 +67,10 @@ impl Scenario {
         Request::post(path)
             .header("host", host.to_string())
             .header("content-type", "application/json")
-            .header("authorization", "Bearer placeholder")
+            .header(
+                "authorization",
+                concat!("Bearer ", "kp-bench-client-token-0001"),
+            )
             .header("user-agent", "OpenAI/Python 1.54.0")
             .body(Full::new(Bytes::from_static(CHAT_REQUEST.as_bytes())))
             .unwrap()

@@ -47,12 +47,25 @@ async fn wait_listening(addr: SocketAddr) {
 }
 
 pub async fn keyproxy(up: &Mock) -> Proxy {
-    keyproxy_at(up, "keyproxy", env!("CARGO_BIN_EXE_keyproxy")).await
+    keyproxy_at(up, "keyproxy", env!("CARGO_BIN_EXE_keyproxy"), "").await
+}
+
+/// The token every load request carries (`Authorization: Bearer ...`): ignored where no
+/// clients are configured, the limited client's where they are.
+pub const CLIENT_TOKEN: &str = "kp-bench-client-token-0001";
+
+/// This build with the requests coming from a client that has a budget, a token limit and a
+/// model list: the cost of reading its body, checking its model, reserving and settling.
+pub async fn keyproxy_limited(up: &Mock) -> Proxy {
+    let client = format!(
+        "[[clients]]\nname = \"bench\"\ntoken = \"{CLIENT_TOKEN}\"\nprofiles = [\"p\"]\nbudget_usd = 1000000.0\nreserve_usd = 0.01\ntokens_per_day = 1_000_000_000_000\nmodels = [\"openai/gpt-4o-mini\", \"anthropic/*\"]\n"
+    );
+    keyproxy_at(up, "limited", env!("CARGO_BIN_EXE_keyproxy"), &client).await
 }
 
 /// Another keyproxy build under the same load, named `name`: `KEYPROXY_BENCH_BASELINE` points at
 /// the release binary of the commit a change is measured against.
-pub async fn keyproxy_at(up: &Mock, name: &'static str, binary: &str) -> Proxy {
+pub async fn keyproxy_at(up: &Mock, name: &'static str, binary: &str, extra: &str) -> Proxy {
     let dir = tempfile::tempdir().unwrap();
     // KEYPROXY_BENCH_USAGE=off measures keyproxy without usage accounting. Only what every
     // build since the first understands is written, so an old build can be the baseline; the
@@ -69,7 +82,7 @@ pub async fn keyproxy_at(up: &Mock, name: &'static str, binary: &str) -> Proxy {
     std::fs::write(
         dir.path().join("keyproxy.toml"),
         format!(
-            "{usage}keys_files = [\"keys.toml\"]\n[[routes]]\nprefix = \"/\"\nupstream = \"{}\"\nprofile = \"p\"\n{ca}",
+            "{usage}keys_files = [\"keys.toml\"]\n[[routes]]\nprefix = \"/\"\nupstream = \"{}\"\nprofile = \"p\"\n{ca}{extra}",
             up.url
 
         ),

@@ -1,6 +1,6 @@
 //! One client connection: served once its first bytes come in time, closed when nothing moves
 //! for `idle_timeout`, its requests dispatched to the admin endpoints or the request path
-//! through the layers every request passes (the request id).
+//! with its request id.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -12,11 +12,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::Watcher;
-use hyper_util::service::TowerToHyperService;
 use tokio::sync::watch;
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
 
 use super::activity::{Activity, Tracked};
 use crate::ops::admin;
@@ -62,22 +58,22 @@ impl Serving {
         let idle = state.load().config.idle_timeout;
         let activity = Activity::new();
         let seen = activity.clone();
-        let service = tower::ServiceBuilder::new()
-            .map_request(drop_unusable_request_id)
-            .layer(SetRequestIdLayer::x_request_id(NewRequestId))
-            .layer(PropagateRequestIdLayer::x_request_id())
-            .service_fn(move |req| {
-                let (state, reload) = (state.clone(), reload.clone());
-                let open = seen.request();
-                async move {
-                    let resp = dispatch(&state, &reload, local, req).await;
-                    Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, open)))
+        let service = hyper::service::service_fn(move |mut req| {
+            let (state, reload) = (state.clone(), reload.clone());
+            let open = seen.request();
+            let id = request_id(&mut req);
+            async move {
+                let mut resp = dispatch(&state, &reload, local, req).await;
+                // The provider's own id (OpenAI sends one) is kept; else the client sees ours.
+                if !resp.headers().contains_key(REQUEST_ID) {
+                    resp.headers_mut().insert(REQUEST_ID, id);
                 }
-            });
-        let connection = self.builder.serve_connection_with_upgrades(
-            TokioIo::new(stream),
-            TowerToHyperService::new(service),
-        );
+                Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, open)))
+            }
+        });
+        let connection = self
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service);
         tokio::pin!(connection);
         // Closing: GOAWAY (HTTP/2) or close after the response in flight (HTTP/1) was asked for,
         // and by when the connection is dropped if the peer does not let it end.
@@ -148,22 +144,17 @@ async fn dispatch(
     Box::pin(proxy::handle(state, local, req)).await
 }
 
-/// An empty or oversized `x-request-id` from the client is replaced, not carried into logs.
-fn drop_unusable_request_id(mut req: Request<Incoming>) -> Request<Incoming> {
-    if req.headers().contains_key(REQUEST_ID) && usable_request_id(req.headers()).is_none() {
-        req.headers_mut().remove(REQUEST_ID);
+/// The request's id: the client's `x-request-id` when a log can carry it, else a new one set on
+/// the request, so the upstream and the access record see the same. Two header operations
+/// instead of tower-http's request-id layers, which cost a future wrapper, a `RequestId`
+/// extension and a header clone per request.
+fn request_id(req: &mut Request<Incoming>) -> http::HeaderValue {
+    if let Some(id) = usable_request_id(req.headers()) {
+        return id.clone();
     }
-    req
-}
-
-/// keyproxy's own request ids, for requests that come without one.
-#[derive(Clone, Copy)]
-struct NewRequestId;
-
-impl MakeRequestId for NewRequestId {
-    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
-        Some(RequestId::new(proxy::new_request_id()))
-    }
+    let id = proxy::new_request_id();
+    req.headers_mut().insert(REQUEST_ID, id.clone());
+    id
 }
 
 /// hyper's header read timeout starts once hyper-util has seen enough bytes to tell HTTP/1 from

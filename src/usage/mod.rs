@@ -4,6 +4,7 @@
 
 mod ledger;
 pub mod scan;
+mod shape;
 mod store;
 
 use std::collections::BTreeMap;

@@ -9,7 +9,7 @@
 //! `usageMetadata` (JSON, and every SSE event of `streamGenerateContent?alt=sse`, the last
 //! winning).
 
-use serde_json::Value;
+use super::shape;
 
 /// What one answer used. Fields an answer did not report stay 0.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -147,13 +147,7 @@ impl Scanner {
                 let mut used = Used::default();
                 if !dropped {
                     head.extend_from_slice(&tail);
-                    match serde_json::from_slice::<Value>(&head) {
-                        // Gemini's streamGenerateContent without `alt=sse`: an array of
-                        // answers, each with the usage so far.
-                        Ok(Value::Array(items)) => items.iter().for_each(|v| merge(v, &mut used)),
-                        Ok(v) => merge(&v, &mut used),
-                        Err(_) => {}
-                    }
+                    shape::answer(&head, &mut used);
                     return used;
                 }
                 from_ends(&head, &tail, &mut used);
@@ -194,12 +188,11 @@ fn from_ends(head: &[u8], tail: &[u8], used: &mut Used) {
     if let Some(model) = model.filter(|m| !m.is_empty()) {
         used.model = model;
     }
-    for key in ["usage", "usageMetadata"] {
-        if let Some(v) = object_after(tail, format!("\"{key}\"").as_bytes()) {
-            let mut wrapped = serde_json::Map::new();
-            wrapped.insert(key.into(), v);
-            merge(&Value::Object(wrapped), used);
-        }
+    if let Some(u) = raw_after_last(tail, b"\"usage\"") {
+        shape::openai_or_anthropic(u, used, true);
+    }
+    if let Some(u) = raw_after_last(tail, b"\"usageMetadata\"") {
+        shape::gemini(u, used, true);
     }
 }
 
@@ -217,81 +210,7 @@ fn sse_line(line: &[u8], used: &mut Used) {
     if USAGE.find(data).is_none() || contains(data, b"\"usage\":null") {
         return;
     }
-    if let Ok(v) = serde_json::from_slice::<Value>(data.trim_ascii_start()) {
-        merge(&v, used);
-    }
-}
-
-/// Takes what an event or answer says; usage events are cumulative, so later values win.
-/// The model: `model` (OpenAI, Anthropic's `message.model`, the Responses API's
-/// `response.model`) or Gemini's `modelVersion`.
-fn merge(v: &Value, used: &mut Used) {
-    let (message, response) = (&v["message"], &v["response"]);
-    for m in [
-        &v["model"],
-        &message["model"],
-        &response["model"],
-        &v["modelVersion"],
-    ] {
-        if let Some(m) = m.as_str().filter(|m| !m.is_empty()) {
-            used.model = m.to_owned();
-        }
-    }
-    for u in [&v["usage"], &message["usage"], &response["usage"]] {
-        if u.is_object() {
-            openai_or_anthropic(u, used);
-        }
-    }
-    if v["usageMetadata"].is_object() {
-        gemini(&v["usageMetadata"], used);
-    }
-}
-
-/// OpenAI (`prompt_tokens`, `completion_tokens`; embeddings only `prompt_tokens` and
-/// `total_tokens`), the Responses API and Anthropic (`input_tokens`, `output_tokens`, Anthropic's
-/// cache reads and writes counted as input), OpenRouter's `cost`.
-fn openai_or_anthropic(u: &Value, used: &mut Used) {
-    let n = |f: &str| u[f].as_u64();
-    let input = n("input_tokens").map(|i| {
-        i.saturating_add(n("cache_creation_input_tokens").unwrap_or(0))
-            .saturating_add(n("cache_read_input_tokens").unwrap_or(0))
-    });
-    let mut prompt = n("prompt_tokens").or(input);
-    let completion = n("completion_tokens").or(n("output_tokens"));
-    if prompt.is_none() && completion.is_none() {
-        prompt = n("total_tokens");
-    }
-    let cost = u["cost"].as_f64();
-    counted(used, prompt, completion, cost);
-}
-
-/// Gemini's `usageMetadata`: the prompt (with tool-use prompts), and the answer with its
-/// thinking, which is billed as output; from the total when the parts are missing.
-fn gemini(u: &Value, used: &mut Used) {
-    let n = |f: &str| u[f].as_u64();
-    let prompt =
-        n("promptTokenCount").map(|p| p.saturating_add(n("toolUsePromptTokenCount").unwrap_or(0)));
-    let completion = match (n("candidatesTokenCount"), n("thoughtsTokenCount")) {
-        (None, None) => n("totalTokenCount").map(|t| t.saturating_sub(prompt.unwrap_or(0))),
-        (c, t) => Some(c.unwrap_or(0).saturating_add(t.unwrap_or(0))),
-    };
-    counted(used, prompt, completion, None);
-}
-
-fn counted(used: &mut Used, prompt: Option<u64>, completion: Option<u64>, cost: Option<f64>) {
-    if prompt.is_none() && completion.is_none() && cost.is_none() {
-        return;
-    }
-    used.reported = true;
-    if let Some(p) = prompt {
-        used.prompt_tokens = p;
-    }
-    if let Some(c) = completion {
-        used.completion_tokens = c;
-    }
-    if let Some(c) = cost {
-        used.cost = c;
-    }
+    shape::event(data.trim_ascii_start(), used);
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
@@ -310,10 +229,15 @@ fn string_after_last(hay: &[u8], key: &[u8]) -> Option<String> {
     value_after(&hay[at..])
 }
 
-/// The JSON object after the last `"key"` and its colon.
-fn object_after(hay: &[u8], key: &[u8]) -> Option<Value> {
+/// The JSON value after the last `"key"` and its colon, as written.
+fn raw_after_last<'a>(hay: &'a [u8], key: &[u8]) -> Option<&'a serde_json::value::RawValue> {
     let at = memchr::memmem::rfind(hay, key)? + key.len();
-    value_after::<Value>(&hay[at..]).filter(Value::is_object)
+    let rest = hay[at..]
+        .trim_ascii_start()
+        .strip_prefix(b":")?
+        .trim_ascii_start();
+    let mut de = serde_json::Deserializer::from_slice(rest);
+    serde::Deserialize::deserialize(&mut de).ok()
 }
 
 /// The JSON value after a colon (and spaces) that starts `rest`.

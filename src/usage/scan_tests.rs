@@ -206,3 +206,39 @@ fn openrouter_cost_in_a_stream_and_an_empty_usage() {
     assert_eq!(used.cost, 0.125);
     assert!(!scan("application/json", &[br#"{"usage":{}}"#]).reported);
 }
+
+#[test]
+fn a_stream_cut_before_its_closing_usage_is_not_reported() {
+    // Anthropic: message_start says what the prompt used, not the answer.
+    let cut = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"claude-sonnet-4-5\",\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\n\nevent: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"text\":\"Hi\"}}\n\n";
+    let used = scan("text/event-stream", &[cut]);
+    assert_eq!((used.prompt_tokens, used.reported), (25, false));
+    // Gemini: every event carries the usage so far; only the one with a finishReason closes.
+    let cut = b"data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"H\"}]}}],\"usageMetadata\":{\"promptTokenCount\":8,\"candidatesTokenCount\":1,\"totalTokenCount\":9}}\r\n\r\n";
+    assert_eq!(
+        counts(&every_split("text/event-stream", cut)),
+        ("", 8, 1, false)
+    );
+}
+
+#[test]
+fn numbers_of_the_wrong_kind_are_no_counts_and_spoil_nothing_else() {
+    let body = br#"{"model":7,"usage":{"prompt_tokens":-5,"completion_tokens":"12","total_tokens":3.5,"cost":1e400}}"#;
+    let used = scan("application/json", &[body]);
+    assert_eq!(
+        (
+            used.model.as_str(),
+            used.prompt_tokens,
+            used.completion_tokens
+        ),
+        ("", 0, 0)
+    );
+    // An absurd cost is read as what it is, for the bill to refuse; not taken for zero.
+    assert!(used.reported && used.cost.is_infinite());
+    let odd = br#"{"message":"overloaded","response":[1],"usage":{"prompt_tokens":4,"completion_tokens":2,"cost":"0.1"}}"#;
+    let used = scan("application/json", &[odd]);
+    assert_eq!(
+        (used.prompt_tokens, used.completion_tokens, used.cost),
+        (4, 2, 0.0)
+    );
+}
