@@ -174,3 +174,27 @@ pub fn routes_with_nokey(provider: &str, upstream: &str) -> String {
 /// "Within a few seconds": an agent that honours the answer shows it after one request or a
 /// few quick retries; a retry storm takes minutes.
 pub const NO_STORM: Duration = Duration::from_secs(20);
+
+/// A turn without a key: keyproxy's sentence for `profile` reached the agent's own output within
+/// [`NO_STORM`] (no retry storm), nothing reached the upstream since it had `before` requests,
+/// and no key was shown.
+pub fn assert_refused_at_once(
+    refused: &Ran,
+    profile: &str,
+    up: &crate::support::Mock,
+    before: usize,
+) {
+    let sentence = format!("keyproxy: no key for profile '{profile}'");
+    assert!(refused.out.contains(&sentence), "{}", refused.out);
+    assert!(refused.took < NO_STORM, "took {:?}", refused.took);
+    assert_eq!(up.count(), before, "nothing is forwarded without a key");
+    crate::support::assert_no_key(&refused.out);
+}
+
+/// Stops keyproxy, which must exit 0 with no key anywhere in its log; the log, for more checks.
+pub async fn stop_cleanly(served: crate::support::Served) -> Vec<String> {
+    let (code, _, log) = served.stop().await;
+    assert_eq!(code, Some(0));
+    crate::support::assert_no_key(&log.join("\n"));
+    log
+}
