@@ -101,8 +101,6 @@ fn quoted_prefixed_and_oversized_keys_are_refused_from_every_source() {
 
 #[test]
 fn keys_add_refuses_what_the_loader_would() {
-    use std::io::Write as _;
-    use std::process::Stdio;
     let bin = Bin::new();
     let file = bin.home.path().join("keys.toml");
     for (given, why) in [
@@ -111,24 +109,11 @@ fn keys_add_refuses_what_the_loader_would() {
         (format!("OPENROUTER_API_KEY={KEY_A}\n"), "variable name"),
         ("k".repeat(100_000), "longer than 4 KiB"),
     ] {
-        let mut child = bin
-            .command()
-            .args(["keys", "add", "p", "--file"])
-            .arg(&file)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(given.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        let mut cmd = bin.command();
+        cmd.args(["keys", "add", "p", "--file"]).arg(&file);
+        let out = run_with_stdin(cmd, &given);
+        let stderr = out.stderr;
+        assert_eq!(out.code, Some(1), "{stderr}");
         assert!(stderr.contains(why), "{stderr}");
         assert_no_key(&stderr);
         assert!(!file.exists(), "written for {why}");

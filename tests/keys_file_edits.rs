@@ -4,33 +4,15 @@
 //! ambiguous fingerprint. The example's placeholder is replaced, as its first step says.
 
 mod support;
-use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt;
 
 use support::*;
 
 /// Runs `keyproxy keys ARGS` with `stdin` piped in.
 fn keys(bin: &Bin, args: &[&str], stdin: &str) -> Output {
-    use std::process::Stdio;
     let mut cmd = bin.command();
-    cmd.arg("keys")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let out = Output {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
+    cmd.arg("keys").args(args);
+    let out = run_with_stdin(cmd, stdin);
     assert_no_key(&out.stdout);
     assert_no_key(&out.stderr);
     out

@@ -493,14 +493,30 @@ pub struct Output {
     pub stderr: String,
 }
 
-pub fn run(mut cmd: std::process::Command) -> Output {
+pub fn run(cmd: std::process::Command) -> Output {
+    finish(cmd, None)
+}
+
+/// [`run`] with `stdin` written to the command's standard input, which is then closed.
+pub fn run_with_stdin(cmd: std::process::Command, stdin: &str) -> Output {
+    finish(cmd, Some(stdin))
+}
+
+fn finish(mut cmd: std::process::Command, stdin: Option<&str>) -> Output {
+    use std::io::Write as _;
     use std::process::Stdio;
-    let child = cmd
-        .stdin(Stdio::null())
+    let mut child = cmd
+        .stdin(match stdin {
+            Some(_) => Stdio::piped(),
+            None => Stdio::null(),
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    if let (Some(text), Some(mut input)) = (stdin, child.stdin.take()) {
+        input.write_all(text.as_bytes()).unwrap();
+    }
     let pid = child.id();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || tx.send(child.wait_with_output()));
