@@ -19,28 +19,11 @@ fn config(upstream: &str) -> String {
 
 /// Runs `keyproxy keys ARGS` with `stdin` piped in.
 fn keys(bin: &Bin, args: &[&str], stdin: &str) -> Output {
-    use std::process::Stdio;
     let mut cmd = bin.command();
     cmd.arg("--config")
-        .arg(bin.config_dir().join("keyproxy.toml"))
-        .arg("keys")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let out = Output {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
+        .arg(bin.config_dir().join("keyproxy.toml"));
+    cmd.arg("keys").args(args);
+    let out = run_with_stdin(cmd, stdin);
     assert_no_key(&out.stdout);
     assert_no_key(&out.stderr);
     out
@@ -93,7 +76,10 @@ async fn keys_add_writes_through_stdin_and_a_running_keyproxy_serves_it() {
             "others lose access, the group keeps it"
         );
 
+        // "keys changed" names the key as the new store is built; the reload's own line comes
+        // once that store is swapped in, and only then is the next request sure to get it.
         served.wait_for_log(FP_A).await;
+        served.wait_for_log("reloaded config and keys").await;
         let reply = get(&format!("{}/v1/models", served.url), &[]).await;
         assert_eq!(reply.status, 200);
         assert_eq!(
