@@ -27,6 +27,32 @@ const WATCH_EVERY: Duration = Duration::from_millis(250);
 pub enum SharedError {
     #[error("[shared] redis at {store}: the URL is not one the Redis client accepts")]
     Url { store: String },
+    #[error("[shared] ca_file {path}: {message}")]
+    CaFile { path: String, message: String },
+}
+
+/// The client for `config`'s store: over TLS (`rediss://`, rustls) it trusts `ca_file` when
+/// given, else the roots built into keyproxy (webpki-roots, as for upstreams).
+fn client(config: &SharedConfig) -> Result<redis::Client, SharedError> {
+    let url_error = |_| SharedError::Url {
+        store: config.store.clone(),
+    };
+    let Some(path) = &config.ca_file else {
+        return redis::Client::open(config.url()).map_err(url_error);
+    };
+    let ca_error = |message: String| SharedError::CaFile {
+        path: path.display().to_string(),
+        message,
+    };
+    let pem = std::fs::read(path).map_err(|e| ca_error(e.to_string()))?;
+    if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+        return Err(ca_error("no PEM certificate in the file".into()));
+    }
+    let certificates = redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem),
+    };
+    redis::Client::build_with_tls(config.url(), certificates).map_err(url_error)
 }
 
 pub struct Shared {
@@ -51,7 +77,7 @@ impl Shared {
         let url_error = || SharedError::Url {
             store: config.store.clone(),
         };
-        let client = redis::Client::open(config.url()).map_err(|_| url_error())?;
+        let client = client(config)?;
         let manager = ConnectionManagerConfig::new()
             .set_response_timeout(Some(config.timeout))
             .set_connection_timeout(Some(config.timeout.max(Duration::from_millis(500))))
@@ -139,8 +165,10 @@ pub fn metrics_text(text: &mut String, shared: &Shared) {
 /// For `check`: whether the store in `config` answers a PING (connect included) within a
 /// second or `timeout`, whichever is longer; the reason in words without the URL when not.
 pub async fn ping(config: &SharedConfig) -> Result<(), String> {
-    let client = redis::Client::open(config.url())
-        .map_err(|_| "the URL is not one the Redis client accepts".to_owned())?;
+    let client = client(config).map_err(|e| match e {
+        SharedError::Url { .. } => "the URL is not one the Redis client accepts".to_owned(),
+        other => other.to_string(),
+    })?;
     let bound = config.timeout.max(Duration::from_secs(1));
     let go = async {
         let mut conn = client.get_multiplexed_async_connection().await?;
