@@ -18,4 +18,5 @@ pub mod usage;
 
 pub use config::{Config, Origin};
 pub use rt::log_buffer::Stderr as LogWriter;
+pub use rt::log_line::TextLine;
 pub use server::{start, Running};

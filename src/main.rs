@@ -123,7 +123,7 @@ fn init_logging(format: LogFormat) {
         .with_writer(keyproxy::LogWriter)
         .with_ansi(std::io::stderr().is_terminal());
     match format {
-        LogFormat::Text => builder.init(),
+        LogFormat::Text => builder.event_format(keyproxy::TextLine::default()).init(),
         LogFormat::Json => builder.json().init(),
     }
 }
