@@ -102,31 +102,14 @@ fn line(s: &mut Scratch, event: &Event<'_>) -> Option<()> {
     Some(())
 }
 
-/// `YYYY-MM-DDTHH:MM:SS.` for a second since the epoch (UTC, proleptic Gregorian).
+/// `YYYY-MM-DDTHH:MM:SS.` for a second since the epoch (UTC), by humantime, which keyproxy
+/// already links; done once a second per thread.
 fn write_second(out: &mut String, secs: u64) -> fmt::Result {
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (year, month, day) = civil_from_days(days);
-    write!(
-        out,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
-/// Howard Hinnant's `civil_from_days`, for days since 1970-01-01.
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
+    let at = UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    write!(out, "{}", humantime::format_rfc3339_seconds(at))?;
+    out.pop(); // the `Z`; the micros and their `Z` follow
+    out.push('.');
+    Ok(())
 }
 
 fn push_padded(out: &mut String, n: u64, width: usize) {
