@@ -189,7 +189,7 @@ const BROKEN: &[Broken] = &[
     Broken {
         config: "listen = 127.0.0.1:8787\n",
         keys: "",
-        says: "expected newline",
+        says: "expected newline, `#`",
     },
     Broken {
         config: "listen = \"127.0.0.1:8787\n",
@@ -204,7 +204,7 @@ const BROKEN: &[Broken] = &[
     Broken {
         config: "[routes]\nprefix = \"/\"\n",
         keys: "",
-        says: "invalid type: map, expected a sequence",
+        says: "[routes] is a single table, but keyproxy takes a list: write [[routes]], once per route",
     },
     Broken {
         config: "listen = 5\n",

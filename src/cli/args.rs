@@ -24,7 +24,8 @@ pub struct Cli {
 
     /// Address to listen on (or, for commands that ask a running keyproxy, where it listens),
     /// overriding the config's `listen`.
-    #[arg(long, global = true, env = "KEYPROXY_LISTEN", value_name = "ADDR")]
+    /// A host name is resolved (`localhost:8787` is 127.0.0.1:8787).
+    #[arg(long, global = true, env = "KEYPROXY_LISTEN", value_name = "ADDR", value_parser = keyproxy::config::listen::listen_address)]
     pub listen: Option<SocketAddr>,
 
     #[command(subcommand)]

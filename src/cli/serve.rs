@@ -59,6 +59,9 @@ async fn run(origin: Origin, listen: Option<std::net::SocketAddr>) -> anyhow::Re
             keyproxy::keys::looked_list(&snapshot.keys.looked_for(profile))
         );
     }
+    for warning in snapshot.profiles_without_provider() {
+        tracing::warn!("{warning}");
+    }
     // Handlers first: whoever waits for the line below may signal at once, and SIGHUP's default
     // action would end the process.
     let reload = running.reloader();

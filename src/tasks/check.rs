@@ -109,6 +109,7 @@ pub fn run(origin: Origin, running: &Running) -> Report {
         && shared.as_ref().is_none_or(|s| s["reachable"] == true);
     let warnings = rights_warning(&snapshot.config)
         .into_iter()
+        .chain(snapshot.profiles_without_provider())
         .collect::<Vec<_>>();
 
     let mut text = String::new();
