@@ -41,6 +41,8 @@ fn main() -> ExitCode {
         Some(Command::Service { action }) => cli::service::run(origin, cli.listen, action),
         Some(Command::Keys { action }) => cli::keys::run(origin, action),
         Some(Command::Openclaw { action }) => cli::openclaw::run(origin, cli.listen, action),
+        Some(Command::Completions { shell }) => cli::docs::completions(shell),
+        Some(Command::Man { dir }) => cli::docs::man(dir.as_deref()),
         Some(Command::Serve) => cli::serve::serve(origin, cli.listen),
         None => cli::serve::serve(origin, cli.listen),
     }

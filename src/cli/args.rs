@@ -130,6 +130,20 @@ pub enum Command {
         #[command(subcommand)]
         action: OpenclawAction,
     },
+    /// Print shell completions for keyproxy on stdout, e.g. `keyproxy completions bash >
+    /// ~/.local/share/bash-completion/completions/keyproxy`.
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print keyproxy's man page (roff) on stdout, e.g. `keyproxy man >
+    /// ~/.local/share/man/man1/keyproxy.1`; with --dir, write a page per command there.
+    Man {
+        /// Write keyproxy.1 and a page per command (keyproxy-keys.1, ...) into this folder.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// How to reach the running keyproxy.

@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod check;
+pub mod docs;
 pub mod health;
 pub mod keys;
 pub mod openclaw;
