@@ -25,6 +25,9 @@
 //!
 //!   KEYPROXY_BENCH_QUICK=1 KEYPROXY_BENCH_SHARED=1 KEYPROXY_BENCH_ROUNDS=7 cargo bench --bench end_to_end
 //!
+//! `KEYPROXY_BENCH_SHARED_BASELINE=/tmp/keyproxy-old` adds that build with `[shared]` too
+//! (`shared-base`, its own redis-server), to measure a change to the shared path itself.
+//!
 //! Each figure is the median of `KEYPROXY_BENCH_ROUNDS` (3) interleaved rounds — direct,
 //! keyproxy, nginx, haproxy, then again — with the spread (lowest to highest) beside it.
 //! Scenarios: chat completions and SSE streams of 20 events at 64 keep-alive connections (with
@@ -194,11 +197,17 @@ async fn compare(title: &str, up: &Mock, targets: &Targets<'_>, scenario: Scenar
             "baseline" => "keyproxy against the baseline build",
             "limited" => "a limited client against none",
             "shared" => "the limited client with [shared] against it alone",
+            "shared-base" => "[shared] in this build against the shared baseline build",
             _ => continue,
         };
         let alone = targets.proxies.iter().position(|p| p.name == "limited");
+        let shared_at = targets.proxies.iter().position(|p| p.name == "shared");
         let (a, b) = match (proxy.name, alone) {
             ("baseline", _) => (&through[0], other),
+            ("shared-base", _) => match shared_at {
+                Some(i) => (&through[i], other),
+                None => continue,
+            },
             ("shared", Some(i)) => (other, &through[i]),
             _ => (other, &through[0]),
         };
@@ -212,7 +221,7 @@ async fn compare(title: &str, up: &Mock, targets: &Targets<'_>, scenario: Scenar
     let best = targets.proxies[1..]
         .iter()
         .zip(&through[1..])
-        .filter(|(p, _)| !matches!(p.name, "baseline" | "limited" | "shared"))
+        .filter(|(p, _)| !matches!(p.name, "baseline" | "limited" | "shared" | "shared-base"))
         .map(|(p, r)| (p.name, median(&r.rps)))
         .max_by(|a, b| a.1.total_cmp(&b.1));
     match best {
@@ -317,9 +326,13 @@ fn main() {
             }
             // KEYPROXY_BENCH_SHARED=1: and that client with [shared] and a redis-server.
             if shared {
-                match keyproxy_shared(up).await {
+                match keyproxy_shared(up, "shared", env!("CARGO_BIN_EXE_keyproxy")).await {
                     Some(p) => peers.push(p),
                     None => println!("  (redis-server not on PATH: apt-get install redis-server)"),
+                }
+                // KEYPROXY_BENCH_SHARED_BASELINE: another build's release binary with [shared].
+                if let Ok(binary) = std::env::var("KEYPROXY_BENCH_SHARED_BASELINE") {
+                    peers.extend(keyproxy_shared(up, "shared-base", &binary).await);
                 }
             }
             peers.extend(nginx(up).await);

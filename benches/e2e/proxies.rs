@@ -75,8 +75,9 @@ pub async fn keyproxy_limited(up: &Mock) -> Proxy {
 
 /// The limited client of [`keyproxy_limited`] with its windows in a real redis-server of its
 /// own on loopback (`[shared]`): one more round trip per request to admit, one off the
-/// response path to settle. `None` when redis-server is not on PATH.
-pub async fn keyproxy_shared(up: &Mock) -> Option<Proxy> {
+/// response path to settle. `None` when redis-server is not on PATH. `name` and `binary`: this
+/// build as `shared`, or the build of `KEYPROXY_BENCH_SHARED_BASELINE` as `shared-base`.
+pub async fn keyproxy_shared(up: &Mock, name: &'static str, binary: &str) -> Option<Proxy> {
     if !on_path("redis-server") {
         return None;
     }
@@ -101,7 +102,7 @@ pub async fn keyproxy_shared(up: &Mock) -> Option<Proxy> {
         "{}[shared]\nredis = \"redis://127.0.0.1:{port}/0\"\n",
         limited_client()
     );
-    let mut proxy = keyproxy_at(up, "shared", env!("CARGO_BIN_EXE_keyproxy"), &client).await;
+    let mut proxy = keyproxy_at(up, name, binary, &client).await;
     proxy.store = Some(store);
     Some(proxy)
 }

@@ -105,7 +105,7 @@ impl Hold {
         }
     }
 
-    /// Replaces the reservation with `charge`, in a task of its own: the answer does not wait.
+    /// Replaces the reservation with `charge` through the flusher: the answer does not wait.
     pub fn settle(mut self, charge: Charge) {
         self.send(charge);
     }
@@ -122,24 +122,49 @@ impl Hold {
         if moves.is_empty() {
             return;
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let shared = self.shared.clone();
-        runtime.spawn(async move {
-            let mut invocation = SETTLE.prepare_invoke();
-            for (key, d) in &moves {
-                invocation.key(key).arg(d);
-            }
-            let mut conn = shared.conn.clone();
-            let _: Option<i64> = shared.call(invocation.invoke_async(&mut conn)).await;
-        });
+        // The flusher may be gone only at shutdown, when nothing is settled any more.
+        let _ = self.shared.settle.send(moves);
     }
 }
 
 impl Drop for Hold {
     fn drop(&mut self) {
         self.send(Charge::default());
+    }
+}
+
+/// Settles what the holds hand over: takes one batch, adds every other one already queued to it
+/// (never waiting for more), and sends the sum per window in one call. Under load many answers
+/// share a round trip; until it lands, a window counts the reservation instead of the cost.
+pub(super) async fn flush_settled(
+    shared: std::sync::Weak<Shared>,
+    mut settled: tokio::sync::mpsc::UnboundedReceiver<Vec<(String, i64)>>,
+) {
+    while let Some(first) = settled.recv().await {
+        let mut sums: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+        let mut add = |moves: Vec<(String, i64)>| {
+            for (key, d) in moves {
+                let sum = sums.entry(key).or_insert(0);
+                *sum = sum.saturating_add(d);
+            }
+        };
+        add(first);
+        while let Ok(more) = settled.try_recv() {
+            add(more);
+        }
+        sums.retain(|_, d| *d != 0);
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        if sums.is_empty() {
+            continue;
+        }
+        let mut invocation = SETTLE.prepare_invoke();
+        for (key, d) in &sums {
+            invocation.key(key).arg(d);
+        }
+        let mut conn = shared.conn.clone();
+        let _: Option<i64> = shared.call(invocation.invoke_async(&mut conn)).await;
     }
 }
 
@@ -224,7 +249,7 @@ async fn ask(
         .arg(l.tokens_per_day.unwrap_or(0))
         .arg(reserve_tokens)
         .arg(l.requests_per_minute.unwrap_or(0));
-    let mut conn = shared.conn.clone();
+    let mut conn = shared.worker_conn();
     let out: Vec<String> = shared.call(invocation.invoke_async(&mut conn)).await?;
     let retry_after = |i: usize| {
         out.get(i)
