@@ -39,8 +39,13 @@ fn client(config: &SharedConfig) -> Result<redis::Client, SharedError> {
     let url_error = |_| SharedError::Url {
         store: config.store.clone(),
     };
+    // TCP_NODELAY (the crate's default is off): a call written while another is unanswered on
+    // the same connection is sent at once, not held back for the first one's answer.
+    let info = redis::IntoConnectionInfo::into_connection_info(config.url())
+        .map_err(url_error)?
+        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
     let Some(path) = &config.ca_file else {
-        return redis::Client::open(config.url()).map_err(url_error);
+        return redis::Client::open(info).map_err(url_error);
     };
     let ca_error = |message: String| SharedError::CaFile {
         path: path.display().to_string(),
@@ -54,16 +59,18 @@ fn client(config: &SharedConfig) -> Result<redis::Client, SharedError> {
         client_tls: None,
         root_cert: Some(pem),
     };
-    redis::Client::build_with_tls(config.url(), certificates).map_err(url_error)
+    redis::Client::build_with_tls(info, certificates).map_err(url_error)
 }
 
 pub struct Shared {
     config: SharedConfig,
-    /// For the watcher, the settlements, usage and rests: driven by the runtime that started.
+    /// For the watcher, usage, rests and settling off the workers: driven by the runtime that
+    /// started.
     conn: ConnectionManager,
-    /// One per worker, for admitting requests: each is made (lazily) by the first request of
-    /// its worker and driven on that worker's thread, so a round trip wakes no other thread.
-    /// With one connection shared by all, the one-connection bench measured +300-500 us p50.
+    /// One per worker, for admitting and settling its requests: each connects at the first
+    /// request of its worker and is driven on that worker's thread, so a round trip wakes no
+    /// other thread. With one connection shared by all, chat at 64 connections made 0.69-0.84
+    /// of the req/s (KEYPROXY_BENCH_SHARED_BASELINE).
     per_worker: Vec<ConnectionManager>,
     up: AtomicBool,
     /// Replicas that heartbeat in the last minute, this one included; at least 1.
@@ -72,8 +79,6 @@ pub struct Shared {
     id: String,
     /// Rests a key (by fingerprint) that another replica rested, in this replica's view.
     on_rested: health::OnRested,
-    /// What answers cost against what they reserved, per window, for `windows::flush_settled`.
-    settle: tokio::sync::mpsc::UnboundedSender<Vec<(String, i64)>>,
 }
 
 impl Shared {
@@ -99,7 +104,6 @@ impl Shared {
             .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), manager.clone()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|_| url_error())?;
-        let (settle, settled) = tokio::sync::mpsc::unbounded_channel();
         let shared = Arc::new(Self {
             config: config.clone(),
             conn,
@@ -109,10 +113,8 @@ impl Shared {
             replicas: AtomicU64::new(1),
             id: replica_id(),
             on_rested,
-            settle,
         });
         tokio::spawn(watch(Arc::downgrade(&shared)));
-        tokio::spawn(windows::flush_settled(Arc::downgrade(&shared), settled));
         Ok(shared)
     }
 
@@ -170,6 +172,28 @@ impl Shared {
                 None
             }
         }
+    }
+}
+
+impl Shared {
+    /// As `call`, for a script on a connection that may have been idle since the store went
+    /// away: `f` is sent once more, within the same `timeout`, when it failed because that
+    /// connection was lost or could not be made (the manager makes a new one at once). Without
+    /// it, every worker's first call after the store came back failed and said it was down.
+    /// A script lost in flight may run twice: its reservation then counts twice until its
+    /// period ends, the safe side for a limit.
+    async fn call_fresh<T, F, Fut>(&self, f: F) -> Option<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        self.call(async {
+            match f().await {
+                Err(e) if e.is_unrecoverable_error() => f().await,
+                done => done,
+            }
+        })
+        .await
     }
 }
 
