@@ -51,8 +51,14 @@ fn main() -> ExitCode {
         Some(Command::Usage {
             json,
             local,
+            since,
+            until,
+            by,
             running,
-        }) => running_cmd::usage(&origin, cli.listen, &running, json, local),
+        }) => {
+            let range = [("since", since), ("until", until), ("by", by)];
+            running_cmd::usage(&origin, cli.listen, &running, json, local, range)
+        }
         Some(Command::Me { json, running }) => running_cmd::me(&origin, cli.listen, &running, json),
         Some(Command::Reload { running }) => running_cmd::reload(&origin, cli.listen, &running),
         Some(Command::Health { url, timeout }) => health(origin, cli.listen, url, timeout),

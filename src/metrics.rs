@@ -17,6 +17,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
+pub mod traffic;
+
 /// Upper bounds in seconds: from a cached reply to a model thinking before its first token.
 const LATENCY_BUCKETS: [f64; 14] = [
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -207,6 +209,8 @@ pub struct Metrics {
     pub response_bytes: Counter,
     pub reloads: Counter,
     pub reload_failures: Counter,
+    /// The last hour per minute, for the page.
+    pub traffic: traffic::Traffic,
 }
 
 impl Default for Metrics {
@@ -231,6 +235,7 @@ impl Metrics {
             response_bytes: Counter::default(),
             reloads: Counter::default(),
             reload_failures: Counter::default(),
+            traffic: traffic::Traffic::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -376,6 +381,7 @@ impl Metrics {
     }
 
     pub fn local(&self, reason: &'static str) {
+        self.traffic.local(reason);
         self.local.get_or_create(&ReasonLabel { reason }).inc();
     }
 

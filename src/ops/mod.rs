@@ -1,5 +1,6 @@
 //! Running keyproxy: reloads and the file watches that trigger them, the admin endpoints, the
-//! report of profiles and keys they and `check` render, the health probe, and OpenClaw's setup.
+//! report of profiles and keys they and `check` render, the page, the health probe, and
+//! OpenClaw's setup.
 //! Reads the request path's state; the request path knows nothing of it.
 
 pub mod admin;
@@ -11,6 +12,7 @@ mod keys_write;
 mod live;
 mod me;
 pub mod openclaw;
+pub mod page;
 pub mod probe;
 pub mod reload;
 mod report;

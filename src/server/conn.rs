@@ -15,7 +15,7 @@ use hyper_util::server::graceful::Watcher;
 use tokio::sync::watch;
 
 use super::activity::{Activity, Tracked};
-use crate::ops::admin;
+use crate::ops::{admin, page};
 use crate::ops::reload::ReloadRequest;
 use crate::proxy::{self, usable_request_id, State, REQUEST_ID};
 use crate::rt::burst::CountedExecutor;
@@ -131,6 +131,9 @@ async fn dispatch(
     }
     if path == "/_keyproxy/usage" {
         return admin::usage(state, &req).await;
+    }
+    if page::is_page(path) || (path == "/_keyproxy/me" && page::wants_page(&req)) {
+        return page::serve(state, &req).await;
     }
     if path == "/_keyproxy/me" {
         return admin::me(state, &req).await;
