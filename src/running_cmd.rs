@@ -137,12 +137,15 @@ pub fn usage(
         true => "usage".to_owned(),
         false => format!("usage?{}", query.join("&")),
     };
-    show(&path, (origin, listen, running), json, |_, body| {
-        match body.get("range") {
+    show(
+        &path,
+        (origin, listen, running),
+        json,
+        |_, body| match body.get("range") {
             Some(range) => instance::range_table(range),
             None => instance::usage_table(body),
-        }
-    })
+        },
+    )
 }
 
 pub fn me(origin: &Origin, listen: Option<SocketAddr>, running: &Running, json: bool) -> ExitCode {

@@ -8,9 +8,9 @@
 //! Setup installs `chromium` with apt-get when it is missing; the spec is skipped, saying why,
 //! only when Chromium or playwright-core cannot be installed.
 
-mod support;
 #[path = "ui/busy.rs"]
 mod busy;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -29,7 +29,8 @@ fn chromium() -> Result<(), String> {
     if Path::new(CHROMIUM).exists() {
         return Ok(());
     }
-    let install = "(apt-get install -y chromium || (apt-get update && apt-get install -y chromium)) >&2";
+    let install =
+        "(apt-get install -y chromium || (apt-get update && apt-get install -y chromium)) >&2";
     let out = std::process::Command::new("timeout")
         .args(["900", "sh", "-c", install])
         .env("DEBIAN_FRONTEND", "noninteractive")
@@ -40,7 +41,10 @@ fn chromium() -> Result<(), String> {
         true => Ok(()),
         false => Err(format!(
             "chromium is not installed and apt-get could not install it: {}",
-            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or_default()
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or_default()
         )),
     }
 }
@@ -97,7 +101,10 @@ async fn the_page_in_headless_chromium_shows_what_the_json_has_and_nothing_else(
         .expect("node runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "page checks failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "page checks failed:\n{stdout}\n{stderr}"
+    );
     for shot in ["admin.png", "client.png"] {
         let len = std::fs::metadata(screens.join(shot)).map_or(0, |m| m.len());
         assert!(len > 10_000, "{shot}: {len} bytes");

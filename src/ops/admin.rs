@@ -123,7 +123,10 @@ pub async fn usage<B>(state: &State, req: &Request<B>) -> Response<ResponseBody>
         Ok(range) => range,
         Err(message) => {
             let message = format!("keyproxy: {message}");
-            return json_response(StatusCode::BAD_REQUEST, &json!({"error": {"message": message}}));
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"error": {"message": message}}),
+            );
         }
     };
     let group = match state.shared.get().filter(|_| !local) {

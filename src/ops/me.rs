@@ -22,14 +22,19 @@ pub async fn handle<B>(state: &State, req: &Request<B>) -> Response<ResponseBody
     };
     let rows = rows(state).await;
     let now = SystemTime::now();
-    json_response(StatusCode::OK, &agent(&snapshot, client, rows.as_ref(), now))
+    json_response(
+        StatusCode::OK,
+        &agent(&snapshot, client, rows.as_ref(), now),
+    )
 }
 
 /// The ledger's rows, None when usage is not counted. The first may wait for the ledger's
 /// thread to open the database, hence off the worker.
 pub(super) async fn rows(state: &State) -> Option<BTreeMap<Row, Counts>> {
     let ledger = state.usage.get().cloned()?;
-    tokio::task::spawn_blocking(move || ledger.rows()).await.ok()
+    tokio::task::spawn_blocking(move || ledger.rows())
+        .await
+        .ok()
 }
 
 /// The `/_keyproxy/me` document of `client`: the page shows one per agent.

@@ -15,8 +15,8 @@ use hyper_util::server::graceful::Watcher;
 use tokio::sync::watch;
 
 use super::activity::{Activity, Tracked};
-use crate::ops::{admin, page};
 use crate::ops::reload::ReloadRequest;
+use crate::ops::{admin, page};
 use crate::proxy::{self, usable_request_id, State, REQUEST_ID};
 use crate::rt::burst::CountedExecutor;
 

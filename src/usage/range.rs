@@ -45,7 +45,9 @@ pub fn parse_day(s: &str) -> Result<String, String> {
             return Ok(s.to_owned());
         }
     }
-    Err(format!("'{s}' is not a date: use YYYY-MM-DD (UTC), e.g. 2026-12-01"))
+    Err(format!(
+        "'{s}' is not a date: use YYYY-MM-DD (UTC), e.g. 2026-12-01"
+    ))
 }
 
 /// The rows from `since` to `until` (both included, either open), summed per group.
@@ -176,11 +178,19 @@ mod tests {
     fn a_range_is_inclusive_and_grouped_one_way() {
         let since = Some("2026-12-01".to_owned());
         let g = grouped(&rows(), since.clone(), None, By::Client);
-        let keys: Vec<_> = g.groups.iter().map(|g| (g.key.as_str(), g.counts.cost_usd)).collect();
+        let keys: Vec<_> = g
+            .groups
+            .iter()
+            .map(|g| (g.key.as_str(), g.counts.cost_usd))
+            .collect();
         assert_eq!(keys, [("alice", 2.0), ("bob", 12.0)]);
         assert_eq!(g.total.requests, 3);
         let g = grouped(&rows(), since, Some("2026-12-01".into()), By::Model);
-        let keys: Vec<_> = g.groups.iter().map(|g| (g.key.as_str(), g.counts.cost_usd)).collect();
+        let keys: Vec<_> = g
+            .groups
+            .iter()
+            .map(|g| (g.key.as_str(), g.counts.cost_usd))
+            .collect();
         assert_eq!(keys, [("m1", 2.0), ("m2", 4.0)]);
         assert_eq!(grouped(&rows(), None, None, By::Day).groups.len(), 3);
     }

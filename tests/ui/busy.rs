@@ -82,10 +82,23 @@ pub async fn busy() -> (Mock, Proxy) {
     .await;
     let proxy = Proxy::start(&config(&up.url), &[("keys.toml", &keys())]).await;
     for _ in 0..3 {
-        assert_eq!(chat(&proxy.url, Some(ALICE), "openai/gpt-4o-mini").await.status, 200);
-        assert_eq!(chat(&proxy.url, Some(BOB), "openai/gpt-4o-mini").await.status, 200);
+        assert_eq!(
+            chat(&proxy.url, Some(ALICE), "openai/gpt-4o-mini")
+                .await
+                .status,
+            200
+        );
+        assert_eq!(
+            chat(&proxy.url, Some(BOB), "openai/gpt-4o-mini")
+                .await
+                .status,
+            200
+        );
     }
-    assert_eq!(chat(&proxy.url, None, "openai/gpt-4o-mini").await.status, 401);
+    assert_eq!(
+        chat(&proxy.url, None, "openai/gpt-4o-mini").await.status,
+        401
+    );
     let refused = chat(&proxy.url, Some(ALICE), "anthropic/claude-opus").await;
     assert_eq!(refused.status, 403);
     loop {

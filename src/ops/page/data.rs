@@ -79,7 +79,9 @@ pub async fn serve<B>(state: &State, req: &Request<B>) -> Response<ResponseBody>
         .collect();
     let history = rows.as_ref().filter(|_| with_history).map(|rows| {
         let own = own.map(|c| c.name.as_str());
-        history(rows, now, HISTORY_DAYS, |row| own.is_none_or(|name| row.1 == name))
+        history(rows, now, HISTORY_DAYS, |row| {
+            own.is_none_or(|name| row.1 == name)
+        })
     });
     let admin = own.is_none();
     let report = PageReport {

@@ -26,7 +26,8 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 
 /// Is `path` one of the page's: `/_keyproxy`, `/_keyproxy/` and `/_keyproxy/ui/...`.
 pub fn is_page(path: &str) -> bool {
-    matches!(path, "/_keyproxy" | "/_keyproxy/" | "/_keyproxy/ui") || path.starts_with("/_keyproxy/ui/")
+    matches!(path, "/_keyproxy" | "/_keyproxy/" | "/_keyproxy/ui")
+        || path.starts_with("/_keyproxy/ui/")
 }
 
 /// Does a browser navigate to `/_keyproxy/me`? Then it gets the page, which asks for the token
@@ -69,8 +70,14 @@ pub async fn serve<B>(state: &State, req: &Request<B>) -> Response<ResponseBody>
     resp
 }
 
-fn text(status: StatusCode, content_type: &'static str, body: &'static str) -> Response<ResponseBody> {
-    let mut resp = Response::new(Either::Right(Full::new(Bytes::from_static(body.as_bytes()))));
+fn text(
+    status: StatusCode,
+    content_type: &'static str,
+    body: &'static str,
+) -> Response<ResponseBody> {
+    let mut resp = Response::new(Either::Right(Full::new(Bytes::from_static(
+        body.as_bytes(),
+    ))));
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -80,8 +87,17 @@ fn text(status: StatusCode, content_type: &'static str, body: &'static str) -> R
 /// No copy kept anywhere, nothing loaded from or sent to elsewhere, not framed, no referrer.
 fn guard(headers: &mut http::HeaderMap) {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
 }
