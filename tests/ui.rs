@@ -56,7 +56,8 @@ async fn the_admin_sees_status_every_agent_traffic_and_history() {
             .iter()
             .find(|k| k["fingerprint"] == FP_C)
             .unwrap();
-        assert_eq!(used["used_minutes_ago"], 0, "{used}");
+        // This minute, or the last one when a minute turned since the answer.
+        assert!(used["used_minutes_ago"].as_u64().unwrap() <= 1, "{used}");
         // One /me document per agent, the same as each token's own /_keyproxy/me.
         let names: Vec<_> = d["agents"]
             .as_array()
