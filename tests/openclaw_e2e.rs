@@ -40,8 +40,12 @@ fn openrouter() -> Handler {
     })
 }
 
-/// Installs OpenClaw, or says why the spec cannot run. Only an unreachable registry skips it.
+/// Installs OpenClaw, or says why the spec cannot run: an unreachable registry, or
+/// `KEYPROXY_SKIP_REAL_CLIENTS`.
 fn install() -> Option<PathBuf> {
+    if real_clients_skipped("openclaw_e2e") {
+        return None;
+    }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let cache = std::env::var_os("KEYPROXY_OPENCLAW_CACHE")
         .map(PathBuf::from)
