@@ -6,7 +6,8 @@
 //! log, no console error. Screenshots: target/ui-screens/admin.png and client.png.
 //!
 //! Setup installs `chromium` with apt-get when it is missing; the spec is skipped, saying why,
-//! only when Chromium or playwright-core cannot be installed.
+//! only when Chromium or playwright-core cannot be installed, or when
+//! `KEYPROXY_SKIP_REAL_CLIENTS` asks it to download nothing.
 
 #[path = "ui/busy.rs"]
 mod busy;
@@ -70,6 +71,9 @@ fn playwright() -> Result<PathBuf, String> {
 
 #[tokio::test]
 async fn the_page_in_headless_chromium_shows_what_the_json_has_and_nothing_else() {
+    if real_clients_skipped("the page in Chromium") {
+        return;
+    }
     let ready = tokio::task::spawn_blocking(|| chromium().and_then(|()| playwright()))
         .await
         .unwrap();

@@ -1,9 +1,9 @@
 //! The last hour of traffic, minute by minute, for the page: one count per request by its final
 //! answer, as `keyproxy_requests` counts (a refusal sent again on another key is a retry, not
 //! an answer): upstream answers by status class, local refusals by `x-keyproxy-error` reason, and the upstream latency in the same buckets as the
-//! Prometheus histogram. A fixed ring of 60 minutes of atomics (about 20 KB, allocated once):
-//! the request path adds with relaxed atomic adds and never takes a lock; it is read only when
-//! the page asks.
+//! Prometheus histogram. A fixed ring of 60 minutes of atomics (about 22 KB, allocated once, by
+//! the first request counted, so a keyproxy nobody has used holds none of it): the request path
+//! adds with relaxed atomic adds and never takes a lock; it is read only when the page asks.
 //!
 //! A minute's slot is claimed by whoever first counts in it (a compare-and-swap of its minute
 //! number) and then cleared; an add racing that clear can be lost, which a chart of an hour
@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -65,17 +66,10 @@ impl Minute {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Traffic {
-    ring: Box<[Minute]>,
-}
-
-impl Default for Traffic {
-    fn default() -> Self {
-        Self {
-            ring: (0..MINUTES).map(|_| Minute::default()).collect(),
-        }
-    }
+    /// Made by the first count: until then the page shows an hour of zeros.
+    ring: OnceLock<Box<[Minute]>>,
 }
 
 /// Minutes since the Unix epoch.
@@ -89,7 +83,10 @@ impl Traffic {
     /// This minute's slot, claimed and cleared if it still counts an older minute.
     fn slot(&self) -> (&Minute, u64) {
         let now = minute_now();
-        let slot = &self.ring[(now % MINUTES as u64) as usize];
+        let ring = self
+            .ring
+            .get_or_init(|| (0..MINUTES).map(|_| Minute::default()).collect());
+        let slot = &ring[(now % MINUTES as u64) as usize];
         let at = slot.at.load(Relaxed);
         if at != now && slot.at.compare_exchange(at, now, Relaxed, Relaxed).is_ok() {
             slot.clear();
@@ -132,7 +129,9 @@ impl Traffic {
                     at: at * 60,
                     ..MinuteReport::default()
                 };
-                let slot = &self.ring[(at % MINUTES as u64) as usize];
+                let Some(slot) = self.ring.get().map(|r| &r[(at % MINUTES as u64) as usize]) else {
+                    return m;
+                };
                 if slot.at.load(Relaxed) != at {
                     return m;
                 }
