@@ -34,7 +34,14 @@ const LEGACY_PREFIX: &str = "keyproxy-openclaw-";
 #[derive(Default)]
 pub(crate) struct Copies {
     folder: Option<PathBuf>,
-    last: HashMap<PathBuf, (Vec<Seen>, Option<String>)>,
+    last: HashMap<PathBuf, (Vec<Seen>, DbRow)>,
+}
+
+/// What one read of a database gave: its `PRAGMA user_version` and the store row, if any.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct DbRow {
+    pub user_version: i64,
+    pub json: Option<String>,
 }
 
 impl Copies {
@@ -46,8 +53,8 @@ impl Copies {
         db: &Path,
         files: &mut FileSet,
         state_dir: Option<&Path>,
-        query: impl FnOnce(&Path) -> Result<Option<String>, String>,
-    ) -> Result<Option<String>, SourceError> {
+        query: impl FnOnce(&Path) -> Result<DbRow, String>,
+    ) -> Result<DbRow, SourceError> {
         let failed = |why: String| SourceError::Failed(format!("{}: {why}", db.display()));
         let seen: Vec<Seen> = FILES.iter().map(|s| files.stat(&side(db, s))).collect();
         match seen[0] {

@@ -1,0 +1,227 @@
+//! OpenClaw 2026.9's per-agent stores and SecretRefs: an agent-local profile wins over the
+//! shared one, another agent is reached as `PROFILE@AGENT`, `file` refs are watched, `exec` refs
+//! run with OpenClaw's protocol, a `store` ref is named, and a database of an unknown layout is
+//! a failed source naming its version. Databases are built in OpenClaw's exact schemas, in WAL
+//! mode, with a writer holding them open.
+
+mod support;
+use std::path::Path;
+
+use rusqlite::Connection;
+use support::*;
+
+const KEY_C: &str = "sk-or-v1-ccccccccccccccccSECRETMIDDLEcccccccccc33333333";
+const FP_C: &str = "sk-or-v1...33333333";
+
+const SHARED: &str = "PRAGMA journal_mode = WAL; PRAGMA user_version = 18;
+    CREATE TABLE config_machine_state(state_key TEXT PRIMARY KEY, value_json TEXT, updated_at_ms INTEGER);";
+const AGENT: &str = "PRAGMA journal_mode = WAL; PRAGMA user_version = 23;
+    CREATE TABLE auth_profile_store (store_key TEXT NOT NULL PRIMARY KEY, store_json TEXT NOT NULL, updated_at INTEGER NOT NULL) STRICT;";
+
+/// A database with its schema and a writer that stays open, never checkpointing.
+fn database(path: &Path, schema: &str) -> Connection {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let c = Connection::open(path).unwrap();
+    c.execute_batch(schema).unwrap();
+    c.execute_batch("PRAGMA wal_autocheckpoint = 0;").unwrap();
+    c
+}
+
+fn shared(dir: &Path, store: &str) -> Connection {
+    let c = database(&dir.join("state/openclaw.sqlite"), SHARED);
+    c.execute(
+        "INSERT INTO config_machine_state VALUES ('authProfiles.store', ?1, 1)",
+        [store],
+    )
+    .unwrap();
+    c
+}
+
+fn agent(dir: &Path, id: &str, store: &str) -> Connection {
+    let c = database(
+        &dir.join(format!("agents/{id}/agent/openclaw-agent.sqlite")),
+        AGENT,
+    );
+    c.execute(
+        "INSERT INTO auth_profile_store VALUES ('primary', ?1, 1)",
+        [store],
+    )
+    .unwrap();
+    c
+}
+
+fn key(name: &str, key: &str) -> String {
+    format!(r#"{{"version":1,"profiles":{{"{name}":{{"type":"api_key","provider":"openrouter","key":"{key}"}}}}}}"#)
+}
+
+fn reference(name: &str, r: &str) -> String {
+    format!(r#"{{"version":1,"profiles":{{"{name}":{{"type":"api_key","provider":"openrouter","keyRef":{r}}}}}}}"#)
+}
+
+fn config(dir: &Path, upstream: &str) -> String {
+    format!(
+        "keys_files = []\npoll_interval = \"200ms\"\nopenclaw_state_dirs = [\"{}\"]\n[[routes]]\nprefix = \"/\"\nupstream = \"{upstream}\"\nprofile = \"openrouter:default\"\n",
+        dir.display()
+    )
+}
+
+async fn message(proxy: &Proxy) -> String {
+    let reply = get(&format!("{}/api/v1/chat/completions", proxy.url), &[]).await;
+    assert_eq!(reply.status, 401, "{}", reply.text());
+    let text = reply.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert_no_key(&text);
+    text
+}
+
+#[tokio::test]
+async fn an_agent_local_profile_wins_over_the_shared_one_and_other_agents_are_reached_by_name() {
+    bounded(async {
+        let up = Mock::start(echo_authorization()).await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("openclaw.json"),
+            r#"{ agents: { list: [ { id: "main", default: true }, { id: "work" } ] } }"#,
+        )
+        .unwrap();
+        let _s = shared(dir.path(), &key("openrouter:default", KEY_A));
+        let _m = agent(dir.path(), "main", &key("openrouter:default", KEY_B));
+        let _w = agent(dir.path(), "work", &key("openrouter:default", KEY_C));
+        let proxy = Proxy::start(&config(dir.path(), &up.url), &[]).await;
+        let url = format!("{}/api/v1/chat/completions", proxy.url);
+        assert_eq!(get(&url, &[]).await.status, 200);
+        assert_eq!(
+            up.received()[0].headers["authorization"],
+            format!("Bearer {KEY_B}"),
+            "the default agent's own profile is what OpenClaw sends"
+        );
+        let work = [("x-keyproxy-profile", "openrouter:default@work")];
+        assert_eq!(get(&url, &work).await.status, 200);
+        assert_eq!(
+            up.received()[1].headers["authorization"],
+            format!("Bearer {KEY_C}")
+        );
+        let status = get(&format!("{}/_keyproxy/status", proxy.url), &[]).await;
+        assert_no_key(&status.text());
+        let source = status.json()["profiles"]["openrouter:default"]["keys"][0]["source"].clone();
+        assert!(source.as_str().unwrap().ends_with("(agent main)"), "{source}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_file_ref_is_read_and_a_rotated_file_is_served_live() {
+    bounded(async {
+        let up = Mock::start(echo_authorization()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let secrets = dir.path().join("secrets.json");
+        std::fs::write(&secrets, format!(r#"{{"openrouter":"{KEY_A}"}}"#)).unwrap();
+        std::fs::write(
+            dir.path().join("openclaw.json"),
+            format!(
+                r#"{{ secrets: {{ providers: {{ files: {{ source: "file", path: "{}", mode: "json" }} }} }} }}"#,
+                secrets.display()
+            ),
+        )
+        .unwrap();
+        let r = r#"{"source":"file","provider":"files","id":"/openrouter"}"#;
+        let _s = shared(dir.path(), &reference("openrouter:default", r));
+        let proxy = Proxy::start(&config(dir.path(), &up.url), &[]).await;
+        proxy.wait_for_key("openrouter:default", FP_A).await;
+        let tmp = dir.path().join("secrets.json.tmp");
+        std::fs::write(&tmp, format!(r#"{{"openrouter":"{KEY_B}"}}"#)).unwrap();
+        std::fs::rename(&tmp, &secrets).unwrap();
+        proxy.wait_for_key("openrouter:default", FP_B).await;
+        let url = format!("{}/api/v1/chat/completions", proxy.url);
+        assert_eq!(get(&url, &[]).await.status, 200);
+        assert_eq!(
+            up.received()[0].headers["authorization"],
+            format!("Bearer {KEY_B}")
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_exec_ref_runs_openclaws_protocol_without_a_shell() {
+    bounded(async {
+        let up = Mock::start(echo_authorization()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let helper = dir.path().join("helper.sh");
+        // Answers only a request in OpenClaw's shape, in an environment of passEnv and env only.
+        std::fs::write(
+            &helper,
+            format!(
+                "#!/bin/sh\nread req\ncase \"$req\" in *'\"protocolVersion\":1'*'\"ids\":[\"openrouter\"]'*) ;; *) exit 3;; esac\n[ -z \"$HOME$CARGO_MANIFEST_DIR\" ] && [ \"$MODE\" = on ] || exit 4\nprintf '{{\"protocolVersion\":1,\"values\":{{\"openrouter\":\"{KEY_C}\"}}}}'\n"
+            ),
+        )
+        .unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o700)).unwrap();
+        }
+        std::fs::write(
+            dir.path().join("openclaw.json"),
+            format!(
+                r#"{{ secrets: {{ providers: {{ vault: {{ source: "exec", command: "{}", env: {{ MODE: "on" }}, passEnv: ["PATH"] }} }} }} }}"#,
+                helper.display()
+            ),
+        )
+        .unwrap();
+        let r = r#"{"source":"exec","provider":"vault","id":"openrouter"}"#;
+        let _s = shared(dir.path(), &reference("openrouter:default", r));
+        let proxy = Proxy::start(&config(dir.path(), &up.url), &[]).await;
+        proxy.wait_for_key("openrouter:default", FP_C).await;
+        let url = format!("{}/api/v1/chat/completions", proxy.url);
+        assert_eq!(get(&url, &[]).await.status, 200);
+        assert_eq!(
+            up.received()[0].headers["authorization"],
+            format!("Bearer {KEY_C}")
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_store_ref_and_an_unconfigured_provider_are_named_in_the_401() {
+    bounded(async {
+        let up = Mock::start(ok_handler()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let r = r#"{"source":"store","provider":"default","id":"OPENROUTER"}"#;
+        let _s = shared(dir.path(), &reference("openrouter:default", r));
+        let proxy = Proxy::start(&config(dir.path(), &up.url), &[]).await;
+        let msg = message(&proxy).await;
+        assert!(msg.contains("OpenClaw keeps this key in its own secret store"), "{msg}");
+        assert_eq!(up.count(), 0);
+
+        let dir = tempfile::tempdir().unwrap();
+        let r = r#"{"source":"file","provider":"nowhere","id":"/x"}"#;
+        let _s = shared(dir.path(), &reference("openrouter:default", r));
+        let proxy = Proxy::start(&config(dir.path(), &up.url), &[]).await;
+        let msg = message(&proxy).await;
+        assert!(msg.contains("secret provider 'nowhere'"), "{msg}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_database_of_an_unknown_layout_is_a_failed_source_naming_its_version() {
+    bounded(async {
+        let up = Mock::start(ok_handler()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let _s = shared(dir.path(), &key("openrouter:default", KEY_A));
+        let db = dir.path().join("agents/main/agent/openclaw-agent.sqlite");
+        let _a = database(
+            &db,
+            "PRAGMA journal_mode = WAL; PRAGMA user_version = 99;
+             CREATE TABLE auth_profiles_v2 (id TEXT PRIMARY KEY, body TEXT) STRICT;",
+        );
+        let proxy = Proxy::start(&config(dir.path(), &up.url), &[]).await;
+        let msg = message(&proxy).await;
+        assert!(msg.contains("user_version 99"), "{msg}");
+        let error = proxy.status().last_error.expect("a failed source").1;
+        assert!(error.contains("tested with user_version 23"), "{error}");
+        assert_eq!(up.count(), 0);
+    })
+    .await;
+}
