@@ -225,3 +225,41 @@ async fn a_database_of_an_unknown_layout_is_a_failed_source_naming_its_version()
     })
     .await;
 }
+
+#[test]
+fn openclaw_status_says_which_store_each_openrouter_profile_comes_from_in_each_folder() {
+    let bin = Bin::new();
+    let home = bin.home.path();
+    let cli = home.join(".openclaw");
+    let _s = shared(&cli, &key("openrouter:default", KEY_A));
+    let _a = agent(&cli, "main", &key("openrouter:default", KEY_B));
+    let service = home.join("srv/openclaw");
+    let s = shared(&service, &key("openrouter:manual", KEY_C));
+    s.execute_batch("PRAGMA user_version = 30;").unwrap();
+    let units = home.join(".config/systemd/user");
+    std::fs::create_dir_all(&units).unwrap();
+    std::fs::write(
+        units.join("openclaw-gateway.service"),
+        format!(
+            "[Service]\nEnvironment=\"OPENCLAW_STATE_DIR={}\"\n",
+            service.display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = bin.command_with_config_listen();
+    cmd.args(["openclaw", "status"]);
+    let out = run(cmd);
+    let text = &out.stdout;
+    assert_no_key(text);
+    for line in [
+        "store: agent main ~/.openclaw/agents/main/agent/openclaw-agent.sqlite (user_version 23)",
+        "store: shared ~/.openclaw/state/openclaw.sqlite (user_version 18)",
+        "profile 'openrouter:default' (agent main) from agent main: key sk-or-v1...22222222",
+        "warning: agent main holds its own 'openrouter:default', which OpenClaw sends instead of the shared store's",
+        "store: shared ~/srv/openclaw/state/openclaw.sqlite (user_version 30, not tested)",
+        "profile 'openrouter:manual' (agent main) from shared store: key sk-or-v1...33333333",
+        "has user_version 30; keyproxy was tested with 18 (OpenClaw 2026.9.6)",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}{}", out.stderr);
+    }
+}

@@ -49,6 +49,9 @@ pub struct StateDir {
     /// The default agent's id, and every other agent listed in `openclaw.json` with what it sees.
     pub default_agent: String,
     pub other_agents: Vec<(String, Profiles)>,
+    /// Profiles an agent holds itself that the shared store holds too: (profile, agent). The
+    /// agent's wins, and users have been surprised by it (openclaw#137353, openclaw#143262).
+    pub overridden: Vec<(String, String)>,
     /// Every database read, with its `PRAGMA user_version` and what it is (`shared`, `agent ID`).
     pub databases: Vec<(PathBuf, i64, String)>,
     /// The profile OpenClaw sends to OpenRouter when it is not `openrouter:default`, and why:
@@ -176,6 +179,15 @@ pub fn read(
             SourceError::NotFound
         });
     }
+    let overridden = locals
+        .iter()
+        .flat_map(|(agent, local)| {
+            local
+                .iter()
+                .filter(|(n, _, _)| shared.iter().any(|(s, _, _)| s == n))
+                .map(move |(n, _, _)| (n.clone(), agent.clone()))
+        })
+        .collect();
     // Each agent sees its own profiles over the shared ones; refs are resolved once per agent.
     let mut seen: Vec<(String, Profiles)> = locals
         .into_iter()
@@ -216,9 +228,19 @@ pub fn read(
         profiles,
         default_agent,
         other_agents: seen,
+        overridden,
         databases,
         openrouter_profile,
         notes,
+    })
+}
+
+/// One look at a state folder, for `openclaw status` and `check`: read as a reload would, from
+/// copies in keyproxy's own `state_dir`, with nothing kept.
+pub fn inspect(dir: &Path, state_dir: Option<&Path>) -> Result<StateDir, String> {
+    read(dir, &mut FileSet::default(), &mut Copies::default(), state_dir).map_err(|e| match e {
+        SourceError::NotFound => "no OpenClaw key store in this folder".to_owned(),
+        e => e.to_string(),
     })
 }
 

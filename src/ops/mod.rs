@@ -11,6 +11,7 @@ mod keys_write;
 mod live;
 mod me;
 pub mod openclaw;
+mod openclaw_stores;
 pub mod probe;
 pub mod reload;
 mod report;
