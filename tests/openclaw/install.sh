@@ -9,6 +9,8 @@ dir=${1:?usage: install.sh CACHE_DIR}
 stamp="$dir/.installed-$OPENCLAW_VERSION-$NODE_VERSION"
 if [ -f "$stamp" ]; then echo "$dir"; exit 0; fi
 command -v npm >/dev/null 2>&1 || { echo "npm is not installed" >&2; exit 75; }
+# npm's cache stays inside the cache folder (under target/), never in the user's ~/.npm.
+export npm_config_cache="$dir/.npm-cache"
 timeout 60 npm ping >/dev/null 2>&1 || { echo "the npm registry cannot be reached" >&2; exit 75; }
 mkdir -p "$dir"
 # --ignore-scripts: OpenClaw's optional native helpers are not needed for `agent --local`.
