@@ -51,11 +51,15 @@ fn agent(dir: &Path, id: &str, store: &str) -> Connection {
 }
 
 fn key(name: &str, key: &str) -> String {
-    format!(r#"{{"version":1,"profiles":{{"{name}":{{"type":"api_key","provider":"openrouter","key":"{key}"}}}}}}"#)
+    format!(
+        r#"{{"version":1,"profiles":{{"{name}":{{"type":"api_key","provider":"openrouter","key":"{key}"}}}}}}"#
+    )
 }
 
 fn reference(name: &str, r: &str) -> String {
-    format!(r#"{{"version":1,"profiles":{{"{name}":{{"type":"api_key","provider":"openrouter","keyRef":{r}}}}}}}"#)
+    format!(
+        r#"{{"version":1,"profiles":{{"{name}":{{"type":"api_key","provider":"openrouter","keyRef":{r}}}}}}}"#
+    )
 }
 
 fn config(dir: &Path, upstream: &str) -> String {
@@ -68,7 +72,10 @@ fn config(dir: &Path, upstream: &str) -> String {
 async fn message(proxy: &Proxy) -> String {
     let reply = get(&format!("{}/api/v1/chat/completions", proxy.url), &[]).await;
     assert_eq!(reply.status, 401, "{}", reply.text());
-    let text = reply.json()["error"]["message"].as_str().unwrap().to_owned();
+    let text = reply.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_no_key(&text);
     text
 }
@@ -103,7 +110,10 @@ async fn an_agent_local_profile_wins_over_the_shared_one_and_other_agents_are_re
         let status = get(&format!("{}/_keyproxy/status", proxy.url), &[]).await;
         assert_no_key(&status.text());
         let source = status.json()["profiles"]["openrouter:default"]["keys"][0]["source"].clone();
-        assert!(source.as_str().unwrap().ends_with("(agent main)"), "{source}");
+        assert!(
+            source.as_str().unwrap().ends_with("(agent main)"),
+            "{source}"
+        );
     })
     .await;
 }
@@ -191,7 +201,10 @@ async fn a_store_ref_and_an_unconfigured_provider_are_named_in_the_401() {
         let _s = shared(dir.path(), &reference("openrouter:default", r));
         let proxy = Proxy::start(&config(dir.path(), &up.url), &[]).await;
         let msg = message(&proxy).await;
-        assert!(msg.contains("OpenClaw keeps this key in its own secret store"), "{msg}");
+        assert!(
+            msg.contains("OpenClaw keeps this key in its own secret store"),
+            "{msg}"
+        );
         assert_eq!(up.count(), 0);
 
         let dir = tempfile::tempdir().unwrap();

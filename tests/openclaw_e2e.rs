@@ -5,9 +5,9 @@
 //! keyproxy's sentence whole. Nothing leaves the machine: OpenClaw's HTTPS_PROXY is a local
 //! port that drops every connection, and the provider is an in-process mock.
 
-mod support;
 #[path = "openclaw/harness.rs"]
 mod harness;
+mod support;
 use std::sync::atomic::Ordering;
 
 use harness::*;

@@ -37,8 +37,13 @@ pub(crate) fn run(spec: &CommandSpec, redactor: &Redactor) -> Result<Secret, Str
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     if let Some(exec) = &spec.openclaw {
-        cmd.env_clear().envs(exec.env.iter().cloned()).stdin(Stdio::piped());
-        if let Some(dir) = std::path::Path::new(program).parent().filter(|d| d.is_dir()) {
+        cmd.env_clear()
+            .envs(exec.env.iter().cloned())
+            .stdin(Stdio::piped());
+        if let Some(dir) = std::path::Path::new(program)
+            .parent()
+            .filter(|d| d.is_dir())
+        {
             cmd.current_dir(dir);
         }
     }
@@ -70,7 +75,9 @@ pub(crate) fn run(spec: &CommandSpec, redactor: &Redactor) -> Result<Secret, Str
         return Err(format!("key_command {shown} {code}{stderr}"));
     }
     let key = match &spec.openclaw {
-        Some(exec) => exec_value(exec, &text).map_err(|why| format!("key_command {shown} {why}"))?,
+        Some(exec) => {
+            exec_value(exec, &text).map_err(|why| format!("key_command {shown} {why}"))?
+        }
         None => trim_one_newline(&text).to_owned(),
     };
     let key = key.as_str();
@@ -107,12 +114,19 @@ fn exec_value(exec: &ExecProtocol, stdout: &str) -> Result<String, String> {
     if parsed.get("protocolVersion").and_then(Value::as_i64) != Some(1) {
         return Err("answered without protocolVersion 1".into());
     }
-    if parsed.pointer("/errors").and_then(|e| e.get(&exec.id)).is_some() {
+    if parsed
+        .pointer("/errors")
+        .and_then(|e| e.get(&exec.id))
+        .is_some()
+    {
         return Err(format!("answered an error for id {:?}", exec.id));
     }
     match parsed.get("values").and_then(|v| v.get(&exec.id)) {
         Some(Value::String(s)) => Ok(s.clone()),
-        Some(_) => Err(format!("answered a value for id {:?} that is not a string", exec.id)),
+        Some(_) => Err(format!(
+            "answered a value for id {:?} that is not a string",
+            exec.id
+        )),
         None => Err(format!("answered no value for id {:?}", exec.id)),
     }
 }

@@ -106,7 +106,10 @@ fn entry(p: &Value) -> Result<Entry, String> {
             "has neither {field} nor {reference}"
         )));
     };
-    let provider = r.get("provider").and_then(Value::as_str).unwrap_or("default");
+    let provider = r
+        .get("provider")
+        .and_then(Value::as_str)
+        .unwrap_or("default");
     match (
         r.get("source").and_then(Value::as_str),
         r.get("id").and_then(Value::as_str),

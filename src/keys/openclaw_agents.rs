@@ -61,7 +61,15 @@ pub fn agents(state: &Path, config: Option<&Value>) -> Vec<Agent> {
         .find(|(_, v)| v.get("default").and_then(Value::as_bool) == Some(true))
         .or(listed.first())
         .map_or_else(|| DEFAULT_AGENT.to_owned(), |(id, _)| id.to_lowercase());
-    let mut out = vec![agent(state, &default, listed.iter().find(|(id, _)| id.to_lowercase() == default).map(|(_, v)| *v), true)];
+    let mut out = vec![agent(
+        state,
+        &default,
+        listed
+            .iter()
+            .find(|(id, _)| id.to_lowercase() == default)
+            .map(|(_, v)| *v),
+        true,
+    )];
     for (id, v) in &listed {
         let id = id.to_lowercase();
         if !out.iter().any(|a| a.id == id) {

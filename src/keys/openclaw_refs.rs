@@ -31,7 +31,8 @@ const EXEC_REFRESH: Duration = Duration::from_secs(300);
 /// The entry a `file` or `exec` ref gives: a key, a command, or why neither.
 pub fn resolve(r: &SecretRef, config: Option<&Value>, files: &mut FileSet) -> Entry {
     let what = format!("keyRef {}:{}:{}", r.source, r.provider, r.id);
-    let Some(provider) = config.and_then(|c| c.pointer(&format!("/secrets/providers/{}", r.provider)))
+    let Some(provider) =
+        config.and_then(|c| c.pointer(&format!("/secrets/providers/{}", r.provider)))
     else {
         return Entry::Skipped(format!(
             "{what} names secret provider '{}', which openclaw.json does not configure (secrets.providers)",

@@ -111,7 +111,11 @@ pub fn read(
         match copies.row(&db, files, state_dir, query_agent) {
             Ok(row) => {
                 found = true;
-                notes.extend(version_warning(&db, row.user_version, TESTED_AGENT_VERSIONS));
+                notes.extend(version_warning(
+                    &db,
+                    row.user_version,
+                    TESTED_AGENT_VERSIONS,
+                ));
                 databases.push((db.clone(), row.user_version, format!("agent {}", agent.id)));
                 if let Some(json) = row.json {
                     let label = PathBuf::from(format!("{} (auth_profile_store)", db.display()));
@@ -142,7 +146,11 @@ pub fn read(
     match row {
         Ok(row) => {
             found = true;
-            notes.extend(version_warning(&db, row.user_version, TESTED_STATE_VERSIONS));
+            notes.extend(version_warning(
+                &db,
+                row.user_version,
+                TESTED_STATE_VERSIONS,
+            ));
             databases.push((db.clone(), row.user_version, "shared".into()));
             if let Some(json) = row.json {
                 let label = PathBuf::from(format!("{} ({AUTH_ROW})", db.display()));
@@ -238,7 +246,13 @@ pub fn read(
 /// One look at a state folder, for `openclaw status` and `check`: read as a reload would, from
 /// copies in keyproxy's own `state_dir`, with nothing kept.
 pub fn inspect(dir: &Path, state_dir: Option<&Path>) -> Result<StateDir, String> {
-    read(dir, &mut FileSet::default(), &mut Copies::default(), state_dir).map_err(|e| match e {
+    read(
+        dir,
+        &mut FileSet::default(),
+        &mut Copies::default(),
+        state_dir,
+    )
+    .map_err(|e| match e {
         SourceError::NotFound => "no OpenClaw key store in this folder".to_owned(),
         e => e.to_string(),
     })

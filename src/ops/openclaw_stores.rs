@@ -47,7 +47,8 @@ pub fn describe(dir: &Path, state_dir: Option<&Path>) -> (Value, String, Vec<Str
             tilde(db),
             if in_range { "" } else { ", not tested" }
         );
-        databases.push(json!({"path": db, "store": what, "user_version": version, "tested": in_range}));
+        databases
+            .push(json!({"path": db, "store": what, "user_version": version, "tested": in_range}));
     }
     let mut profiles = Vec::new();
     let agents = std::iter::once((&state.default_agent, &state.profiles))

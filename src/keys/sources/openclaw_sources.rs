@@ -64,7 +64,11 @@ impl Loader {
                 entries.push((
                     name.clone(),
                     entry,
-                    Arc::from(format!("OpenClaw {} ({})", from.display(), state.origin(from))),
+                    Arc::from(format!(
+                        "OpenClaw {} ({})",
+                        from.display(),
+                        state.origin(from)
+                    )),
                 ));
             }
             // Another agent's view is reached as `PROFILE@AGENT` (`openrouter:default@work`),
@@ -74,7 +78,11 @@ impl Loader {
                     entries.push((
                         format!("{name}@{agent}"),
                         entry,
-                        Arc::from(format!("OpenClaw {} ({})", from.display(), state.origin(from))),
+                        Arc::from(format!(
+                            "OpenClaw {} ({})",
+                            from.display(),
+                            state.origin(from)
+                        )),
                     ));
                 }
             }
