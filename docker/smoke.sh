@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The container sidecar end to end in a real engine: builds docker/Dockerfile and runs the image
-# as README.md, "Running in a container", says, against a stand-in provider on this host's
+# as docs/operations.md, "Running in a container", says, against a stand-in provider on this host's
 # loopback (docker/smoke-mock.py). Prints PASS or FAIL per step; exits non-zero on any failure.
 #
 #   docker/smoke.sh [docker|podman]            # default docker
@@ -87,7 +87,7 @@ check "the image declares the state volume /state" \
     grep -q '/state' <<<"$(inspect '{{json .Config.Volumes}}')"
 
 # 2. The provider stand-in and the mounted folder: keyproxy.toml and keys.toml, group-readable
-# by the group the container runs in (README: --user 65532:GID).
+# by the group the container runs in (docs/operations.md: --user 65532:GID).
 python3 docker/smoke-mock.py "$work/mock.port" "$work/seen" &
 mock_pid=$!
 wait_for 10 'test -s "$work/mock.port"' || { fail "the mock provider starts"; exit 1; }
@@ -112,7 +112,7 @@ write_keys() { # write_keys FOLDER KEY: as an editor would, a new file renamed o
 write_keys "$etc" "$key_a"
 chgrp "$gid" "$etc" "$etc/keyproxy.toml" && chmod 750 "$etc" && chmod 640 "$etc/keyproxy.toml"
 
-serve() { # serve NAME PORT FOLDER: the README's run command, on the host's loopback
+serve() { # serve NAME PORT FOLDER: the run command of docs/operations.md, on the host's loopback
     eng run -d --name "$1" --network host --read-only \
         --user "65532:$gid" \
         -v "$3:/etc/keyproxy:ro" -v "$volume:/state" \
@@ -139,7 +139,7 @@ if [ "$(id -u)" != 65532 ]; then
     url=http://127.0.0.1:$port
     wait_for 30 '[ "$(status_of "$url/_keyproxy/health")" = 200 ]'
     reason=$(curl -s -o /dev/null -D - "$url/chat/completions" -d '{}' | tr -d '\r' | sed -n 's/^x-keyproxy-error: //Ip')
-    check "a 0600 keys file of the host user: 401 $reason inside the container, as README says" \
+    check "a 0600 keys file of the host user: 401 $reason inside the container, as docs/operations.md says" \
         [ "$reason" = missing-key -a ! -s "$work/seen" ]
     eng stop -t 10 "$run_id-denied" >/dev/null
 fi

@@ -2,10 +2,9 @@
 //!
 //! The binary is a thin shell over this library; tests and benches use it directly. The folders
 //! are the domain and depend one way (see ARCHITECTURE.md): `config` <- `keys` <- `proxy` <-
-//! `ops` <- `server`, with `usage` beside `config`, and `text`, `metrics` and `rt` as leaves
-//! anything may use.
+//! `ops` <- `server` and `tasks`, with `usage` beside `config`, and `text`, `metrics` and `rt` as
+//! leaves anything may use.
 
-pub mod cli;
 pub mod config;
 pub mod keys;
 mod metrics;
@@ -13,9 +12,11 @@ pub mod ops;
 pub mod proxy;
 mod rt;
 pub mod server;
+pub mod tasks;
 mod text;
 pub mod usage;
 
 pub use config::{Config, Origin};
 pub use rt::log_buffer::Stderr as LogWriter;
+pub use rt::log_line::TextLine;
 pub use server::{start, Running};

@@ -125,7 +125,8 @@ fn classes(word: &str) -> usize {
 /// back as ``unknown field `sk-or-v1-...` ``; in a keys or config file that text may be a key of
 /// any shape. So every double-quoted run is replaced, a run in backticks is kept only when it
 /// reads as one of keyproxy's field names (short, lowercase, `_`), which keeps typos such as
-/// ``unknown field `upstrem` `` helpful, and what is left has its key-shaped words masked
+/// ``unknown field `upstrem` `` helpful, or as a few punctuation characters a parser expected
+/// (``expected `=` ``), and what is left has its key-shaped words masked
 /// ([`mask_key_shapes`]).
 pub fn redact_quoted(message: &str) -> String {
     mask_key_shapes(&hide_quoted(message))
@@ -146,7 +147,7 @@ fn hide_quoted(message: &str) -> String {
         let inner = &after[..len];
         out.push_str(&rest[..start]);
         out.push(quote);
-        if quote != '"' && looks_like_a_field_name(inner) {
+        if quote != '"' && (looks_like_a_field_name(inner) || is_a_token(inner)) {
             out.push_str(inner);
         } else {
             out.push('…');
@@ -158,6 +159,12 @@ fn hide_quoted(message: &str) -> String {
     out
 }
 
+/// What a parser expected, such as TOML's ``expected newline, `#` ``: a few punctuation
+/// characters, which no key is.
+fn is_a_token(text: &str) -> bool {
+    (1..=3).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_punctuation())
+}
+
 fn looks_like_a_field_name(text: &str) -> bool {
     (1..=24).contains(&text.len())
         && text
@@ -165,9 +172,53 @@ fn looks_like_a_field_name(text: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit())
 }
 
+/// When something `secs` seconds from now happens, for people: `at 2026-12-07 00:00 UTC, in
+/// 19 h 21 min`. The time is rounded to the minute, since a period ends on one and the seconds
+/// were counted an instant before.
+pub fn resets(secs: u64) -> String {
+    let at = std::time::SystemTime::now() + std::time::Duration::from_secs(secs.saturating_add(30));
+    let stamp = humantime::format_rfc3339_seconds(at).to_string();
+    let minute = stamp.get(..16).unwrap_or(&stamp).replace('T', " ");
+    format!("at {minute} UTC, in {}", span(secs))
+}
+
+/// A duration in the two largest units it has: `2 d 3 h`, `19 h 21 min`, `4 min 10 s`, `42 s`.
+fn span(secs: u64) -> String {
+    let units = [(86_400, "d"), (3_600, "h"), (60, "min"), (1, "s")];
+    let mut parts = Vec::new();
+    let mut rest = secs;
+    for (size, name) in units {
+        if rest >= size || (parts.is_empty() && size == 1) {
+            parts.push(format!("{} {name}", rest / size));
+            rest %= size;
+        } else if !parts.is_empty() {
+            break;
+        }
+        if parts.len() == 2 {
+            break;
+        }
+    }
+    parts.join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_read_as_words() {
+        assert_eq!(span(69_686), "19 h 21 min");
+        assert_eq!(span(183_600), "2 d 3 h");
+        assert_eq!(span(250), "4 min 10 s");
+        assert_eq!(span(42), "42 s");
+        assert_eq!(span(0), "0 s");
+        assert_eq!(span(3_600), "1 h");
+        let said = resets(60);
+        assert!(
+            said.starts_with("at 20") && said.ends_with(" UTC, in 1 min"),
+            "{said}"
+        );
+    }
 
     #[test]
     fn lines_and_columns_are_one_based() {
@@ -190,6 +241,11 @@ mod tests {
         );
         assert_eq!(redact_quoted("no closing \"sk-secret"), "no closing \"…");
         assert_eq!(redact_quoted("it can't be"), "it can't be");
+        assert_eq!(
+            redact_quoted("expected newline, `#`; expected `\"`, `'`, `.`"),
+            "expected newline, `#`; expected `\"`, `'`, `.`"
+        );
+        assert_eq!(redact_quoted("expected `sk-1`"), "expected `…`");
     }
 
     const KEY: &str = "sk-or-v1-0123456789abcdef0123456789abcdef968304f4";

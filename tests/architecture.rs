@@ -19,18 +19,13 @@ const LAYERS: &[(&str, u8)] = &[
     ("proxy", 3),
     ("ops", 4),
     ("server", 5),
-    ("cli", 6),
-    ("lib", 7),
+    ("tasks", 5),
+    ("lib", 6),
 ];
 
-/// The binary's own files, which use the library by its public name only.
-const BINARY: &[&str] = &[
-    "main",
-    "openclaw_cmd",
-    "running_cmd",
-    "keys_cmd",
-    "service_cmd",
-];
+/// The binary's own files (`main.rs` and the commands in `cli/`), which use the library by its
+/// public name only.
+const BINARY: &[&str] = &["main", "cli"];
 
 fn layer(module: &str) -> Option<u8> {
     LAYERS.iter().find(|(m, _)| *m == module).map(|(_, l)| *l)

@@ -76,6 +76,11 @@ async fn the_request_after_the_one_that_crosses_the_budget_is_refused_until_the_
             "{message}"
         );
         assert!(message.len() <= 180, "{message}");
+        // The reset as a time and a duration, not a count of seconds.
+        let midnight = UNIX_EPOCH + std::time::Duration::from_secs(now_secs() + to_midnight);
+        let day = humantime::format_rfc3339_seconds(midnight).to_string();
+        let said = format!("It resets at {} 00:00 UTC, in ", &day[..10]);
+        assert!(message.contains(&said), "{message}\nwants {said:?}");
         assert_eq!(up.count(), 2, "nothing forwarded once the budget is used");
     })
     .await;

@@ -46,7 +46,7 @@ async fn key_of(url: &str, profile: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyproxy_serves_what_the_real_openclaw_sends_from_agent_stores_and_secret_refs() {
-    let Some(cache) = install() else { return };
+    let Some(cache) = install("openclaw_e2e_stores") else { return };
     let (proxy, _dropped) = dropping_proxy().await;
     let user = User::new(&cache, proxy);
     let home = user.home.path();

@@ -10,17 +10,18 @@ use http::uri::{Authority, Scheme};
 
 pub mod admin_token;
 pub mod clients;
+pub mod listen;
+mod parse;
+pub use parse::parse;
 pub mod providers;
 mod rate;
 mod raw;
 pub mod shared;
 
-use crate::text::{redact_quoted, LineIndex};
 use clients::Clients;
 use providers::Provider;
 pub use rate::{parse_rate, rate_label};
 pub use raw::parse_upstream;
-use raw::RawConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -262,17 +263,6 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
         source,
     })?;
     parse(&text, path)
-}
-
-/// Parses config text; `path` names the file in errors and anchors relative paths.
-pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-    let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Invalid {
-        path: path.to_path_buf(),
-        line: e.span().map(|s| LineIndex::new(text).line_of(s.start)),
-        message: redact_quoted(e.message()),
-    })?;
-    let dir = path.parent().unwrap_or(Path::new(""));
-    Config::from_raw(raw, Some(path.to_path_buf()), dir, text)
 }
 
 /// Connections a non-loopback address may hold open when the config sets no cap.

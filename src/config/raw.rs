@@ -16,6 +16,7 @@ use super::admin_token::AdminToken;
 use super::clients::{Clients, RawClient};
 use super::providers::Provider;
 use super::*;
+use crate::text::LineIndex;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -85,11 +86,9 @@ struct RawRoute {
 
 fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
     let s = String::deserialize(d)?;
-    s.parse().map(Some).map_err(|_| {
-        D::Error::custom(format!(
-            "listen {s:?} is not an address like \"127.0.0.1:8787\""
-        ))
-    })
+    super::listen::listen_address(&s)
+        .map(Some)
+        .map_err(D::Error::custom)
 }
 
 /// No timeout or interval keyproxy uses is longer than this; a larger one would overflow the

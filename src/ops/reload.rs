@@ -176,6 +176,9 @@ impl Reloader {
             let count = self.state.log().count;
             if changed || asked {
                 tracing::info!(reload = count, trigger, "reloaded config and keys");
+                for warning in self.state.load().profiles_without_provider() {
+                    tracing::warn!("{warning}");
+                }
             } else {
                 tracing::debug!(
                     reload = count,

@@ -77,7 +77,7 @@ pub enum LocalError {
     ModelUnreadable { client: String, why: String },
     #[error("keyproxy: client '{client}' has a budget or token limit, and {why}. Nothing was forwarded.")]
     RequestUnreadable { client: String, why: String },
-    #[error("keyproxy: client '{client}' has used its {limit}; nothing was forwarded. It resets in {retry_after} s.")]
+    #[error("keyproxy: client '{client}' has used its {limit}; nothing was forwarded. It resets {}.", crate::text::resets(*.retry_after))]
     BudgetExhausted {
         client: String,
         limit: String,

@@ -126,7 +126,9 @@ impl H2Origin {
                 Some(lease) => lease,
                 None => {
                     progress.connecting();
-                    match self.open(req.uri()).await {
+                    // Boxed: opening (TCP, TLS, the HTTP/2 handshake) is a state machine of
+                    // kilobytes that every request's future would otherwise carry and copy.
+                    match Box::pin(self.open(req.uri())).await {
                         Ok(Some(lease)) => lease,
                         Ok(None) => return Err(H2Failure::SpeaksHttp1(Box::new(req))),
                         Err(e) => return Err(H2Failure::Connect(e)),

@@ -61,7 +61,8 @@ pub async fn handle(
         return reject(state, record, err, ErrorShape::OpenAi);
     }
     if websocket::is_upgrade(&req) {
-        return websocket::pass_through(state, record, req).await;
+        // Boxed, like anything rare and large: the common request's future stays small.
+        return Box::pin(websocket::pass_through(state, record, req)).await;
     }
     let snapshot = state.load();
     let (mut parts, body) = req.into_parts();

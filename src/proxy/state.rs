@@ -78,6 +78,23 @@ impl Snapshot {
         }
         missing
     }
+
+    /// Profiles with keys but no provider part (`default`, not `openrouter:default`) that no
+    /// route may inject and no client names: most likely meant as `provider:name`. One warning
+    /// sentence each.
+    pub fn profiles_without_provider(&self) -> Vec<String> {
+        let provider = self.config.routes.first().map_or("openrouter", |r| {
+            crate::config::clients::provider_of(&r.profile)
+        });
+        self.keys
+            .profiles()
+            .map(|(name, _)| name)
+            .filter(|name| !name.contains(':'))
+            .filter(|name| !self.config.routes.iter().any(|r| r.allows(name)))
+            .filter(|name| !self.config.clients.iter().any(|c| c.profiles.iter().any(|p| p == name)))
+            .map(|name| format!("profile '{name}' has no provider part, so no route injects its keys; name it '{provider}:{name}' (provider:name) in the keys file"))
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Default)]

@@ -5,6 +5,7 @@
 pub mod burst;
 pub mod clock;
 pub mod log_buffer;
+pub mod log_line;
 pub mod workers;
 
 pub use workers::current_worker;

@@ -35,8 +35,12 @@ pub fn openrouter() -> Handler {
     })
 }
 
-/// Installs OpenClaw, or says why the spec cannot run. Only an unreachable registry skips it.
-pub fn install() -> Option<PathBuf> {
+/// Installs OpenClaw (and npm's cache) under target/, or says why the spec `spec` cannot run:
+/// an unreachable registry, or `KEYPROXY_SKIP_REAL_CLIENTS` (then nothing is downloaded).
+pub fn install(spec: &str) -> Option<PathBuf> {
+    if real_clients_skipped(spec) {
+        return None;
+    }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let cache = std::env::var_os("KEYPROXY_OPENCLAW_CACHE")
         .map(PathBuf::from)
@@ -51,7 +55,7 @@ pub fn install() -> Option<PathBuf> {
         Some(0) => Some(cache),
         Some(75) => {
             eprintln!(
-                "SKIPPED openclaw_e2e: {}",
+                "SKIPPED {spec}: {}",
                 String::from_utf8_lossy(&out.stderr).trim()
             );
             None

@@ -645,3 +645,14 @@ impl Served {
         (status.code(), stdout, log)
     }
 }
+
+/// `KEYPROXY_SKIP_REAL_CLIENTS=1`: the specs that install a real client from the npm registry
+/// (OpenClaw, Claude Code, Codex, Gemini CLI, opencode) skip, saying so, instead of downloading
+/// it. CI (`.ci/run`) never sets it.
+pub fn real_clients_skipped(spec: &str) -> bool {
+    let skip = std::env::var("KEYPROXY_SKIP_REAL_CLIENTS").is_ok_and(|v| !v.is_empty() && v != "0");
+    if skip {
+        eprintln!("SKIPPED {spec}: KEYPROXY_SKIP_REAL_CLIENTS is set; nothing was downloaded");
+    }
+    skip
+}

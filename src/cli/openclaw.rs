@@ -3,13 +3,13 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use keyproxy::cli::OpenclawAction;
+use crate::cli::args::OpenclawAction;
 use std::net::SocketAddr;
 
 use keyproxy::config::{self, Config, Origin, DEFAULT_PROFILE};
-use keyproxy::ops::openclaw::{self, PLACEHOLDER};
 use keyproxy::ops::reload::Reloader;
 use keyproxy::proxy::Snapshot;
+use keyproxy::tasks::openclaw::{self, PLACEHOLDER};
 
 /// `listen` is `--listen`: the address OpenClaw should reach, when not the config's.
 pub fn run(origin: Origin, listen: Option<SocketAddr>, action: OpenclawAction) -> ExitCode {

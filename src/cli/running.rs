@@ -4,9 +4,9 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use keyproxy::cli::Running;
+use crate::cli::args::Running;
 use keyproxy::config::{self, Origin};
-use keyproxy::ops::instance;
+use keyproxy::tasks::instance;
 use serde_json::Value;
 
 /// Asks the running keyproxy's admin endpoint `path`; its URL and JSON answer, or the exit code

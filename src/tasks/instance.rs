@@ -14,7 +14,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
 use super::probe::default_url;
-use super::report::ProfileReport;
+use crate::ops::report::ProfileReport;
 
 /// `http://ADDR/_keyproxy/<path>` for a keyproxy listening on `listen`.
 pub fn admin_url(listen: SocketAddr, path: &str) -> String {

@@ -4,10 +4,11 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Value};
 
-use super::reload::Reloader;
-use super::{instance, live, openclaw, report};
+use super::{instance, live, openclaw};
 use crate::config::Origin;
 use crate::keys::looked_list;
+use crate::ops::reload::Reloader;
+use crate::ops::report;
 
 /// What `check` found; `ok` is true when every route's default profile has a key.
 pub struct Report {
@@ -108,6 +109,7 @@ pub fn run(origin: Origin, running: &Running) -> Report {
         && shared.as_ref().is_none_or(|s| s["reachable"] == true);
     let warnings = rights_warning(&snapshot.config)
         .into_iter()
+        .chain(snapshot.profiles_without_provider())
         .collect::<Vec<_>>();
 
     let mut text = String::new();

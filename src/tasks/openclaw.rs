@@ -277,14 +277,25 @@ pub fn report(config: &Config, snapshot: &Snapshot) -> (bool, String, Value) {
             .unwrap_or_default();
         let exists = v["exists"] == true;
         all_ok &= ok;
+        // A folder that is not there is never "ok": there is nothing in it to be right.
         let _ = writeln!(
             text,
             "  {} {} (used by {})",
-            if ok { "ok" } else { "--" },
+            match (ok, exists) {
+                (true, true) => "ok",
+                (_, false) => "absent",
+                (false, true) => "--",
+            },
             tilde(&folder.dir),
             folder.used_by.join("; ")
         );
-        if exists {
+        if !exists {
+            let _ = writeln!(
+                text,
+                "     does not exist: OpenClaw has not been set up with this folder (openclaw onboard creates it; then run keyproxy openclaw connect)"
+            );
+        }
+        if v.get("api_key").is_some() {
             let _ = writeln!(
                 text,
                 "     baseUrl {}; apiKey {}; profile '{}' has {}",
@@ -324,6 +335,10 @@ pub fn report(config: &Config, snapshot: &Snapshot) -> (bool, String, Value) {
                 tilde(&cli.dir)
             ));
         }
+    }
+    if !in_use.iter().any(|(_, exists)| *exists) {
+        all_ok = false;
+        notes.push("no OpenClaw state folder exists, so there is nothing to check: set up OpenClaw (openclaw onboard), or point OPENCLAW_STATE_DIR at its folder".to_owned());
     }
     for n in &notes {
         let _ = writeln!(text, "  note: {n}");

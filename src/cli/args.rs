@@ -24,7 +24,8 @@ pub struct Cli {
 
     /// Address to listen on (or, for commands that ask a running keyproxy, where it listens),
     /// overriding the config's `listen`.
-    #[arg(long, global = true, env = "KEYPROXY_LISTEN", value_name = "ADDR")]
+    /// A host name is resolved (`localhost:8787` is 127.0.0.1:8787).
+    #[arg(long, global = true, env = "KEYPROXY_LISTEN", value_name = "ADDR", value_parser = keyproxy::config::listen::listen_address)]
     pub listen: Option<SocketAddr>,
 
     #[command(subcommand)]
@@ -128,6 +129,20 @@ pub enum Command {
     Openclaw {
         #[command(subcommand)]
         action: OpenclawAction,
+    },
+    /// Print shell completions for keyproxy on stdout, e.g. `keyproxy completions bash >
+    /// ~/.local/share/bash-completion/completions/keyproxy`.
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print keyproxy's man page (roff) on stdout, e.g. `keyproxy man >
+    /// ~/.local/share/man/man1/keyproxy.1`; with --dir, write a page per command there.
+    Man {
+        /// Write keyproxy.1 and a page per command (keyproxy-keys.1, ...) into this folder.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
     },
 }
 

@@ -4,13 +4,13 @@ use std::io::{IsTerminal as _, Read as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use keyproxy::cli::KeysAction;
+use crate::cli::args::KeysAction;
 use keyproxy::config::{self, Origin};
-use keyproxy::ops::keys_edit::{self, Edited};
+use keyproxy::tasks::keys_edit::{self, Edited};
 
 pub fn run(origin: Origin, action: KeysAction) -> ExitCode {
     let outcome = match action {
-        KeysAction::List { json } => keyproxy::ops::check::list(origin).map(|(text, value)| {
+        KeysAction::List { json } => keyproxy::tasks::check::list(origin).map(|(text, value)| {
             if json {
                 serde_json::to_string_pretty(&value).unwrap_or_default()
             } else {

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use keyproxy::cli::{ServiceAction, ServiceManager};
+use crate::cli::args::{ServiceAction, ServiceManager};
 use keyproxy::config::{self, Origin};
-use keyproxy::ops::service::{self, Manager, Service};
+use keyproxy::tasks::service::{self, Manager, Service};
 
 pub fn run(origin: Origin, listen: Option<SocketAddr>, action: ServiceAction) -> ExitCode {
     let outcome = match action {
@@ -156,14 +156,14 @@ fn status(s: &Service, origin: &Origin, listen: Option<SocketAddr>) -> Result<St
     );
     let listen = match listen {
         Some(a) => a,
-        None => crate::running_cmd::configured_listen("service status", origin).0,
+        None => crate::cli::running::configured_listen("service status", origin).0,
     };
-    let url = keyproxy::ops::instance::admin_url(listen, "ready");
+    let url = keyproxy::tasks::instance::admin_url(listen, "ready");
     let asked = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?
-        .block_on(keyproxy::ops::probe::probe(&url, Duration::from_secs(5)));
+        .block_on(keyproxy::tasks::probe::probe(&url, Duration::from_secs(5)));
     out += &match asked {
         Ok(_) => format!("answering: yes, {url} is ready\n"),
         Err(why) => format!("answering: no, {why}\n"),
