@@ -276,3 +276,38 @@ fn openclaw_status_says_which_store_each_openrouter_profile_comes_from_in_each_f
         assert!(text.contains(line), "missing {line:?} in\n{text}{}", out.stderr);
     }
 }
+
+/// The sentences the OpenClaw stores and refs say, each still in its source file and quoted in
+/// docs/troubleshooting.md (which tests/docs.rs cannot find for itself in format strings).
+#[test]
+fn every_openclaw_store_sentence_is_in_troubleshooting() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
+    let plain = |t: &str| {
+        t.replace('`', "")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let doc = plain(&read("docs/troubleshooting.md"));
+    for (file, sentence) in [
+        ("src/keys/openclaw.rs", "OpenClaw keeps this key in its own secret store (keyRef source \\\"store\\\"), which keyproxy cannot read"),
+        ("src/keys/openclaw.rs", "is not one keyproxy reads (env, file, exec)"),
+        ("src/keys/openclaw_refs.rs", "which openclaw.json does not configure (secrets.providers)"),
+        ("src/keys/openclaw_refs.rs", "a singleValue file provider expects ref id \\\"value\\\""),
+        ("src/keys/openclaw_refs.rs", "its provider has no path"),
+        ("src/keys/openclaw_refs.rs", "its provider has no command"),
+        ("src/keys/openclaw_refs.rs", "is not an absolute path, which OpenClaw requires"),
+        ("src/keys/command_run.rs", "answered without protocolVersion 1"),
+        ("src/keys/command_run.rs", "printed nothing"),
+        ("src/keys/sources/openclaw_sources.rs", "needs the secrets.providers of an openclaw.json; name the state folder in openclaw_state_dirs"),
+        ("src/keys/openclaw_agents.rs", "as keyproxy knows it"),
+        ("src/keys/openclaw_agents.rs", "read as that layout"),
+        ("src/keys/openclaw_state.rs", "no OpenClaw key store (state/openclaw.sqlite) in this folder; run openclaw onboard"),
+        ("src/tasks/openclaw_stores.rs", "which OpenClaw sends instead of the shared store's (a key changed in one is not changed in the other)"),
+    ] {
+        assert!(read(file).contains(sentence), "{file} no longer says {sentence:?}");
+        let said = plain(&sentence.replace("\\\"", "\""));
+        assert!(doc.contains(&said), "docs/troubleshooting.md does not quote {said:?}");
+    }
+}

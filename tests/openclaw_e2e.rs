@@ -15,7 +15,9 @@ use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_real_openclaw_runs_a_turn_through_keyproxy_with_the_key_it_stores() {
-    let Some(cache) = install("openclaw_e2e") else { return };
+    let Some(cache) = install("openclaw_e2e") else {
+        return;
+    };
     let (proxy, dropped) = dropping_proxy().await;
     let user = User::new(&cache, proxy);
     user.onboard(KEY_A).await;

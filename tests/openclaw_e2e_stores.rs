@@ -3,8 +3,8 @@
 //! --agent` (a per-agent database), `openclaw secrets apply` with a `file` provider (a keyRef in
 //! the default agent's own store, while the shared store keeps its plaintext key:
 //! openclaw#143262), with an `exec` provider, and with a `store` ref (`openclaw secrets store
-//! set`), which keyproxy names. OpenClaw's own turn goes straight to the mock first, so the key
-//! it sends is known, not assumed.
+//! set`), which keyproxy names in check and in its 401. OpenClaw's own turn goes straight to the
+//! mock first, so the key it sends is known, not assumed.
 
 #[path = "openclaw/harness.rs"]
 mod harness;
@@ -46,7 +46,9 @@ async fn key_of(url: &str, profile: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyproxy_serves_what_the_real_openclaw_sends_from_agent_stores_and_secret_refs() {
-    let Some(cache) = install("openclaw_e2e_stores") else { return };
+    let Some(cache) = install("openclaw_e2e_stores") else {
+        return;
+    };
     let (proxy, _dropped) = dropping_proxy().await;
     let user = User::new(&cache, proxy);
     let home = user.home.path();
@@ -183,6 +185,22 @@ async fn keyproxy_serves_what_the_real_openclaw_sends_from_agent_stores_and_secr
     write_private(&tmp, &format!(r#"{{"openrouter":"{KEY_B}"}}"#));
     std::fs::rename(&tmp, &secrets).unwrap();
     wait_for_default_key(&served.url, FP_B).await;
+
+    // The key in OpenClaw's own secret store: a local 401 that says where it is, nothing sent.
+    let before = up.count();
+    let reply = get(
+        &format!("{}/api/v1/chat/completions", served.url),
+        &[("x-keyproxy-profile", "openrouter:team")],
+    )
+    .await;
+    assert_eq!(reply.status, 401, "{}", reply.text());
+    let body = reply.text();
+    assert!(
+        body.contains("OpenClaw keeps this key in its own secret store"),
+        "{body}"
+    );
+    assert_no_key(&body);
+    assert_eq!(up.count(), before);
 
     let config_arg = config.display().to_string();
     let listen = served.url.trim_start_matches("http://").to_owned();
