@@ -1,6 +1,6 @@
 //! OpenClaw 2026.9's per-agent stores and SecretRefs: an agent-local profile wins over the
 //! shared one, another agent is reached as `PROFILE@AGENT`, `file` refs are watched, `exec` refs
-//! run with OpenClaw's protocol, a `store` ref is named, and a database of an unknown layout is
+//! run with OpenClaw's protocol, a `store` ref is read from OpenClaw's secret store, and a database of an unknown layout is
 //! a failed source naming its version. Databases are built in OpenClaw's exact schemas, in WAL
 //! mode, with a writer holding them open.
 
@@ -14,7 +14,16 @@ const KEY_C: &str = "sk-or-v1-ccccccccccccccccSECRETMIDDLEcccccccccc33333333";
 const FP_C: &str = "sk-or-v1...33333333";
 
 const SHARED: &str = "PRAGMA journal_mode = WAL; PRAGMA user_version = 18;
-    CREATE TABLE config_machine_state(state_key TEXT PRIMARY KEY, value_json TEXT, updated_at_ms INTEGER);";
+    CREATE TABLE config_machine_state(state_key TEXT PRIMARY KEY, value_json TEXT, updated_at_ms INTEGER);
+    CREATE TABLE secret_store_entries (
+      scope_kind TEXT NOT NULL CHECK (scope_kind IN ('team', 'identity')),
+      scope_id TEXT NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL,
+      kind TEXT NOT NULL CHECK (kind IN ('secret', 'env')),
+      created_at_ms INTEGER NOT NULL CHECK (created_at_ms >= 0),
+      updated_at_ms INTEGER NOT NULL CHECK (updated_at_ms >= 0),
+      updated_by TEXT, deleted_at_ms INTEGER, allowed_hosts TEXT,
+      CHECK ((scope_kind = 'team' AND scope_id = '') OR (scope_kind = 'identity' AND length(scope_id) > 0)),
+      PRIMARY KEY (scope_kind, scope_id, name)) STRICT;";
 const AGENT: &str = "PRAGMA journal_mode = WAL; PRAGMA user_version = 23;
     CREATE TABLE auth_profile_store (store_key TEXT NOT NULL PRIMARY KEY, store_json TEXT NOT NULL, updated_at INTEGER NOT NULL) STRICT;";
 
@@ -193,19 +202,35 @@ async fn an_exec_ref_runs_openclaws_protocol_without_a_shell() {
 }
 
 #[tokio::test]
-async fn a_store_ref_and_an_unconfigured_provider_are_named_in_the_401() {
+async fn a_store_ref_is_served_from_openclaws_secret_store_and_a_missing_entry_is_named() {
     bounded(async {
-        let up = Mock::start(ok_handler()).await;
+        let up = Mock::start(echo_authorization()).await;
         let dir = tempfile::tempdir().unwrap();
         let r = r#"{"source":"store","provider":"default","id":"OPENROUTER"}"#;
-        let _s = shared(dir.path(), &reference("openrouter:default", r));
+        let s = shared(dir.path(), &reference("openrouter:default", r));
+        // As `openclaw secrets store set OPENROUTER --kind secret` writes it; a deleted entry
+        // of another name beside it.
+        s.execute_batch(&format!(
+            "INSERT INTO secret_store_entries VALUES ('team', '', 'OPENROUTER', '{KEY_C}', 'secret', 1, 1, 'cli', NULL, NULL);
+             INSERT INTO secret_store_entries VALUES ('team', '', 'OLD', '{KEY_A}', 'secret', 1, 1, 'cli', 2, NULL);"
+        ))
+        .unwrap();
         let proxy = Proxy::start(&config(dir.path(), &up.url), &[]).await;
+        proxy.wait_for_key("openrouter:default", FP_C).await;
+
+        // Deleted by `openclaw secrets store delete`: named, nothing forwarded.
+        let before = up.count();
+        s.execute("UPDATE secret_store_entries SET deleted_at_ms = 3", [])
+            .unwrap();
+        proxy
+            .wait_until(|snap| snap.keys.fingerprints("openrouter:default").is_empty())
+            .await;
         let msg = message(&proxy).await;
         assert!(
-            msg.contains("OpenClaw keeps this key in its own secret store"),
+            msg.contains("OpenClaw's secret store (state/openclaw.sqlite) has no entry OPENROUTER"),
             "{msg}"
         );
-        assert_eq!(up.count(), 0);
+        assert_eq!(up.count(), before);
 
         let dir = tempfile::tempdir().unwrap();
         let r = r#"{"source":"file","provider":"nowhere","id":"/x"}"#;
@@ -291,8 +316,8 @@ fn every_openclaw_store_sentence_is_in_troubleshooting() {
     };
     let doc = plain(&read("docs/troubleshooting.md"));
     for (file, sentence) in [
-        ("src/keys/openclaw.rs", "OpenClaw keeps this key in its own secret store (keyRef source \\\"store\\\"), which keyproxy cannot read"),
-        ("src/keys/openclaw.rs", "is not one keyproxy reads (env, file, exec)"),
+        ("src/keys/openclaw_refs.rs", "which keyRef source \\\"store\\\" names; set it with openclaw secrets store set"),
+        ("src/keys/openclaw.rs", "is not one keyproxy reads (env, file, exec, store)"),
         ("src/keys/openclaw_refs.rs", "which openclaw.json does not configure (secrets.providers)"),
         ("src/keys/openclaw_refs.rs", "a singleValue file provider expects ref id \\\"value\\\""),
         ("src/keys/openclaw_refs.rs", "its provider has no path"),
@@ -300,7 +325,7 @@ fn every_openclaw_store_sentence_is_in_troubleshooting() {
         ("src/keys/openclaw_refs.rs", "is not an absolute path, which OpenClaw requires"),
         ("src/keys/command_run.rs", "answered without protocolVersion 1"),
         ("src/keys/command_run.rs", "printed nothing"),
-        ("src/keys/sources/openclaw_sources.rs", "needs the secrets.providers of an openclaw.json; name the state folder in openclaw_state_dirs"),
+        ("src/keys/sources/openclaw_sources.rs", "needs its OpenClaw state folder (the secrets.providers of its openclaw.json, its secret store); name the state folder in openclaw_state_dirs"),
         ("src/keys/openclaw_agents.rs", "as keyproxy knows it"),
         ("src/keys/openclaw_agents.rs", "read as that layout"),
         ("src/keys/openclaw_state.rs", "no OpenClaw key store (state/openclaw.sqlite) in this folder; run openclaw onboard"),

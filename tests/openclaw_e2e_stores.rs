@@ -3,8 +3,9 @@
 //! --agent` (a per-agent database), `openclaw secrets apply` with a `file` provider (a keyRef in
 //! the default agent's own store, while the shared store keeps its plaintext key:
 //! openclaw#143262), with an `exec` provider, and with a `store` ref (`openclaw secrets store
-//! set`), which keyproxy names in check and in its 401. OpenClaw's own turn goes straight to the
-//! mock first, so the key it sends is known, not assumed.
+//! set`, served from OpenClaw's secret store; named in check and the 401 once `secrets store
+//! rm` removed it). OpenClaw's own turn goes straight to the mock first, so the key it sends
+//! is known, not assumed.
 
 #[path = "openclaw/harness.rs"]
 mod harness;
@@ -186,7 +187,22 @@ async fn keyproxy_serves_what_the_real_openclaw_sends_from_agent_stores_and_secr
     std::fs::rename(&tmp, &secrets).unwrap();
     wait_for_default_key(&served.url, FP_B).await;
 
-    // The key in OpenClaw's own secret store: a local 401 that says where it is, nothing sent.
+    // The key in OpenClaw's own secret store, which `secrets store set` wrote in plain text:
+    // served; once deleted there, the local 401 names the entry, nothing sent.
+    assert_eq!(key_of(&served.url, "openrouter:team").await, FP_A);
+    user.openclaw(
+        &["secrets", "store", "rm", "OPENROUTER_TEAM_KEY", "--yes"],
+        None,
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while key_of(&served.url, "openrouter:team").await == FP_A {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the deleted entry is still served"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let before = up.count();
     let reply = get(
         &format!("{}/api/v1/chat/completions", served.url),
@@ -196,7 +212,9 @@ async fn keyproxy_serves_what_the_real_openclaw_sends_from_agent_stores_and_secr
     assert_eq!(reply.status, 401, "{}", reply.text());
     let body = reply.text();
     assert!(
-        body.contains("OpenClaw keeps this key in its own secret store"),
+        body.contains(
+            "OpenClaw's secret store (state/openclaw.sqlite) has no entry OPENROUTER_TEAM_KEY"
+        ),
         "{body}"
     );
     assert_no_key(&body);
@@ -214,7 +232,7 @@ async fn keyproxy_serves_what_the_real_openclaw_sends_from_agent_stores_and_secr
     assert!(ok, "{out}");
     for line in [
         "profile 'openrouter:default' (agent main) from agent main: key sk-or-v1...22222222",
-        "profile 'openrouter:team' (agent main) from agent main: nothing: OpenClaw keeps this key in its own secret store",
+        "profile 'openrouter:team' (agent main) from agent main: nothing: OpenClaw's secret store (state/openclaw.sqlite) has no entry OPENROUTER_TEAM_KEY",
         "warning: agent main holds its own 'openrouter:default', which OpenClaw sends instead of the shared store's",
         "store: shared ~/.openclaw/state/openclaw.sqlite (user_version 18)",
         "store: agent work ~/.openclaw/agents/work/agent/openclaw-agent.sqlite (user_version 23)",

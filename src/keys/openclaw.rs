@@ -25,8 +25,9 @@ pub enum Entry {
     Key(Secret),
     /// `keyRef`/`tokenRef` with source `env`: the variable's name.
     Env(String),
-    /// `keyRef`/`tokenRef` with source `file` or `exec`: resolved through the provider of that
-    /// name in `secrets.providers` of `openclaw.json` (see [`super::openclaw_refs`]).
+    /// `keyRef`/`tokenRef` with source `file`, `exec` or `store`: resolved through the provider
+    /// of that name in `secrets.providers` of `openclaw.json`, or OpenClaw's secret store (see
+    /// [`super::openclaw_refs`]).
     Ref(SecretRef),
     /// An `exec` ref made into the command that gives it.
     Command(super::command::CommandSpec),
@@ -34,16 +35,13 @@ pub enum Entry {
     Skipped(String),
 }
 
-/// A SecretRef to a `file` or `exec` provider.
+/// A SecretRef to a `file`, `exec` or `store` provider.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SecretRef {
     pub source: String,
     pub provider: String,
     pub id: String,
 }
-
-/// What keyproxy says of a `store` ref: OpenClaw's own encrypted secret store is for OpenClaw.
-pub const STORE_REF: &str = "OpenClaw keeps this key in its own secret store (keyRef source \"store\"), which keyproxy cannot read; add the key to keyproxy with keyproxy keys add, or point the ref at env, file or exec";
 
 /// A parsed store: profile ids with what each gives, in the file's order.
 #[derive(Debug, Clone, PartialEq)]
@@ -115,14 +113,13 @@ fn entry(p: &Value) -> Result<Entry, String> {
         r.get("id").and_then(Value::as_str),
     ) {
         (Some("env"), Some(var)) => Ok(Entry::Env(var.to_owned())),
-        (Some("store"), _) => Ok(Entry::Skipped(STORE_REF.into())),
-        (Some(source @ ("file" | "exec")), Some(id)) => Ok(Entry::Ref(SecretRef {
+        (Some(source @ ("file" | "exec" | "store")), Some(id)) => Ok(Entry::Ref(SecretRef {
             source: source.to_owned(),
             provider: provider.to_owned(),
             id: id.to_owned(),
         })),
         (Some(source), _) => Ok(Entry::Skipped(format!(
-            "{reference} source {source:?} is not one keyproxy reads (env, file, exec)"
+            "{reference} source {source:?} is not one keyproxy reads (env, file, exec, store)"
         ))),
         _ => Ok(Entry::Skipped(format!("{reference} has no source and id"))),
     }

@@ -129,7 +129,11 @@ pub fn query(copy: &Path, select: &str, table: &str, tested: (i64, i64)) -> Resu
         .optional()
         .map(Option::flatten)
         .map_err(|e| describe(&e, table, Some(user_version), tested))?;
-    Ok(DbRow { user_version, json })
+    Ok(DbRow {
+        user_version,
+        json,
+        secrets: Vec::new(),
+    })
 }
 
 /// SQLite's own words, which never quote row contents.

@@ -37,12 +37,17 @@ pub(crate) struct Copies {
     last: HashMap<PathBuf, (Vec<Seen>, DbRow)>,
 }
 
-/// What one read of a database gave: its `PRAGMA user_version` and the store row, if any.
+/// What one read of a database gave: its `PRAGMA user_version`, the store row, if any, and (for
+/// the shared database) the team entries of OpenClaw's secret store that `store` refs name.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct DbRow {
     pub user_version: i64,
     pub json: Option<String>,
+    pub secrets: StoreSecrets,
 }
+
+/// `openclaw secrets store set` entries by name: the value as a key, or why it is not one.
+pub(crate) type StoreSecrets = Vec<(String, Result<super::Secret, String>)>;
 
 impl Copies {
     /// The `authProfiles.store` row of `db` (`None` when the database has no such row,

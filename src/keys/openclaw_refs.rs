@@ -12,6 +12,9 @@
 //! ```
 //! A file is read through the [`FileSet`], so it is watched like a `key_file`; an exec provider
 //! becomes a `key_command` run with OpenClaw's protocol (no shell, its timeout, last good kept).
+//! A `store` ref names an entry of OpenClaw's secret store (`openclaw secrets store set`), which
+//! 2026.9.6 keeps as plain text in the shared database's `secret_store_entries`, team scope
+//! (`resolveStoreRefs`); it is read from the same private copy as the auth store.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -21,6 +24,7 @@ use serde_json::Value;
 use super::command::{CommandSpec, ExecProtocol};
 use super::files::FileSet;
 use super::openclaw::{Entry, SecretRef};
+use super::openclaw_copy::StoreSecrets;
 use super::Secret;
 
 /// OpenClaw's default for `timeoutMs` of file and exec providers.
@@ -28,12 +32,20 @@ const DEFAULT_TIMEOUT_MS: u64 = 5_000;
 /// OpenClaw runs an exec provider at each resolution; keyproxy keeps its answer this long.
 const EXEC_REFRESH: Duration = Duration::from_secs(300);
 
-/// The entry a `file` or `exec` ref gives: a key, a command, or why neither.
-pub fn resolve(r: &SecretRef, config: Option<&Value>, files: &mut FileSet) -> Entry {
+/// The entry a `file`, `exec` or `store` ref gives: a key, a command, or why neither.
+pub fn resolve(
+    r: &SecretRef,
+    config: Option<&Value>,
+    files: &mut FileSet,
+    secrets: &StoreSecrets,
+) -> Entry {
     let what = format!("keyRef {}:{}:{}", r.source, r.provider, r.id);
-    let Some(provider) =
-        config.and_then(|c| c.pointer(&format!("/secrets/providers/{}", r.provider)))
-    else {
+    let configured = config.and_then(|c| c.pointer(&format!("/secrets/providers/{}", r.provider)));
+    // OpenClaw's built-in store provider is `default`, unless openclaw.json configures one.
+    if r.source == "store" && (configured.is_none() && r.provider == "default") {
+        return store(r, secrets);
+    }
+    let Some(provider) = configured else {
         return Entry::Skipped(format!(
             "{what} names secret provider '{}', which openclaw.json does not configure (secrets.providers)",
             r.provider
@@ -48,6 +60,7 @@ pub fn resolve(r: &SecretRef, config: Option<&Value>, files: &mut FileSet) -> En
     }
     let result = match r.source.as_str() {
         "file" => file(r, provider, files).map(Entry::Key),
+        "store" => return store(r, secrets),
         _ => exec(r, provider).map(Entry::Command),
     };
     result.unwrap_or_else(|why| Entry::Skipped(format!("{what}: {why}")))
@@ -82,6 +95,51 @@ fn file(r: &SecretRef, provider: &Value, files: &mut FileSet) -> Result<Secret, 
         }
     };
     Secret::new(&value).map_err(|why| format!("{shown}: the key {why}"))
+}
+
+/// A `store` ref: the team entry of that name in OpenClaw's secret store.
+fn store(r: &SecretRef, secrets: &StoreSecrets) -> Entry {
+    match secrets.iter().find(|(name, _)| *name == r.id) {
+        Some((_, Ok(key))) => Entry::Key(key.clone()),
+        Some((_, Err(why))) => Entry::Skipped(format!(
+            "OpenClaw's secret store entry {} (keyRef source \"store\") {why}",
+            r.id
+        )),
+        None => Entry::Skipped(format!(
+            "OpenClaw's secret store (state/openclaw.sqlite) has no entry {}, which keyRef source \"store\" names; set it with openclaw secrets store set {}",
+            r.id, r.id
+        )),
+    }
+}
+
+/// The live team entries of OpenClaw's secret store in a private copy of the shared database;
+/// none when the table does not exist (OpenClaw reads that as not found, too). SQLite's errors
+/// never quote row contents.
+pub fn read_secret_store(copy: &Path) -> Result<StoreSecrets, String> {
+    use rusqlite::OpenFlags;
+    let conn = rusqlite::Connection::open_with_flags(
+        copy,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| format!("its secret store: {e}"))?;
+    secret_entries(&conn).map_err(|e| format!("its secret store: {e}"))
+}
+
+fn secret_entries(conn: &rusqlite::Connection) -> Result<StoreSecrets, rusqlite::Error> {
+    let mut select = match conn.prepare(
+        "SELECT name, value FROM secret_store_entries \
+         WHERE scope_kind = 'team' AND scope_id = '' AND deleted_at_ms IS NULL",
+    ) {
+        Ok(s) => s,
+        Err(e) if e.to_string().contains("no such table") => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let rows = select.query_map([], |row| {
+        let name: String = row.get(0)?;
+        let value: String = row.get(1)?;
+        Ok((name, Secret::new(&value).map_err(str::to_owned)))
+    })?;
+    rows.collect()
 }
 
 fn exec(r: &SecretRef, provider: &Value) -> Result<CommandSpec, String> {

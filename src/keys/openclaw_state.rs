@@ -31,7 +31,7 @@ use super::openclaw_agents::{
     agents, query, query_agent, version_warning, TESTED_AGENT_VERSIONS, TESTED_STATE_VERSIONS,
 };
 use super::openclaw_copy::Copies;
-use super::openclaw_refs::resolve;
+use super::openclaw_refs::{read_secret_store, resolve};
 use crate::config::DEFAULT_PROFILE;
 
 pub const AUTH_ROW: &str = "authProfiles.store";
@@ -134,14 +134,17 @@ pub fn read(
     }
     let db = database(dir);
     let mut shared = Vec::new();
+    let mut secrets = Vec::new();
     // A folder of an older OpenClaw has only the legacy files: no database is no failure.
     let row = copies.row(&db, files, state_dir, |copy| {
-        query(
+        let mut row = query(
             copy,
             "SELECT value_json FROM config_machine_state WHERE state_key = 'authProfiles.store'",
             "config_machine_state",
             TESTED_STATE_VERSIONS,
-        )
+        )?;
+        row.secrets = read_secret_store(copy)?;
+        Ok(row)
     });
     match row {
         Ok(row) => {
@@ -152,6 +155,7 @@ pub fn read(
                 TESTED_STATE_VERSIONS,
             ));
             databases.push((db.clone(), row.user_version, "shared".into()));
+            secrets = row.secrets;
             if let Some(json) = row.json {
                 let label = PathBuf::from(format!("{} ({AUTH_ROW})", db.display()));
                 let store = parse_store(&json, &label).map_err(SourceError::Failed)?;
@@ -207,7 +211,7 @@ pub fn read(
             }
             for (_, entry, _) in &mut local {
                 if let Entry::Ref(r) = entry {
-                    *entry = resolve(r, config.as_ref(), files);
+                    *entry = resolve(r, config.as_ref(), files, &secrets);
                 }
             }
             (id, local)

@@ -131,7 +131,7 @@ impl Loader {
                     .add_command_key(pass, name, spec)
                     .map(|why| format!("OpenClaw exec provider: {why}")),
                 openclaw::Entry::Ref(r) => Some(format!(
-                    "keyRef {}:{}:{} needs the secrets.providers of an openclaw.json; name the state folder in openclaw_state_dirs",
+                    "keyRef {}:{}:{} needs its OpenClaw state folder (the secrets.providers of its openclaw.json, its secret store); name the state folder in openclaw_state_dirs",
                     r.source, r.provider, r.id
                 )),
                 openclaw::Entry::Skipped(why) => Some(why.clone()),
