@@ -171,7 +171,8 @@ async fn a_providers_own_request_id_reaches_the_client_and_the_log() {
 }
 
 /// Requests to keyproxy's own endpoints leave a record too (message `admin`), with the status
-/// and the refusal's reason; health and readiness probes only at debug level.
+/// and the refusal's reason; health and readiness probes, and the data the page polls, only at
+/// debug level.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_requests_leave_a_record_and_probes_stay_quiet() {
     let up = Mock::start(ok_handler()).await;
@@ -200,6 +201,12 @@ async fn admin_requests_leave_a_record_and_probes_stay_quiet() {
     assert_eq!(status.status, 401);
     let health = get(&format!("{}/_keyproxy/health", served.url), &[]).await;
     assert_eq!(health.status, 200);
+    let page_data = get(
+        &format!("{}/_keyproxy/ui/data", served.url),
+        &[("authorization", &auth)],
+    )
+    .await;
+    assert_eq!(page_data.status, 200);
 
     let (_, _, log) = served.stop().await;
     let lines = access_lines(&log);
@@ -219,8 +226,10 @@ async fn admin_requests_leave_a_record_and_probes_stay_quiet() {
     assert_eq!(f(refused, "status"), 401);
     assert_eq!(f(refused, "reason"), "missing-token");
     assert!(
-        !lines.iter().any(|v| f(v, "path") == "/_keyproxy/health"),
-        "probes are written at debug level only"
+        !lines
+            .iter()
+            .any(|v| f(v, "path") == "/_keyproxy/health" || f(v, "path") == "/_keyproxy/ui/data"),
+        "probes and the page's data are written at debug level only"
     );
     assert_eq!(lines.len(), 2, "{lines:#?}");
     assert_no_key(&log.join("\n"));

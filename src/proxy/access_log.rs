@@ -36,8 +36,9 @@ pub fn usable_request_id(headers: &HeaderMap) -> Option<&HeaderValue> {
 
 /// The access record of a request to keyproxy's own endpoints (`/_keyproxy/...`), written when
 /// its response head is ready: message `admin`, the status, `reason` (`x-keyproxy-error`) when
-/// refused, `bytes` when the body's length is known. Health and readiness probes are written at
-/// debug level: an orchestrator asks every few seconds, and info would be mostly probes.
+/// refused, `bytes` when the body's length is known. Health and readiness probes, and the page's
+/// data it asks for every 5 s while open, are written at debug level: an orchestrator asks every
+/// few seconds, and info would be mostly probes.
 pub fn admin_record<B: http_body::Body>(
     request_id: Option<&HeaderValue>,
     method: &Method,
@@ -70,7 +71,10 @@ pub fn admin_record<B: http_body::Body>(
             )
         };
     }
-    if matches!(path, "/_keyproxy/health" | "/_keyproxy/ready") {
+    if matches!(
+        path,
+        "/_keyproxy/health" | "/_keyproxy/ready" | "/_keyproxy/ui/data"
+    ) {
         record!(tracing::Level::DEBUG);
     } else {
         record!(tracing::Level::INFO);

@@ -15,8 +15,8 @@ use hyper_util::server::graceful::Watcher;
 use tokio::sync::watch;
 
 use super::activity::{Activity, Tracked};
-use crate::ops::admin;
 use crate::ops::reload::ReloadRequest;
+use crate::ops::{admin, page};
 use crate::proxy::{self, usable_request_id, State, REQUEST_ID};
 use crate::rt::burst::CountedExecutor;
 
@@ -146,7 +146,11 @@ async fn admin_answer(
     reload: &tokio::sync::mpsc::Sender<ReloadRequest>,
     req: Request<Incoming>,
 ) -> http::Response<proxy::ResponseBody> {
-    match req.uri().path() {
+    let path = req.uri().path();
+    if page::is_page(path) || (path == "/_keyproxy/me" && page::wants_page(&req)) {
+        return page::serve(state, &req).await;
+    }
+    match path {
         "/_keyproxy/reload" => admin::reload(state, &req, reload).await,
         "/_keyproxy/usage" => admin::usage(state, &req).await,
         "/_keyproxy/me" => admin::me(state, &req).await,
