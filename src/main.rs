@@ -29,8 +29,14 @@ fn main() -> ExitCode {
         Some(Command::Usage {
             json,
             local,
+            since,
+            until,
+            by,
             running,
-        }) => cli::running::usage(&origin, cli.listen, &running, json, local),
+        }) => {
+            let range = [("since", since), ("until", until), ("by", by)];
+            cli::running::usage(&origin, cli.listen, &running, json, local, range)
+        }
         Some(Command::Me { json, running }) => {
             cli::running::me(&origin, cli.listen, &running, json)
         }

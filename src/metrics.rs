@@ -2,80 +2,24 @@
 //!
 //! The request path touches only pre-resolved atomics: per-route counters and latency histograms
 //! live in the route, resolved once when routes are built, so no request takes the families'
-//! locks. prometheus-client's own histogram takes a mutex per observation, so the upstream
-//! latency histogram here is a small lock-free one that prometheus-client encodes.
+//! locks. The upstream latency histogram is a lock-free one of our own (`histogram.rs`); the
+//! page's last hour is a ring of atomics (`traffic.rs`).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Mutex, PoisonError};
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
-/// Upper bounds in seconds: from a cached reply to a model thinking before its first token.
-const LATENCY_BUCKETS: [f64; 14] = [
-    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-];
+mod histogram;
+pub mod traffic;
 
-/// A histogram whose observation is three relaxed atomic adds; clones share the counts.
-#[derive(Debug, Default, Clone)]
-pub struct Histogram(Arc<Buckets>);
-
-#[derive(Debug, Default)]
-pub struct Buckets {
-    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
-    count: AtomicU64,
-    sum_micros: AtomicU64,
-}
-
-impl std::ops::Deref for Histogram {
-    type Target = Buckets;
-    fn deref(&self) -> &Buckets {
-        &self.0
-    }
-}
-
-impl Buckets {
-    pub fn observe(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| secs <= *b) {
-            self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
-    }
-}
-
-impl TypedMetric for Histogram {
-    const TYPE: MetricType = MetricType::Histogram;
-}
-
-impl EncodeMetric for Histogram {
-    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
-        // prometheus-client makes the buckets cumulative itself: hand it each bucket's own
-        // count, and the observations above the last bound under +Inf.
-        let mut buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
-            .iter()
-            .zip(&self.buckets)
-            .map(|(bound, n)| (*bound, n.load(Ordering::Relaxed)))
-            .collect();
-        let count = self.count.load(Ordering::Relaxed);
-        let bounded: u64 = buckets.iter().map(|(_, n)| n).sum();
-        buckets.push((f64::INFINITY, count.saturating_sub(bounded)));
-        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
-    }
-
-    fn metric_type(&self) -> MetricType {
-        MetricType::Histogram
-    }
-}
+pub use histogram::Histogram;
+use histogram::LATENCY_BUCKETS;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -207,6 +151,8 @@ pub struct Metrics {
     pub response_bytes: Counter,
     pub reloads: Counter,
     pub reload_failures: Counter,
+    /// The last hour per minute, for the page.
+    pub traffic: traffic::Traffic,
 }
 
 impl Default for Metrics {
@@ -231,6 +177,7 @@ impl Metrics {
             response_bytes: Counter::default(),
             reloads: Counter::default(),
             reload_failures: Counter::default(),
+            traffic: traffic::Traffic::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -376,6 +323,7 @@ impl Metrics {
     }
 
     pub fn local(&self, reason: &'static str) {
+        self.traffic.local(reason);
         self.local.get_or_create(&ReasonLabel { reason }).inc();
     }
 

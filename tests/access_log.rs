@@ -169,3 +169,68 @@ async fn a_providers_own_request_id_reaches_the_client_and_the_log() {
     let plain = lines.iter().find(|v| f(v, "path") == "/plain").unwrap();
     assert!(f(plain, "upstream_request_id").is_null());
 }
+
+/// Requests to keyproxy's own endpoints leave a record too (message `admin`), with the status
+/// and the refusal's reason; health and readiness probes, and the data the page polls, only at
+/// debug level.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_requests_leave_a_record_and_probes_stay_quiet() {
+    let up = Mock::start(ok_handler()).await;
+    let bin = Bin::new();
+    let dir = bin.config_dir();
+    write_private(&dir.join("keys.toml"), &keys_toml("p", KEY_A));
+    std::fs::write(
+        dir.join("keyproxy.toml"),
+        format!(
+            "keys_files = [\"keys.toml\"]\n\
+             [[routes]]\nprefix = \"/\"\nupstream = \"{}\"\nprofile = \"p\"\n\
+             [[clients]]\nname = \"laptop\"\ntoken = \"{TOKEN}\"\nprofiles = [\"p\"]\n",
+            up.url
+        ),
+    )
+    .unwrap();
+    let served = Served::start(bin.command()).await;
+    let auth = format!("Bearer {TOKEN}");
+    let me = get(
+        &format!("{}/_keyproxy/me", served.url),
+        &[("authorization", &auth), ("x-request-id", "me-1")],
+    )
+    .await;
+    assert_eq!(me.status, 200);
+    let status = get(&format!("{}/_keyproxy/status", served.url), &[]).await;
+    assert_eq!(status.status, 401);
+    let health = get(&format!("{}/_keyproxy/health", served.url), &[]).await;
+    assert_eq!(health.status, 200);
+    let page_data = get(
+        &format!("{}/_keyproxy/ui/data", served.url),
+        &[("authorization", &auth)],
+    )
+    .await;
+    assert_eq!(page_data.status, 200);
+
+    let (_, _, log) = served.stop().await;
+    let lines = access_lines(&log);
+    let f = |v: &serde_json::Value, k: &str| v["fields"][k].clone();
+    let me_line = lines
+        .iter()
+        .find(|v| f(v, "path") == "/_keyproxy/me")
+        .unwrap_or_else(|| panic!("no record for /_keyproxy/me: {lines:#?}"));
+    assert_eq!(f(me_line, "message"), "admin");
+    assert_eq!(f(me_line, "request_id"), "me-1");
+    assert_eq!(f(me_line, "status"), 200);
+    assert!(f(me_line, "bytes").as_u64().is_some_and(|b| b > 0));
+    let refused = lines
+        .iter()
+        .find(|v| f(v, "path") == "/_keyproxy/status")
+        .expect("a record for the refused status request");
+    assert_eq!(f(refused, "status"), 401);
+    assert_eq!(f(refused, "reason"), "missing-token");
+    assert!(
+        !lines
+            .iter()
+            .any(|v| f(v, "path") == "/_keyproxy/health" || f(v, "path") == "/_keyproxy/ui/data"),
+        "probes and the page's data are written at debug level only"
+    );
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    assert_no_key(&log.join("\n"));
+}

@@ -11,7 +11,7 @@ use support::*;
 const KEY_C: &str = "sk-or-v1-ccccccccccccccccSECRETMIDDLEcccccccccc33333333";
 
 /// OpenClaw's schema, as `openclaw onboard` leaves it.
-const SCHEMA: &str = "PRAGMA journal_mode = WAL;
+const SCHEMA: &str = "PRAGMA journal_mode = WAL; PRAGMA user_version = 18;
     CREATE TABLE config_machine_state(state_key TEXT PRIMARY KEY, value_json TEXT, updated_at_ms INTEGER);
     CREATE TABLE session_state_heads(id INTEGER PRIMARY KEY, body TEXT);";
 
@@ -103,7 +103,7 @@ async fn keys_committed_in_the_wal_are_served_and_rotations_are_live() {
         assert_no_key(&status.text());
         assert_eq!(
             status.json()["profiles"]["openrouter:default"]["keys"][0]["source"],
-            format!("OpenClaw {}", state.db().display())
+            format!("OpenClaw {} (shared store)", state.db().display())
         );
 
         // `openclaw models auth paste-api-key --profile-id openrouter:default`: one UPDATE,

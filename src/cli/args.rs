@@ -85,6 +85,15 @@ pub enum Command {
         /// With [shared]: this replica's own counts, not the whole group's.
         #[arg(long)]
         local: bool,
+        /// From this UTC day on (YYYY-MM-DD), instead of today, this month and all time.
+        #[arg(long, value_name = "DATE", value_parser = keyproxy_day)]
+        since: Option<String>,
+        /// Up to this UTC day, included (YYYY-MM-DD).
+        #[arg(long, value_name = "DATE", value_parser = keyproxy_day)]
+        until: Option<String>,
+        /// Sum the range per day, client, profile or model (default: day, when a range is given).
+        #[arg(long, value_parser = ["day", "client", "profile", "model"])]
+        by: Option<String>,
         #[command(flatten)]
         running: Running,
     },
@@ -276,4 +285,8 @@ pub enum OpenclawAction {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+fn keyproxy_day(s: &str) -> Result<String, String> {
+    keyproxy::usage::range::parse_day(s)
 }

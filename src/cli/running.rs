@@ -124,11 +124,28 @@ pub fn usage(
     running: &Running,
     json: bool,
     local: bool,
+    range: [(&str, Option<String>); 3],
 ) -> ExitCode {
-    let path = if local { "usage?local=1" } else { "usage" };
-    show(path, (origin, listen, running), json, |_, body| {
-        instance::usage_table(body)
-    })
+    let mut query: Vec<String> = range
+        .iter()
+        .filter_map(|(name, value)| value.as_ref().map(|v| format!("{name}={v}")))
+        .collect();
+    if local {
+        query.push("local=1".into());
+    }
+    let path = match query.is_empty() {
+        true => "usage".to_owned(),
+        false => format!("usage?{}", query.join("&")),
+    };
+    show(
+        &path,
+        (origin, listen, running),
+        json,
+        |_, body| match body.get("range") {
+            Some(range) => instance::range_table(range),
+            None => instance::usage_table(body),
+        },
+    )
 }
 
 pub fn me(origin: &Origin, listen: Option<SocketAddr>, running: &Running, json: bool) -> ExitCode {
@@ -154,7 +171,7 @@ fn show(
     render: impl Fn(&str, &Value) -> String,
 ) -> ExitCode {
     let how = (http::Method::GET, command, Duration::from_secs(10));
-    // `usage?local=1` is the path; the command is named without its query.
+    // `usage?since=...` is the path; the command is named without its query.
     let name = command.split('?').next().unwrap_or(command);
     let (url, body) = match ask(name, origin, listen, running, how) {
         Ok(answer) => answer,

@@ -18,6 +18,20 @@ pub struct CommandSpec {
     pub argv: Vec<String>,
     pub refresh: Duration,
     pub timeout: Duration,
+    /// Run the way OpenClaw runs an `exec` secret provider, not as a plain `key_command`.
+    pub openclaw: Option<ExecProtocol>,
+}
+
+/// How OpenClaw 2026.9 runs an `exec` provider (`resolveExecRefs` in its dist): the request
+/// `{"protocolVersion":1,"provider":NAME,"ids":[ID]}` on stdin, an environment of only the
+/// provider's `passEnv` and `env`, in the command's folder; it answers
+/// `{"protocolVersion":1,"values":{ID: "..."}}`, or, with `jsonOnly: false`, the bare value.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ExecProtocol {
+    pub provider: String,
+    pub id: String,
+    pub env: Vec<(String, String)>,
+    pub json_only: bool,
 }
 
 impl CommandSpec {
@@ -238,6 +252,7 @@ mod tests {
             ],
             refresh: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
+            openclaw: None,
         };
         assert_eq!(spec.shown(), "op read 'op://Private/My Key/credential'");
     }

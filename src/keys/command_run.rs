@@ -10,7 +10,7 @@
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use super::command::CommandSpec;
+use super::command::{CommandSpec, ExecProtocol};
 use super::keys_file::trim_one_newline;
 use super::{Redactor, Secret};
 
@@ -36,11 +36,28 @@ pub(crate) fn run(spec: &CommandSpec, redactor: &Redactor) -> Result<Secret, Str
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    if let Some(exec) = &spec.openclaw {
+        cmd.env_clear()
+            .envs(exec.env.iter().cloned())
+            .stdin(Stdio::piped());
+        if let Some(dir) = std::path::Path::new(program)
+            .parent()
+            .filter(|d| d.is_dir())
+        {
+            cmd.current_dir(dir);
+        }
+    }
     #[cfg(unix)]
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    let child = cmd
+    let mut child = cmd
         .spawn()
         .map_err(|e| format!("key_command {shown}: cannot run {program}: {e}"))?;
+    if let (Some(exec), Some(mut stdin)) = (&spec.openclaw, child.stdin.take()) {
+        // A few hundred bytes, well under a pipe's buffer: written whole before the wait. A
+        // provider that exits without reading it is no error.
+        use std::io::Write as _;
+        let _ = stdin.write_all(exec_request(exec).as_bytes());
+    }
     let Some(done) = wait(child, spec.timeout).map_err(|e| format!("key_command {shown}: {e}"))?
     else {
         return Err(format!(
@@ -57,11 +74,61 @@ pub(crate) fn run(spec: &CommandSpec, redactor: &Redactor) -> Result<Secret, Str
         };
         return Err(format!("key_command {shown} {code}{stderr}"));
     }
-    let key = trim_one_newline(&text);
+    let key = match &spec.openclaw {
+        Some(exec) => {
+            exec_value(exec, &text).map_err(|why| format!("key_command {shown} {why}"))?
+        }
+        None => trim_one_newline(&text).to_owned(),
+    };
+    let key = key.as_str();
     if key.is_empty() {
         return Err(format!("key_command {shown} printed nothing{stderr}"));
     }
     Secret::new(key).map_err(|why| format!("key_command {shown} printed a key that {why}"))
+}
+
+/// What OpenClaw writes to an `exec` provider's stdin.
+fn exec_request(exec: &ExecProtocol) -> String {
+    serde_json::json!({"protocolVersion": 1, "provider": exec.provider, "ids": [exec.id]})
+        .to_string()
+}
+
+/// The value an `exec` provider answered for its id, parsed as OpenClaw's `parseExecValues`
+/// does. Errors never quote the output.
+fn exec_value(exec: &ExecProtocol, stdout: &str) -> Result<String, String> {
+    use serde_json::Value;
+    let trimmed = stdout.trim();
+    if trimmed.is_empty() {
+        return Err("printed nothing".into());
+    }
+    let parsed: Value = match serde_json::from_str(trimmed) {
+        Ok(v) => v,
+        Err(_) if !exec.json_only => return Ok(trimmed.to_owned()),
+        Err(_) => return Err("printed invalid JSON (OpenClaw's exec providers answer {\"protocolVersion\":1,\"values\":{...}} unless jsonOnly is false)".into()),
+    };
+    match parsed {
+        Value::String(s) if !exec.json_only => return Ok(s),
+        Value::Object(_) => {}
+        _ => return Err("answered JSON that is not an object".into()),
+    }
+    if parsed.get("protocolVersion").and_then(Value::as_i64) != Some(1) {
+        return Err("answered without protocolVersion 1".into());
+    }
+    if parsed
+        .pointer("/errors")
+        .and_then(|e| e.get(&exec.id))
+        .is_some()
+    {
+        return Err(format!("answered an error for id {:?}", exec.id));
+    }
+    match parsed.get("values").and_then(|v| v.get(&exec.id)) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(_) => Err(format!(
+            "answered a value for id {:?} that is not a string",
+            exec.id
+        )),
+        None => Err(format!("answered no value for id {:?}", exec.id)),
+    }
 }
 
 /// The first line of stderr, through the one redaction for text from outside: a tool may echo
@@ -242,6 +309,7 @@ mod tests {
             ],
             refresh: Duration::from_secs(60),
             timeout: Duration::from_secs(20),
+            openclaw: None,
         };
         let started = std::time::Instant::now();
         let key = run(&spec, &Redactor::default()).unwrap();

@@ -34,6 +34,9 @@ pub struct Health {
     strikes: AtomicU32,
     /// The status that put the key to rest.
     reason: AtomicU16,
+    /// The last minute (since the Unix epoch) an answer came to the key; 0 for never. Written
+    /// at most once a minute, so the cache line stays shared.
+    used_minute: AtomicU32,
 }
 
 /// A key's state, for `status` and for the local answer when every key rests.
@@ -98,6 +101,22 @@ impl Health {
         let until = now_ms().saturating_add(ms);
         if self.resting_until_ms.fetch_max(until, Ordering::Relaxed) < until {
             self.reason.store(reason, Ordering::Relaxed);
+        }
+    }
+
+    /// An answer to the key came in `minute` (since the Unix epoch, as the traffic counts it).
+    pub fn used_in(&self, minute: u64) {
+        let minute = u32::try_from(minute).unwrap_or(u32::MAX);
+        if self.used_minute.load(Ordering::Relaxed) != minute {
+            self.used_minute.store(minute, Ordering::Relaxed);
+        }
+    }
+
+    /// How many minutes ago the key was last answered, at `minute`; None for never.
+    pub fn used_minutes_ago(&self, minute: u64) -> Option<u64> {
+        match self.used_minute.load(Ordering::Relaxed) {
+            0 => None,
+            used => Some(minute.saturating_sub(u64::from(used))),
         }
     }
 

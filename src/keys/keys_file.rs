@@ -122,6 +122,7 @@ fn parse(text: &str, path: &Path, placeholder_ok: bool) -> Result<KeysFile, Stri
                 argv: argv.get_ref().clone(),
                 refresh: duration("refresh", &p.refresh, DEFAULT_REFRESH)?,
                 timeout: duration("timeout", &p.timeout, DEFAULT_TIMEOUT)?,
+                openclaw: None,
             }),
         };
         profiles.insert(

@@ -25,8 +25,22 @@ pub enum Entry {
     Key(Secret),
     /// `keyRef`/`tokenRef` with source `env`: the variable's name.
     Env(String),
+    /// `keyRef`/`tokenRef` with source `file`, `exec` or `store`: resolved through the provider
+    /// of that name in `secrets.providers` of `openclaw.json`, or OpenClaw's secret store (see
+    /// [`super::openclaw_refs`]).
+    Ref(SecretRef),
+    /// An `exec` ref made into the command that gives it.
+    Command(super::command::CommandSpec),
     /// Not a key keyproxy can use, and why.
     Skipped(String),
+}
+
+/// A SecretRef to a `file`, `exec` or `store` provider.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecretRef {
+    pub source: String,
+    pub provider: String,
+    pub id: String,
 }
 
 /// A parsed store: profile ids with what each gives, in the file's order.
@@ -90,13 +104,22 @@ fn entry(p: &Value) -> Result<Entry, String> {
             "has neither {field} nor {reference}"
         )));
     };
+    let provider = r
+        .get("provider")
+        .and_then(Value::as_str)
+        .unwrap_or("default");
     match (
         r.get("source").and_then(Value::as_str),
         r.get("id").and_then(Value::as_str),
     ) {
         (Some("env"), Some(var)) => Ok(Entry::Env(var.to_owned())),
+        (Some(source @ ("file" | "exec" | "store")), Some(id)) => Ok(Entry::Ref(SecretRef {
+            source: source.to_owned(),
+            provider: provider.to_owned(),
+            id: id.to_owned(),
+        })),
         (Some(source), _) => Ok(Entry::Skipped(format!(
-            "{reference} source {source:?} is not supported (only \"env\")"
+            "{reference} source {source:?} is not one keyproxy reads (env, file, exec, store)"
         ))),
         _ => Ok(Entry::Skipped(format!("{reference} has no source and id"))),
     }

@@ -34,8 +34,20 @@ const LEGACY_PREFIX: &str = "keyproxy-openclaw-";
 #[derive(Default)]
 pub(crate) struct Copies {
     folder: Option<PathBuf>,
-    last: HashMap<PathBuf, (Vec<Seen>, Option<String>)>,
+    last: HashMap<PathBuf, (Vec<Seen>, DbRow)>,
 }
+
+/// What one read of a database gave: its `PRAGMA user_version`, the store row, if any, and (for
+/// the shared database) the team entries of OpenClaw's secret store that `store` refs name.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct DbRow {
+    pub user_version: i64,
+    pub json: Option<String>,
+    pub secrets: StoreSecrets,
+}
+
+/// `openclaw secrets store set` entries by name: the value as a key, or why it is not one.
+pub(crate) type StoreSecrets = Vec<(String, Result<super::Secret, String>)>;
 
 impl Copies {
     /// The `authProfiles.store` row of `db` (`None` when the database has no such row,
@@ -46,8 +58,8 @@ impl Copies {
         db: &Path,
         files: &mut FileSet,
         state_dir: Option<&Path>,
-        query: impl FnOnce(&Path) -> Result<Option<String>, String>,
-    ) -> Result<Option<String>, SourceError> {
+        query: impl FnOnce(&Path) -> Result<DbRow, String>,
+    ) -> Result<DbRow, SourceError> {
         let failed = |why: String| SourceError::Failed(format!("{}: {why}", db.display()));
         let seen: Vec<Seen> = FILES.iter().map(|s| files.stat(&side(db, s))).collect();
         match seen[0] {

@@ -27,22 +27,40 @@ use serde_json::Value;
 use super::cached::SourceError;
 use super::files::FileSet;
 use super::openclaw::{parse_store, Entry, Store};
+use super::openclaw_agents::{
+    agents, query, query_agent, version_warning, TESTED_AGENT_VERSIONS, TESTED_STATE_VERSIONS,
+};
 use super::openclaw_copy::Copies;
+use super::openclaw_refs::{read_secret_store, resolve};
 use crate::config::DEFAULT_PROFILE;
 
 pub const AUTH_ROW: &str = "authProfiles.store";
 
+/// Profiles with what each gives and where it was read: an agent's database, the shared
+/// database, or a legacy file.
+pub type Profiles = Vec<(String, Entry, PathBuf)>;
+
 /// What one state folder gives.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StateDir {
-    /// Profiles with what each gives and where it was read (`database` or a legacy file).
-    pub profiles: Vec<(String, Entry, PathBuf)>,
+    /// What OpenClaw's default agent sees: its own profiles, then the shared ones it does not
+    /// override, then legacy files.
+    pub profiles: Profiles,
+    /// The default agent's id, and every other agent listed in `openclaw.json` with what it sees.
+    pub default_agent: String,
+    pub other_agents: Vec<(String, Profiles)>,
+    /// Profiles an agent holds itself that the shared store holds too: (profile, agent). The
+    /// agent's wins, and users have been surprised by it (openclaw#137353, openclaw#143262).
+    pub overridden: Vec<(String, String)>,
+    /// Every database read, with its `PRAGMA user_version` and what it is (`shared`, `agent ID`).
+    pub databases: Vec<(PathBuf, i64, String)>,
     /// The profile OpenClaw sends to OpenRouter when it is not `openrouter:default`, and why:
     /// the one `models.providers.openrouter.apiKey` names, else, with no `openrouter:default`
     /// in the store, its first OpenRouter profile (as `paste-api-key` leaves `openrouter:manual`
     /// after `keyproxy openclaw connect` replaced the apiKey with a placeholder).
     pub openrouter_profile: Option<(String, &'static str)>,
-    /// Problems that did not stop the folder from being read (a legacy file that did not parse).
+    /// Problems that did not stop the folder from being read (a legacy file that did not parse,
+    /// a database of a version keyproxy was not tested with).
     pub notes: Vec<String>,
 }
 
@@ -52,6 +70,16 @@ impl StateDir {
             .iter()
             .find(|(n, _, _)| n == profile)
             .map(|(_, e, _)| e)
+    }
+
+    /// Where a profile read from `path` comes from, in words: `shared store`, `agent main`,
+    /// `legacy file PATH`.
+    pub fn origin(&self, path: &Path) -> String {
+        match self.databases.iter().find(|(db, _, _)| db == path) {
+            Some((_, _, what)) if what == "shared" => "shared store".into(),
+            Some((_, _, what)) => what.clone(),
+            None => format!("legacy file {}", path.display()),
+        }
     }
 }
 
@@ -63,7 +91,7 @@ pub fn config_file(dir: &Path) -> PathBuf {
     dir.join("openclaw.json")
 }
 
-/// Reads a state folder; every file read is recorded in `files`, so a change is noticed. The
+/// Reads a state folder; every file read is recorded in `files`, so a change is noticed. Each
 /// database is read from a private copy under `state_dir`, made only when it changed.
 pub fn read(
     dir: &Path,
@@ -71,23 +99,69 @@ pub fn read(
     copies: &mut Copies,
     state_dir: Option<&Path>,
 ) -> Result<StateDir, SourceError> {
-    let db = database(dir);
-    let mut profiles = Vec::new();
+    let config = read_config(dir, files);
+    let agents = agents(dir, config.as_ref());
     let mut notes = Vec::new();
+    let mut databases = Vec::new();
     let mut found = false;
+    let mut locals: Vec<(String, Profiles)> = Vec::new();
+    for agent in &agents {
+        let db = agent.database();
+        let mut local = Vec::new();
+        match copies.row(&db, files, state_dir, query_agent) {
+            Ok(row) => {
+                found = true;
+                notes.extend(version_warning(
+                    &db,
+                    row.user_version,
+                    TESTED_AGENT_VERSIONS,
+                ));
+                databases.push((db.clone(), row.user_version, format!("agent {}", agent.id)));
+                if let Some(json) = row.json {
+                    let label = PathBuf::from(format!("{} (auth_profile_store)", db.display()));
+                    match parse_store(&json, &label) {
+                        Ok(store) => push_new(&mut local, store, &db),
+                        Err(e) if agent.default => return Err(SourceError::Failed(e)),
+                        Err(e) => notes.push(e),
+                    }
+                }
+            }
+            Err(SourceError::NotFound) => {}
+            Err(e) if agent.default => return Err(e),
+            Err(e) => notes.push(format!("agent {}: {e}", agent.id)),
+        }
+        locals.push((agent.id.clone(), local));
+    }
+    let db = database(dir);
+    let mut shared = Vec::new();
+    let mut secrets = Vec::new();
     // A folder of an older OpenClaw has only the legacy files: no database is no failure.
     let row = copies.row(&db, files, state_dir, |copy| {
-        query_row(copy).map_err(|e| describe(&e))
+        let mut row = query(
+            copy,
+            "SELECT value_json FROM config_machine_state WHERE state_key = 'authProfiles.store'",
+            "config_machine_state",
+            TESTED_STATE_VERSIONS,
+        )?;
+        row.secrets = read_secret_store(copy)?;
+        Ok(row)
     });
     match row {
-        Ok(Some(json)) => {
+        Ok(row) => {
             found = true;
-            let label = PathBuf::from(format!("{} ({AUTH_ROW})", db.display()));
-            let store = parse_store(&json, &label).map_err(SourceError::Failed)?;
-            push_new(&mut profiles, store, &db);
+            notes.extend(version_warning(
+                &db,
+                row.user_version,
+                TESTED_STATE_VERSIONS,
+            ));
+            databases.push((db.clone(), row.user_version, "shared".into()));
+            secrets = row.secrets;
+            if let Some(json) = row.json {
+                let label = PathBuf::from(format!("{} ({AUTH_ROW})", db.display()));
+                let store = parse_store(&json, &label).map_err(SourceError::Failed)?;
+                push_new(&mut shared, store, &db);
+            }
         }
-        // OpenClaw installed, no key onboarded yet.
-        Ok(None) => found = true,
         Err(SourceError::NotFound) => {}
         Err(e) => return Err(e),
     }
@@ -99,7 +173,7 @@ pub fn read(
                     .map_err(|_| format!("{}: not UTF-8 text", legacy.display()))
                     .and_then(|text| parse_store(&text, &legacy));
                 match parsed {
-                    Ok(store) => push_new(&mut profiles, store, &legacy),
+                    Ok(store) => push_new(&mut shared, store, &legacy),
                     Err(e) => notes.push(e),
                 }
             }
@@ -117,7 +191,36 @@ pub fn read(
             SourceError::NotFound
         });
     }
-    let named = openrouter_api_key(dir, files)
+    let overridden = locals
+        .iter()
+        .flat_map(|(agent, local)| {
+            local
+                .iter()
+                .filter(|(n, _, _)| shared.iter().any(|(s, _, _)| s == n))
+                .map(move |(n, _, _)| (n.clone(), agent.clone()))
+        })
+        .collect();
+    // Each agent sees its own profiles over the shared ones; refs are resolved once per agent.
+    let mut seen: Vec<(String, Profiles)> = locals
+        .into_iter()
+        .map(|(id, mut local)| {
+            for (name, entry, from) in &shared {
+                if !local.iter().any(|(n, _, _)| n == name) {
+                    local.push((name.clone(), entry.clone(), from.clone()));
+                }
+            }
+            for (_, entry, _) in &mut local {
+                if let Entry::Ref(r) = entry {
+                    *entry = resolve(r, config.as_ref(), files, &secrets);
+                }
+            }
+            (id, local)
+        })
+        .collect();
+    let (default_agent, profiles) = seen.remove(0);
+    let named = config
+        .as_ref()
+        .and_then(|c| openrouter_fields_of(c).1)
         .filter(|name| profiles.iter().any(|(n, _, _)| n == name))
         .map(|name| (name, "which models.providers.openrouter.apiKey names"));
     let has_default = profiles.iter().any(|(n, _, _)| n == DEFAULT_PROFILE);
@@ -135,13 +238,32 @@ pub fn read(
     let openrouter_profile = named.or_else(|| (!has_default).then(first).flatten());
     Ok(StateDir {
         profiles,
+        default_agent,
+        other_agents: seen,
+        overridden,
+        databases,
         openrouter_profile,
         notes,
     })
 }
 
+/// One look at a state folder, for `openclaw status` and `check`: read as a reload would, from
+/// copies in keyproxy's own `state_dir`, with nothing kept.
+pub fn inspect(dir: &Path, state_dir: Option<&Path>) -> Result<StateDir, String> {
+    read(
+        dir,
+        &mut FileSet::default(),
+        &mut Copies::default(),
+        state_dir,
+    )
+    .map_err(|e| match e {
+        SourceError::NotFound => "no OpenClaw key store in this folder".to_owned(),
+        e => e.to_string(),
+    })
+}
+
 /// Profiles of `store` that an earlier file of the folder did not give.
-fn push_new(into: &mut Vec<(String, Entry, PathBuf)>, store: Store, from: &Path) {
+fn push_new(into: &mut Profiles, store: Store, from: &Path) {
     for (name, entry) in store.profiles {
         if !into.iter().any(|(n, _, _)| *n == name) {
             into.push((name, entry, from.to_path_buf()));
@@ -162,53 +284,26 @@ fn legacy_files(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
-/// The `authProfiles.store` row of a private copy of the database.
-fn query_row(copy: &Path) -> rusqlite::Result<Option<String>> {
-    use rusqlite::{OpenFlags, OptionalExtension as _};
-    // Read-write on the private copy, so that SQLite can replay the WAL and roll back a hot
-    // journal into it.
-    let conn = rusqlite::Connection::open_with_flags(
-        copy,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.query_row(
-        "SELECT value_json FROM config_machine_state WHERE state_key = ?1",
-        [AUTH_ROW],
-        |row| row.get::<_, Option<String>>(0),
-    )
-    .optional()
-    .map(Option::flatten)
-}
-
-/// SQLite's own words, which never quote row contents.
-fn describe(e: &rusqlite::Error) -> String {
-    let text = e.to_string();
-    if text.contains("no such table") {
-        return "no table config_machine_state; is this an OpenClaw 2026.9 state database?".into();
-    }
-    if text.contains("not a database") || text.contains("malformed") {
-        return format!("not a readable SQLite database ({text})");
-    }
-    text
-}
-
-/// The profile name in `models.providers.openrouter.apiKey` of the folder's `openclaw.json`
-/// (JSON5), if it holds a plain string.
-fn openrouter_api_key(dir: &Path, files: &mut FileSet) -> Option<String> {
+/// The folder's `openclaw.json` (JSON5), when it reads.
+fn read_config(dir: &Path, files: &mut FileSet) -> Option<Value> {
     let text = String::from_utf8(files.read(&config_file(dir)).ok()?).ok()?;
-    openrouter_fields(&text)?.1
+    json5::from_str(&text).ok()
 }
 
 /// `baseUrl` and `apiKey` of `models.providers.openrouter` in `openclaw.json` text, when they are
 /// plain strings; `None` when the text is not JSON5.
 fn openrouter_fields(text: &str) -> Option<(Option<String>, Option<String>)> {
     let root: Value = json5::from_str(text).ok()?;
+    Some(openrouter_fields_of(&root))
+}
+
+fn openrouter_fields_of(root: &Value) -> (Option<String>, Option<String>) {
     let field = |name: &str| {
         root.pointer(&format!("/models/providers/openrouter/{name}"))
             .and_then(Value::as_str)
             .map(str::to_owned)
     };
-    Some((field("baseUrl"), field("apiKey")))
+    (field("baseUrl"), field("apiKey"))
 }
 
 /// `models.providers.openrouter` of an `openclaw.json`: its `baseUrl` and `apiKey` when they are

@@ -13,6 +13,7 @@ use super::reload::ReloadRequest;
 use super::{report, rights};
 use crate::config::Origin;
 use crate::proxy::{json_response, LocalError, ResponseBody, Snapshot, State};
+use crate::usage::range::{parse_day, By};
 use crate::usage::Persistence;
 
 pub fn handle<B>(state: &State, req: &Request<B>) -> Response<ResponseBody> {
@@ -116,10 +117,18 @@ pub async fn usage<B>(state: &State, req: &Request<B>) -> Response<ResponseBody>
             &json!({"error": {"message": message}}),
         );
     };
-    let local = req
-        .uri()
-        .query()
-        .is_some_and(|q| q.split('&').any(|p| p == "local=1"));
+    let query = req.uri().query().unwrap_or_default();
+    let local = query.split('&').any(|p| p == "local=1");
+    let range = match range_asked(query) {
+        Ok(range) => range,
+        Err(message) => {
+            let message = format!("keyproxy: {message}");
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"error": {"message": message}}),
+            );
+        }
+    };
     let group = match state.shared.get().filter(|_| !local) {
         Some(shared) => crate::proxy::shared::usage::rows(shared).await,
         None => None,
@@ -135,6 +144,9 @@ pub async fn usage<B>(state: &State, req: &Request<B>) -> Response<ResponseBody>
         }
     };
     let mut report = crate::usage::report(&rows, SystemTime::now());
+    if let Some((since, until, by)) = range {
+        report["range"] = json!(crate::usage::range::grouped(&rows, since, until, by));
+    }
     // With [shared]: the whole group's totals, unless ?local=1 or the store did not answer.
     report["scope"] = json!(scope);
     report["database"] = match ledger.persistence() {
@@ -144,6 +156,26 @@ pub async fn usage<B>(state: &State, req: &Request<B>) -> Response<ResponseBody>
         Persistence::MemoryOnly(why) => json!({"path": null, "error": why}),
     };
     json_response(StatusCode::OK, &report)
+}
+
+type RangeAsked = Option<(Option<String>, Option<String>, By)>;
+
+/// `?since=DAY&until=DAY&by=day|client|profile|model` (`keyproxy usage --since --until --by`):
+/// asked when any of them is given; `by` defaults to day.
+fn range_asked(query: &str) -> Result<RangeAsked, String> {
+    let (mut since, mut until, mut by) = (None, None, None);
+    for (name, value) in query.split('&').filter_map(|p| p.split_once('=')) {
+        match name {
+            "since" => since = Some(parse_day(value)?),
+            "until" => until = Some(parse_day(value)?),
+            "by" => by = Some(value.parse::<By>()?),
+            _ => {}
+        }
+    }
+    if since.is_none() && until.is_none() && by.is_none() {
+        return Ok(None);
+    }
+    Ok(Some((since, until, by.unwrap_or(By::Day))))
 }
 
 fn ready(snapshot: &Snapshot) -> Response<ResponseBody> {

@@ -2,6 +2,7 @@
 //! its profiles, models and limits, what each limit's window has used, what is left and when it
 //! resets, and its own usage today and this month. Nothing of any other client.
 
+use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{Request, Response, StatusCode};
@@ -10,8 +11,8 @@ use serde_json::{json, Value};
 use super::rights;
 use crate::config::clients::{Client, Period};
 use crate::proxy::limits::UsedNow;
-use crate::proxy::{json_response, ResponseBody, State};
-use crate::usage::Counts;
+use crate::proxy::{json_response, ResponseBody, Snapshot, State};
+use crate::usage::{Counts, Row};
 
 pub async fn handle<B>(state: &State, req: &Request<B>) -> Response<ResponseBody> {
     let snapshot = state.load();
@@ -19,30 +20,40 @@ pub async fn handle<B>(state: &State, req: &Request<B>) -> Response<ResponseBody
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
+    let rows = rows(state).await;
     let now = SystemTime::now();
+    json_response(
+        StatusCode::OK,
+        &agent(&snapshot, client, rows.as_ref(), now),
+    )
+}
+
+/// The ledger's rows, None when usage is not counted. The first may wait for the ledger's
+/// thread to open the database, hence off the worker.
+pub(super) async fn rows(state: &State) -> Option<BTreeMap<Row, Counts>> {
+    let ledger = state.usage.get().cloned()?;
+    tokio::task::spawn_blocking(move || ledger.rows())
+        .await
+        .ok()
+}
+
+/// The `/_keyproxy/me` document of `client`: the page shows one per agent.
+pub(super) fn agent(
+    snapshot: &Snapshot,
+    client: &Client,
+    rows: Option<&BTreeMap<Row, Counts>>,
+    now: SystemTime,
+) -> Value {
     let used = snapshot
         .limits
         .of(&client.name)
         .map(|used| used.now(&client.limits));
-    let usage = match state.usage.get().cloned() {
-        Some(ledger) => {
-            let name = client.name.clone();
-            // The first report may wait for the ledger's thread to open the database.
-            tokio::task::spawn_blocking(move || own_usage(&ledger.rows(), &name, now))
-                .await
-                .ok()
-        }
-        None => None,
-    };
-    json_response(StatusCode::OK, &me(client, used, usage, now))
+    let usage = rows.map(|rows| own_usage(rows, &client.name, now));
+    me(client, used, usage, now)
 }
 
 /// This client's counts today and this month (UTC), from the ledger's rows.
-fn own_usage(
-    rows: &std::collections::BTreeMap<crate::usage::Row, Counts>,
-    name: &str,
-    now: SystemTime,
-) -> Value {
+fn own_usage(rows: &BTreeMap<Row, Counts>, name: &str, now: SystemTime) -> Value {
     let today = crate::usage::day(now);
     let (mut day, mut month) = (Counts::default(), Counts::default());
     for ((d, _, _, _), c) in rows.iter().filter(|((_, client, ..), _)| client == name) {

@@ -25,6 +25,9 @@ pub struct KeyReport {
     /// The status that put it to rest.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rested_after: Option<u16>,
+    /// Minutes since an answer last came to the key (0: this minute); absent for never.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub used_minutes_ago: Option<u64>,
 }
 
 impl ProfileReport {
@@ -37,6 +40,7 @@ impl ProfileReport {
 
 /// The profiles of `snapshot`, by name.
 pub fn profiles(snapshot: &Snapshot) -> BTreeMap<String, ProfileReport> {
+    let minute = crate::metrics::traffic::minute_now();
     let mut out: BTreeMap<String, ProfileReport> = snapshot
         .keys
         .profiles()
@@ -59,6 +63,7 @@ pub fn profiles(snapshot: &Snapshot) -> BTreeMap<String, ProfileReport> {
                         state,
                         resting_for_s,
                         rested_after,
+                        used_minutes_ago: k.health().used_minutes_ago(minute),
                     }
                 })
                 .collect();

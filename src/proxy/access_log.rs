@@ -34,6 +34,53 @@ pub fn usable_request_id(headers: &HeaderMap) -> Option<&HeaderValue> {
         .filter(|v| !v.is_empty() && v.len() <= 200)
 }
 
+/// The access record of a request to keyproxy's own endpoints (`/_keyproxy/...`), written when
+/// its response head is ready: message `admin`, the status, `reason` (`x-keyproxy-error`) when
+/// refused, `bytes` when the body's length is known. Health and readiness probes, and the page's
+/// data it asks for every 5 s while open, are written at debug level: an orchestrator asks every
+/// few seconds, and info would be mostly probes.
+pub fn admin_record<B: http_body::Body>(
+    request_id: Option<&HeaderValue>,
+    method: &Method,
+    uri: &Uri,
+    resp: &http::Response<B>,
+    started: Instant,
+) {
+    let path = uri.path();
+    let bytes = http_body::Body::size_hint(resp.body()).exact();
+    let reason = resp
+        .headers()
+        .get("x-keyproxy-error")
+        .and_then(|v| v.to_str().ok());
+    let request_id = request_id.and_then(|v| v.to_str().ok());
+    let ms = (started.elapsed().as_secs_f64() * 1e4).round() / 10.0;
+    macro_rules! record {
+        ($level:expr) => {
+            tracing::event!(
+                target: "keyproxy::access",
+                $level,
+                request_id,
+                method = %method,
+                path,
+                status = resp.status().as_u16(),
+                reason,
+                bytes,
+                ms,
+                outcome = "complete",
+                "admin"
+            )
+        };
+    }
+    if matches!(
+        path,
+        "/_keyproxy/health" | "/_keyproxy/ready" | "/_keyproxy/ui/data"
+    ) {
+        record!(tracing::Level::DEBUG);
+    } else {
+        record!(tracing::Level::INFO);
+    }
+}
+
 #[derive(Debug)]
 pub struct AccessRecord {
     pub request_id: HeaderValue,

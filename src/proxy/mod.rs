@@ -36,7 +36,7 @@ use std::net::{IpAddr, SocketAddr};
 use http::{Method, Request, Response, Version};
 use hyper::body::Incoming;
 
-pub use access_log::{new_request_id, usable_request_id, REQUEST_ID};
+pub use access_log::{admin_record, new_request_id, usable_request_id, REQUEST_ID};
 pub use body::ResponseBody;
 pub use error::{json_response, ErrorShape, LocalError};
 pub use forward::{ask_with_key, causes};

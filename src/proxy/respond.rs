@@ -95,6 +95,11 @@ pub(super) async fn prepare(
         plan.client.map_or("", |c| c.name.as_str()),
         status.as_u16(),
     );
+    let minute = state
+        .metrics
+        .traffic
+        .answered(status.as_u16(), upstream_time);
+    key.health().used_in(minute);
     if status.is_success() {
         key.health().accepted();
     } else if rests_key(status) {

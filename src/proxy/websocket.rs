@@ -125,6 +125,8 @@ pub(super) async fn pass_through(
         plan.client.map_or("", |c| c.name.as_str()),
         StatusCode::SWITCHING_PROTOCOLS.as_u16(),
     );
+    let minute = state.metrics.traffic.answered(101, upstream_time);
+    plan.key.health().used_in(minute);
     record.answered(101, upstream_time.as_secs_f64() * 1e3, resp.headers());
     let upstream_side = hyper::upgrade::on(&mut resp);
     let socket = Socket::new(

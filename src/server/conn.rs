@@ -15,8 +15,8 @@ use hyper_util::server::graceful::Watcher;
 use tokio::sync::watch;
 
 use super::activity::{Activity, Tracked};
-use crate::ops::admin;
 use crate::ops::reload::ReloadRequest;
+use crate::ops::{admin, page};
 use crate::proxy::{self, usable_request_id, State, REQUEST_ID};
 use crate::rt::burst::CountedExecutor;
 
@@ -126,22 +126,36 @@ async fn dispatch(
     req: Request<Incoming>,
 ) -> http::Response<proxy::ResponseBody> {
     let path = req.uri().path();
-    if path == "/_keyproxy/reload" {
-        return admin::reload(state, &req, reload).await;
-    }
-    if path == "/_keyproxy/usage" {
-        return admin::usage(state, &req).await;
-    }
-    if path == "/_keyproxy/me" {
-        return admin::me(state, &req).await;
-    }
     if path == "/_keyproxy" || path.starts_with("/_keyproxy/") {
-        return admin::handle(state, &req);
+        let started = std::time::Instant::now();
+        let (method, uri) = (req.method().clone(), req.uri().clone());
+        let id = usable_request_id(req.headers()).cloned();
+        let resp = admin_answer(state, reload, req).await;
+        proxy::admin_record(id.as_ref(), &method, &uri, &resp, started);
+        return resp;
     }
     // Boxed: hyper keeps room for the service's future in every connection for as long as it
     // is open, and the request path's state machine is kilobytes; a box is freed as soon as
     // the response head is out (1,000 open streams: 55 -> 47 MiB).
     Box::pin(proxy::handle(state, local, req)).await
+}
+
+/// keyproxy's own endpoints under `/_keyproxy/`.
+async fn admin_answer(
+    state: &State,
+    reload: &tokio::sync::mpsc::Sender<ReloadRequest>,
+    req: Request<Incoming>,
+) -> http::Response<proxy::ResponseBody> {
+    let path = req.uri().path();
+    if page::is_page(path) || (path == "/_keyproxy/me" && page::wants_page(&req)) {
+        return page::serve(state, &req).await;
+    }
+    match path {
+        "/_keyproxy/reload" => admin::reload(state, &req, reload).await,
+        "/_keyproxy/usage" => admin::usage(state, &req).await,
+        "/_keyproxy/me" => admin::me(state, &req).await,
+        _ => admin::handle(state, &req),
+    }
 }
 
 /// The request's id: the client's `x-request-id` when a log can carry it, else a new one set on

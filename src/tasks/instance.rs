@@ -276,6 +276,36 @@ pub fn usage_table(usage: &Value) -> String {
     text
 }
 
+/// `keyproxy usage --since --until --by`: one line per day, client, profile or model.
+pub fn range_table(range: &Value) -> String {
+    let mut text = String::new();
+    let day = |f: &str| range[f].as_str().unwrap_or("...").to_owned();
+    let by = range["by"].as_str().unwrap_or("day");
+    let _ = writeln!(text, "{} to {} (UTC), by {by}:", day("since"), day("until"));
+    let _ = writeln!(
+        text,
+        "  {:<32} {:>8} {:>12} {:>12} {:>10}",
+        by, "requests", "prompt", "completion", "cost USD"
+    );
+    let mut line = |key: &str, c: &Value| {
+        let n = |f: &str| c[f].as_f64().unwrap_or(0.0);
+        let _ = writeln!(
+            text,
+            "  {:<32} {:>8} {:>12} {:>12} {:>10.4}",
+            if key.is_empty() { "-" } else { key },
+            n("requests"),
+            n("prompt_tokens"),
+            n("completion_tokens"),
+            n("cost_usd")
+        );
+    };
+    for g in range["groups"].as_array().into_iter().flatten() {
+        line(g["key"].as_str().unwrap_or_default(), &g["counts"]);
+    }
+    line("total", &range["total"]);
+    text
+}
+
 /// `keyproxy me`: a client's profiles, models, and each limit with what is left and its reset.
 pub fn me_text(me: &Value) -> String {
     let list = |v: &Value| {

@@ -10,5 +10,6 @@ mod keys_toml;
 mod keys_write;
 mod live;
 pub mod openclaw;
+mod openclaw_stores;
 pub mod probe;
 pub mod service;

@@ -139,6 +139,11 @@ pub fn connect_commands(base_url: &str, api_key: &str) -> [Vec<String>; 2] {
 pub fn describe(folder: &Folder, config: &Config, snapshot: &Snapshot) -> (bool, Value) {
     let url = base_url(config);
     let mut problems: Vec<String> = Vec::new();
+    let (stores, stores_text, warnings) = if folder.dir.is_dir() {
+        super::openclaw_stores::describe(&folder.dir, config.state_dir.as_deref())
+    } else {
+        (Value::Null, String::new(), Vec::new())
+    };
     let (base, key) = match openrouter_provider(&folder.dir) {
         Ok(found) => found,
         Err(why) => {
@@ -157,7 +162,8 @@ pub fn describe(folder: &Folder, config: &Config, snapshot: &Snapshot) -> (bool,
             let problems: Vec<String> = needed.then_some(problem).into_iter().collect();
             return (
                 problems.is_empty(),
-                json!({"dir": folder.dir, "used_by": folder.used_by, "exists": exists, "problems": problems}),
+                json!({"dir": folder.dir, "used_by": folder.used_by, "exists": exists, "problems": problems,
+                    "stores": stores, "stores_text": stores_text, "warnings": warnings}),
             );
         }
     };
@@ -218,6 +224,7 @@ pub fn describe(folder: &Folder, config: &Config, snapshot: &Snapshot) -> (bool,
             "dir": folder.dir, "used_by": folder.used_by, "exists": true,
             "base_url": base, "points_at_keyproxy": points_here, "api_key": key_kind,
             "profile": profile, "keys": keys, "problems": problems,
+            "stores": stores, "stores_text": stores_text, "warnings": warnings,
         }),
     )
 }
@@ -262,7 +269,12 @@ pub fn report(config: &Config, snapshot: &Snapshot) -> (bool, String, Value) {
     let mut json_folders = Vec::new();
     let mut in_use: Vec<(&Folder, bool)> = Vec::new();
     for folder in &folders {
-        let (ok, v) = describe(folder, config, snapshot);
+        let (ok, mut v) = describe(folder, config, snapshot);
+        // For people only; the JSON has the same in `stores`.
+        let stores_text = v
+            .as_object_mut()
+            .and_then(|o| o.remove("stores_text"))
+            .unwrap_or_default();
         let exists = v["exists"] == true;
         all_ok &= ok;
         // A folder that is not there is never "ok": there is nothing in it to be right.
@@ -295,6 +307,10 @@ pub fn report(config: &Config, snapshot: &Snapshot) -> (bool, String, Value) {
                     n => format!("{n} key(s) in keyproxy"),
                 }
             );
+        }
+        text += stores_text.as_str().unwrap_or_default();
+        for w in v["warnings"].as_array().into_iter().flatten() {
+            let _ = writeln!(text, "     warning: {}", w.as_str().unwrap_or_default());
         }
         for p in v["problems"].as_array().into_iter().flatten() {
             let _ = writeln!(text, "     problem: {}", p.as_str().unwrap_or_default());

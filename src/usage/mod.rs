@@ -3,6 +3,7 @@
 //! kept in SQLite (`store`).
 
 mod ledger;
+pub mod range;
 pub mod scan;
 mod shape;
 mod store;

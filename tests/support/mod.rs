@@ -647,7 +647,8 @@ impl Served {
 }
 
 /// `KEYPROXY_SKIP_REAL_CLIENTS=1`: the specs that install a real client from the npm registry
-/// (OpenClaw, Claude Code, Codex, Gemini CLI, opencode) skip, saying so, instead of downloading
+/// (OpenClaw, Claude Code, Codex, Gemini CLI, opencode, and playwright-core with Chromium for
+/// the page) skip, saying so, instead of downloading
 /// it. CI (`.ci/run`) never sets it.
 pub fn real_clients_skipped(spec: &str) -> bool {
     let skip = std::env::var("KEYPROXY_SKIP_REAL_CLIENTS").is_ok_and(|v| !v.is_empty() && v != "0");

@@ -24,9 +24,9 @@ impl Loader {
         let entries = store
             .iter()
             .flat_map(|s| s.profiles.iter())
-            .map(|(name, entry)| (name.as_str(), entry, source.clone()));
+            .map(|(name, entry)| (name.clone(), entry, source.clone()));
         let absent = absent(&store, error, path);
-        add_openclaw_entries(pass, label, entries, absent);
+        self.add_openclaw_entries(pass, label, entries, absent);
     }
 
     /// An OpenClaw state folder: its SQLite store, legacy JSON files, and the profile its
@@ -53,7 +53,7 @@ impl Loader {
         }
         pass.b
             .source(source_status("openclaw_state", dir, &state, &error));
-        let mut entries: Vec<(&str, &openclaw::Entry, Arc<str>)> = Vec::new();
+        let mut entries: Vec<(String, &openclaw::Entry, Arc<str>)> = Vec::new();
         if let Some(state) = &state {
             let uses = state.openrouter_profile.as_ref().map(|(p, _)| p.as_str());
             for (name, entry, from) in &state.profiles {
@@ -62,10 +62,29 @@ impl Loader {
                     continue;
                 }
                 entries.push((
-                    name,
+                    name.clone(),
                     entry,
-                    Arc::from(format!("OpenClaw {}", from.display())),
+                    Arc::from(format!(
+                        "OpenClaw {} ({})",
+                        from.display(),
+                        state.origin(from)
+                    )),
                 ));
+            }
+            // Another agent's view is reached as `PROFILE@AGENT` (`openrouter:default@work`),
+            // which keeps the provider prefix a route allows by.
+            for (agent, profiles) in &state.other_agents {
+                for (name, entry, from) in profiles {
+                    entries.push((
+                        format!("{name}@{agent}"),
+                        entry,
+                        Arc::from(format!(
+                            "OpenClaw {} ({})",
+                            from.display(),
+                            state.origin(from)
+                        )),
+                    ));
+                }
             }
             if let Some((uses, why)) = &state.openrouter_profile {
                 if let Some(entry) = state.entry(uses).filter(|_| uses != DEFAULT_PROFILE) {
@@ -73,50 +92,59 @@ impl Loader {
                         "OpenClaw {} profile '{uses}', {why}",
                         openclaw_state::database(dir).display()
                     );
-                    entries.push((DEFAULT_PROFILE, entry, Arc::from(via)));
+                    entries.push((DEFAULT_PROFILE.to_owned(), entry, Arc::from(via)));
                 }
             }
         }
         let absent = absent(&state, error, dir);
-        add_openclaw_entries(pass, label, entries.into_iter(), absent);
+        self.add_openclaw_entries(pass, label, entries.into_iter(), absent);
     }
-}
 
-/// Adds the profiles an OpenClaw store gives, each under its OpenClaw name, to profiles no
-/// earlier source filled.
-fn add_openclaw_entries<'e>(
-    pass: &mut Pass<'_, '_>,
-    label: String,
-    entries: impl Iterator<Item = (&'e str, &'e openclaw::Entry, Arc<str>)>,
-    absent: String,
-) {
-    let mut specific = HashMap::new();
-    for (name, entry, source) in entries {
-        if pass.b.has_keys(name) {
-            continue;
-        }
-        pass.b.declare(name);
-        let note = match entry {
-            openclaw::Entry::Key(secret) => {
-                pass.b.add_key(name, secret, &source);
-                None
+    /// Adds the profiles an OpenClaw store gives, each under its OpenClaw name, to profiles no
+    /// earlier source filled.
+    fn add_openclaw_entries<'e>(
+        &mut self,
+        pass: &mut Pass<'_, '_>,
+        label: String,
+        entries: impl Iterator<Item = (String, &'e openclaw::Entry, Arc<str>)>,
+        absent: String,
+    ) {
+        let mut specific = HashMap::new();
+        for (name, entry, source) in entries {
+            let name = name.as_str();
+            if pass.b.has_keys(name) {
+                continue;
             }
-            openclaw::Entry::Env(var) => add_env_key(
-                pass,
-                name,
-                var,
-                &format!("environment variable {var} (keyRef)"),
-            ),
-            openclaw::Entry::Skipped(why) => Some(why.clone()),
-        };
-        if let Some(note) = note {
-            specific.insert(name.to_owned(), note);
+            pass.b.declare(name);
+            let note = match entry {
+                openclaw::Entry::Key(secret) => {
+                    pass.b.add_key(name, secret, &source);
+                    None
+                }
+                openclaw::Entry::Env(var) => add_env_key(
+                    pass,
+                    name,
+                    var,
+                    &format!("environment variable {var} (keyRef)"),
+                ),
+                openclaw::Entry::Command(spec) => self
+                    .add_command_key(pass, name, spec)
+                    .map(|why| format!("OpenClaw exec provider: {why}")),
+                openclaw::Entry::Ref(r) => Some(format!(
+                    "keyRef {}:{}:{} needs its OpenClaw state folder (the secrets.providers of its openclaw.json, its secret store); name the state folder in openclaw_state_dirs",
+                    r.source, r.provider, r.id
+                )),
+                openclaw::Entry::Skipped(why) => Some(why.clone()),
+            };
+            if let Some(note) = note {
+                specific.insert(name.to_owned(), note);
+            }
         }
+        pass.b.looked(Looked {
+            label,
+            absent,
+            only_for: None,
+            specific,
+        });
     }
-    pass.b.looked(Looked {
-        label,
-        absent,
-        only_for: None,
-        specific,
-    });
 }
