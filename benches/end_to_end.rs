@@ -19,6 +19,14 @@
 //! `KEYPROXY_BENCH_PEERS=all`), and prints req/s, CPU per request and p50 beside each other.
 //! `KEYPROXY_BENCH_LIMITED=1` adds this build serving a client with a budget, a token limit
 //! and a model list, so the cost of the limits is a figure of the same run.
+//! `KEYPROXY_BENCH_SHARED=1` adds that client twice: alone (`limited`) and with its windows in a
+//! real redis-server on loopback (`shared`, `[shared]`; `apt-get install redis-server`), so the
+//! cost of sharing is `shared` against `limited`, with the store's own CPU per request beside it:
+//!
+//!   KEYPROXY_BENCH_QUICK=1 KEYPROXY_BENCH_SHARED=1 KEYPROXY_BENCH_ROUNDS=7 cargo bench --bench end_to_end
+//!
+//! `KEYPROXY_BENCH_SHARED_BASELINE=/tmp/keyproxy-old` adds that build with `[shared]` too
+//! (`shared-base`, its own redis-server), to measure a change to the shared path itself.
 //!
 //! Each figure is the median of `KEYPROXY_BENCH_ROUNDS` (3) interleaved rounds — direct,
 //! keyproxy, nginx, haproxy, then again — with the spread (lowest to highest) beside it.
@@ -46,7 +54,8 @@ use tokio::sync::Notify;
 use load::{connect, first_byte, load, pct, Run, Scenario, Target};
 use mock::Mock;
 use proxies::{
-    cpu_micros, haproxy, keyproxy, keyproxy_at, keyproxy_limited, nginx, rss_kib, Proxy,
+    cpu_micros, haproxy, keyproxy, keyproxy_at, keyproxy_limited, keyproxy_shared, nginx, rss_kib,
+    Proxy,
 };
 
 const KEY: &str = "sk-or-v1-bench0000000000000000000000000000000000000000000968304f4";
@@ -73,6 +82,8 @@ struct Rounds {
     delay99: Vec<f64>,
     handshakes: Vec<f64>,
     cpu_us: Vec<f64>,
+    /// CPU per request of the proxy's store (redis-server), where it has one.
+    store_cpu_us: Vec<f64>,
     errors: usize,
 }
 
@@ -130,9 +141,19 @@ async fn compare(title: &str, up: &Mock, targets: &Targets<'_>, scenario: Scenar
         direct.add(&run, up.connections() - before, None);
         for (proxy, rounds) in targets.proxies.iter().zip(through.iter_mut()) {
             let (before, cpu) = (up.connections(), cpu_micros(proxy.child.id()));
+            let store = proxy.store.as_ref().map(|s| cpu_micros(s.id()));
             let run = load(&Target::Plain(proxy.addr), scenario, conns, secs).await;
-            let cpu = (cpu_micros(proxy.child.id()) - cpu) as f64 / run.requests.max(1) as f64;
-            rounds.add(&run, up.connections() - before, Some(cpu));
+            let per_request = |micros: u64| micros as f64 / run.requests.max(1) as f64;
+            rounds.add(
+                &run,
+                up.connections() - before,
+                Some(per_request(cpu_micros(proxy.child.id()) - cpu)),
+            );
+            if let (Some(s), Some(before)) = (&proxy.store, store) {
+                rounds
+                    .store_cpu_us
+                    .push(per_request(cpu_micros(s.id()) - before));
+            }
         }
     }
     let paced = matches!(scenario, Scenario::Paced);
@@ -158,6 +179,9 @@ async fn compare(title: &str, up: &Mock, targets: &Targets<'_>, scenario: Scenar
                 median(&r.handshakes)
             );
         }
+        if !r.store_cpu_us.is_empty() {
+            line += &format!("  store cpu {:>4.1} us/req", median(&r.store_cpu_us));
+        }
         if r.errors > 0 {
             line += &format!("  errors {}", r.errors);
         }
@@ -172,10 +196,19 @@ async fn compare(title: &str, up: &Mock, targets: &Targets<'_>, scenario: Scenar
         let line = match proxy.name {
             "baseline" => "keyproxy against the baseline build",
             "limited" => "a limited client against none",
+            "shared" => "the limited client with [shared] against it alone",
+            "shared-base" => "[shared] in this build against the shared baseline build",
             _ => continue,
         };
-        let (a, b) = match proxy.name {
-            "baseline" => (&through[0], other),
+        let alone = targets.proxies.iter().position(|p| p.name == "limited");
+        let shared_at = targets.proxies.iter().position(|p| p.name == "shared");
+        let (a, b) = match (proxy.name, alone) {
+            ("baseline", _) => (&through[0], other),
+            ("shared-base", _) => match shared_at {
+                Some(i) => (&through[i], other),
+                None => continue,
+            },
+            ("shared", Some(i)) => (other, &through[i]),
             _ => (other, &through[0]),
         };
         println!(
@@ -188,7 +221,7 @@ async fn compare(title: &str, up: &Mock, targets: &Targets<'_>, scenario: Scenar
     let best = targets.proxies[1..]
         .iter()
         .zip(&through[1..])
-        .filter(|(p, _)| !matches!(p.name, "baseline" | "limited"))
+        .filter(|(p, _)| !matches!(p.name, "baseline" | "limited" | "shared" | "shared-base"))
         .map(|(p, r)| (p.name, median(&r.rps)))
         .max_by(|a, b| a.1.total_cmp(&b.1));
     match best {
@@ -287,8 +320,20 @@ fn main() {
                 peers.push(keyproxy_at(up, "baseline", &binary, "").await);
             }
             // KEYPROXY_BENCH_LIMITED=1: the same build for a client with limits beside it.
-            if std::env::var_os("KEYPROXY_BENCH_LIMITED").is_some() {
+            let shared = std::env::var_os("KEYPROXY_BENCH_SHARED").is_some();
+            if shared || std::env::var_os("KEYPROXY_BENCH_LIMITED").is_some() {
                 peers.push(keyproxy_limited(up).await);
+            }
+            // KEYPROXY_BENCH_SHARED=1: and that client with [shared] and a redis-server.
+            if shared {
+                match keyproxy_shared(up, "shared", env!("CARGO_BIN_EXE_keyproxy")).await {
+                    Some(p) => peers.push(p),
+                    None => println!("  (redis-server not on PATH: apt-get install redis-server)"),
+                }
+                // KEYPROXY_BENCH_SHARED_BASELINE: another build's release binary with [shared].
+                if let Ok(binary) = std::env::var("KEYPROXY_BENCH_SHARED_BASELINE") {
+                    peers.extend(keyproxy_shared(up, "shared-base", &binary).await);
+                }
             }
             peers.extend(nginx(up).await);
             if !quick() || std::env::var("KEYPROXY_BENCH_PEERS").as_deref() == Ok("all") {

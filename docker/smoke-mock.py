@@ -5,6 +5,10 @@ events when the body asks for `"stream": true` (eight chunks, 0.3 s apart, then 
 [DONE]), and GET with an empty model list. Appends every request's Authorization header to the
 file given as the second argument, so the smoke test can tell which key arrived without any key
 being printed. Writes the port it listens on to the file given as the first argument.
+
+For docker/smoke-team.sh: MOCK_COST adds `"cost": MOCK_COST` (dollars, as OpenRouter reports
+it) to every usage, and a request whose Authorization header is a line of the file MOCK_REFUSE
+is answered 429 with `Retry-After: 30`, as a provider rate-limiting that key.
 """
 import json
 import os
@@ -14,6 +18,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PORT_FILE, SEEN_FILE = sys.argv[1], sys.argv[2]
 USAGE = {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}
+if os.environ.get("MOCK_COST"):
+    USAGE["cost"] = float(os.environ["MOCK_COST"])
+REFUSE_FILE = os.environ.get("MOCK_REFUSE")
+
+
+def refused(authorization):
+    if not REFUSE_FILE or not os.path.exists(REFUSE_FILE):
+        return False
+    with open(REFUSE_FILE) as f:
+        return authorization in f.read().splitlines()
 
 
 class Provider(BaseHTTPRequestHandler):
@@ -42,6 +56,15 @@ class Provider(BaseHTTPRequestHandler):
         length = int(self.headers.get("content-length", "0"))
         request = json.loads(self.rfile.read(length) or b"{}")
         self.seen()
+        if refused(self.headers.get("authorization", "")):
+            body = b'{"error":{"message":"rate limited","code":429}}'
+            self.send_response(429)
+            self.send_header("retry-after", "30")
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         if not request.get("stream"):
             self.send_json({
                 "id": "mock-1", "object": "chat.completion", "model": "mock/model",

@@ -16,6 +16,8 @@ pub struct Proxy {
     pub name: &'static str,
     pub addr: SocketAddr,
     pub child: Child,
+    /// A process this proxy needs and that dies with it: the redis-server of `shared`.
+    pub store: Option<Child>,
     _dir: tempfile::TempDir,
 }
 
@@ -26,6 +28,10 @@ impl Drop for Proxy {
             .args(["-INT", &self.child.id().to_string()])
             .status();
         let _ = self.child.wait();
+        if let Some(store) = &mut self.store {
+            let _ = store.kill();
+            let _ = store.wait();
+        }
     }
 }
 
@@ -54,13 +60,51 @@ pub async fn keyproxy(up: &Mock) -> Proxy {
 /// clients are configured, the limited client's where they are.
 pub const CLIENT_TOKEN: &str = "kp-bench-client-token-0001";
 
+fn limited_client() -> String {
+    format!(
+        "[[clients]]\nname = \"bench\"\ntoken = \"{CLIENT_TOKEN}\"\nprofiles = [\"p\"]\nbudget_usd = 1000000.0\nreserve_usd = 0.01\ntokens_per_day = 1_000_000_000_000\nmodels = [\"openai/gpt-4o-mini\", \"anthropic/*\"]\n"
+    )
+}
+
 /// This build with the requests coming from a client that has a budget, a token limit and a
 /// model list: the cost of reading its body, checking its model, reserving and settling.
 pub async fn keyproxy_limited(up: &Mock) -> Proxy {
-    let client = format!(
-        "[[clients]]\nname = \"bench\"\ntoken = \"{CLIENT_TOKEN}\"\nprofiles = [\"p\"]\nbudget_usd = 1000000.0\nreserve_usd = 0.01\ntokens_per_day = 1_000_000_000_000\nmodels = [\"openai/gpt-4o-mini\", \"anthropic/*\"]\n"
-    );
+    let client = limited_client();
     keyproxy_at(up, "limited", env!("CARGO_BIN_EXE_keyproxy"), &client).await
+}
+
+/// The limited client of [`keyproxy_limited`] with its windows in a real redis-server of its
+/// own on loopback (`[shared]`): one more round trip per request to admit, one off the
+/// response path to settle. `None` when redis-server is not on PATH. `name` and `binary`: this
+/// build as `shared`, or the build of `KEYPROXY_BENCH_SHARED_BASELINE` as `shared-base`.
+pub async fn keyproxy_shared(up: &Mock, name: &'static str, binary: &str) -> Option<Proxy> {
+    if !on_path("redis-server") {
+        return None;
+    }
+    let port = free_addr().port();
+    let store = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--appendonly", "no", "--loglevel", "warning"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    wait_listening(SocketAddr::from(([127, 0, 0, 1], port))).await;
+    let client = format!(
+        "{}[shared]\nredis = \"redis://127.0.0.1:{port}/0\"\n",
+        limited_client()
+    );
+    let mut proxy = keyproxy_at(up, name, binary, &client).await;
+    proxy.store = Some(store);
+    Some(proxy)
 }
 
 /// Another keyproxy build under the same load, named `name`: `KEYPROXY_BENCH_BASELINE` points at
@@ -133,6 +177,7 @@ async fn launch(
         name,
         addr,
         child,
+        store: None,
         _dir: dir,
     })
 }

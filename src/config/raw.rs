@@ -231,7 +231,7 @@ impl Config {
             None => None,
             Some(s) => {
                 let span = s.span();
-                Some(super::shared::from_raw(s.into_inner()).map_err(|m| at(span, m))?)
+                Some(super::shared::from_raw(s.into_inner(), dir).map_err(|m| at(span, m))?)
             }
         };
         let admin_span = raw

@@ -2,11 +2,12 @@
 //! key health and usage totals in. The URL may hold a password, so it is kept apart from what
 //! is printed: [`SharedConfig::store`] (host:port) is what status, check, logs and errors show.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::expand_vars;
+use super::{expand_vars, resolve};
 
 /// What budgets and token limits do while the shared store does not answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -25,6 +26,7 @@ pub(super) struct RawShared {
     redis: String,
     prefix: Option<String>,
     timeout: Option<String>,
+    ca_file: Option<String>,
     #[serde(default)]
     on_failure: OnFailure,
 }
@@ -39,6 +41,9 @@ pub struct SharedConfig {
     /// Every call to the store; past it a request is decided as `on_failure` says.
     pub timeout: Duration,
     pub on_failure: OnFailure,
+    /// `rediss://` only: the CA (PEM) the store's certificate is checked against, instead of
+    /// the roots built into keyproxy.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for SharedConfig {
@@ -48,6 +53,7 @@ impl std::fmt::Debug for SharedConfig {
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
             .field("on_failure", &self.on_failure)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -59,7 +65,8 @@ impl SharedConfig {
     }
 }
 
-pub(super) fn from_raw(raw: RawShared) -> Result<SharedConfig, String> {
+/// `dir` is the config file's folder, which a relative `ca_file` is read from.
+pub(super) fn from_raw(raw: RawShared, dir: &Path) -> Result<SharedConfig, String> {
     let url = expand_vars(&raw.redis);
     let store = store_of(&url).ok_or_else(|| {
         "[shared] redis must be a redis:// or rediss:// URL, like \"redis://127.0.0.1:6379/0\""
@@ -72,12 +79,19 @@ pub(super) fn from_raw(raw: RawShared) -> Result<SharedConfig, String> {
             .filter(|d| !d.is_zero())
             .ok_or_else(|| format!("[shared] timeout = {t:?}: write a duration like \"100ms\""))?,
     };
+    let ca_file = raw.ca_file.map(|f| resolve(dir, &f));
+    if ca_file.is_some() && !url.starts_with("rediss://") {
+        return Err(
+            "[shared] ca_file is for TLS: write the URL as rediss://, or drop ca_file".to_owned(),
+        );
+    }
     Ok(SharedConfig {
         url,
         store,
         prefix: raw.prefix.unwrap_or_else(|| "keyproxy:".to_owned()),
         timeout,
         on_failure: raw.on_failure,
+        ca_file,
     })
 }
 
@@ -118,14 +132,28 @@ mod tests {
             Some("10.0.0.5:6379")
         );
         assert_eq!(store_of("http://x"), None);
-        let c = from_raw(RawShared {
+        let raw = || RawShared {
             redis: "redis://:pw@h:1/0".into(),
             prefix: None,
             timeout: None,
+            ca_file: None,
             on_failure: OnFailure::Closed,
-        })
-        .unwrap();
+        };
+        let c = from_raw(raw(), Path::new("conf")).unwrap();
         assert!(!format!("{c:?}").contains("pw"));
         assert_eq!(c.timeout, Duration::from_millis(100));
+        let plain_with_ca = RawShared {
+            ca_file: Some("ca.pem".into()),
+            ..raw()
+        };
+        let e = from_raw(plain_with_ca, Path::new("conf")).unwrap_err();
+        assert!(e.contains("rediss://"), "{e}");
+        let tls = RawShared {
+            redis: "rediss://h:6380".into(),
+            ca_file: Some("ca.pem".into()),
+            ..raw()
+        };
+        let c = from_raw(tls, Path::new("conf")).unwrap();
+        assert_eq!(c.ca_file, Some(PathBuf::from("conf/ca.pem")));
     }
 }

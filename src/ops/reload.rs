@@ -112,6 +112,17 @@ impl Reloader {
                             "the listen address changed; it takes effect at the next restart"
                         );
                     }
+                    // The store's connection, watcher and usage outlet are set up once, at
+                    // start: the running ones keep the [shared] they started with.
+                    if c.shared != current.config.shared {
+                        let store = |s: &Option<crate::config::shared::SharedConfig>| {
+                            s.as_ref().map_or("none".to_owned(), |s| s.store.clone())
+                        };
+                        tracing::warn!(
+                            old = %store(&current.config.shared), new = %store(&c.shared),
+                            "[shared] changed; it takes effect at the next restart"
+                        );
+                    }
                     (Arc::new(c), Arc::new(r))
                 }
                 Err(e) => {

@@ -8,4 +8,4 @@ pub mod log_buffer;
 pub mod log_line;
 pub mod workers;
 
-pub use workers::current_worker;
+pub use workers::{current_worker, on_worker};

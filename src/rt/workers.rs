@@ -19,6 +19,7 @@ use super::log_buffer;
 
 thread_local! {
     static WORKER: Cell<usize> = const { Cell::new(0) };
+    static ON_WORKER: Cell<bool> = const { Cell::new(false) };
 }
 
 /// The index of the worker whose thread this is; 0 on any other thread. Whoever keeps one
@@ -26,6 +27,12 @@ thread_local! {
 /// thread never travels through the domain's types.
 pub fn current_worker() -> usize {
     WORKER.with(Cell::get)
+}
+
+/// Whether this is a worker's thread: the one thread its runtime runs tasks on, so a task
+/// spawned here sees this thread's thread-locals.
+pub fn on_worker() -> bool {
+    ON_WORKER.with(Cell::get)
 }
 
 /// A connection to serve: the future that serves it, made on the runtime of the worker that
@@ -51,6 +58,7 @@ impl Workers {
                 .thread_name(format!("keyproxy-worker-{index}"))
                 .on_thread_start(move || {
                     WORKER.with(|w| w.set(index));
+                    ON_WORKER.with(|w| w.set(true));
                     log_buffer::collect_on_this_thread();
                 })
                 .on_thread_stop(log_buffer::flush)

@@ -22,16 +22,56 @@ pub use windows::{admit, Hold};
 use crate::config::shared::SharedConfig;
 
 const WATCH_EVERY: Duration = Duration::from_millis(250);
+/// Admitting connections, picked by worker index; one that no worker uses never connects.
+const PER_WORKER: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SharedError {
     #[error("[shared] redis at {store}: the URL is not one the Redis client accepts")]
     Url { store: String },
+    #[error("[shared] ca_file {path}: {message}")]
+    CaFile { path: String, message: String },
+}
+
+/// The client for `config`'s store: over TLS (`rediss://`, rustls) it trusts `ca_file` when
+/// given, else the roots built into keyproxy (webpki-roots, as for upstreams).
+fn client(config: &SharedConfig) -> Result<redis::Client, SharedError> {
+    let url_error = |_| SharedError::Url {
+        store: config.store.clone(),
+    };
+    // TCP_NODELAY (the crate's default is off): a call written while another is unanswered on
+    // the same connection is sent at once, not held back for the first one's answer.
+    let info = redis::IntoConnectionInfo::into_connection_info(config.url())
+        .map_err(url_error)?
+        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+    let Some(path) = &config.ca_file else {
+        return redis::Client::open(info).map_err(url_error);
+    };
+    let ca_error = |message: String| SharedError::CaFile {
+        path: path.display().to_string(),
+        message,
+    };
+    let pem = std::fs::read(path).map_err(|e| ca_error(e.to_string()))?;
+    if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+        return Err(ca_error("no PEM certificate in the file".into()));
+    }
+    let certificates = redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem),
+    };
+    redis::Client::build_with_tls(info, certificates).map_err(url_error)
 }
 
 pub struct Shared {
     config: SharedConfig,
+    /// For the watcher, usage, rests and settling off the workers: driven by the runtime that
+    /// started.
     conn: ConnectionManager,
+    /// One per worker, for admitting and settling its requests: each connects at the first
+    /// request of its worker and is driven on that worker's thread, so a round trip wakes no
+    /// other thread. With one connection shared by all, chat at 64 connections made 0.69-0.84
+    /// of the req/s (KEYPROXY_BENCH_SHARED_BASELINE).
+    per_worker: Vec<ConnectionManager>,
     up: AtomicBool,
     /// Replicas that heartbeat in the last minute, this one included; at least 1.
     replicas: AtomicU64,
@@ -51,18 +91,23 @@ impl Shared {
         let url_error = || SharedError::Url {
             store: config.store.clone(),
         };
-        let client = redis::Client::open(config.url()).map_err(|_| url_error())?;
+        let client = client(config)?;
         let manager = ConnectionManagerConfig::new()
             .set_response_timeout(Some(config.timeout))
             .set_connection_timeout(Some(config.timeout.max(Duration::from_millis(500))))
             .set_number_of_retries(2)
             .set_min_delay(Duration::from_millis(100))
             .set_max_delay(Duration::from_secs(5));
-        let conn =
-            ConnectionManager::new_lazy_with_config(client, manager).map_err(|_| url_error())?;
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager.clone())
+            .map_err(|_| url_error())?;
+        let per_worker = (0..PER_WORKER)
+            .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), manager.clone()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| url_error())?;
         let shared = Arc::new(Self {
             config: config.clone(),
             conn,
+            per_worker,
             // Believed up until a call says otherwise, so the first request asks.
             up: AtomicBool::new(true),
             replicas: AtomicU64::new(1),
@@ -84,6 +129,11 @@ impl Shared {
 
     pub fn reachable(&self) -> bool {
         self.up.load(Ordering::Relaxed)
+    }
+
+    /// The connection of the worker this runs on.
+    fn worker_conn(&self) -> ConnectionManager {
+        self.per_worker[crate::rt::current_worker() % self.per_worker.len()].clone()
     }
 
     fn key(&self, rest: &str) -> String {
@@ -125,6 +175,28 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// As `call`, for a script on a connection that may have been idle since the store went
+    /// away: `f` is sent once more, within the same `timeout`, when it failed because that
+    /// connection was lost or could not be made (the manager makes a new one at once). Without
+    /// it, every worker's first call after the store came back failed and said it was down.
+    /// A script lost in flight may run twice: its reservation then counts twice until its
+    /// period ends, the safe side for a limit.
+    async fn call_fresh<T, F, Fut>(&self, f: F) -> Option<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        self.call(async {
+            match f().await {
+                Err(e) if e.is_unrecoverable_error() => f().await,
+                done => done,
+            }
+        })
+        .await
+    }
+}
+
 /// Adds the gauge `keyproxy_shared_store_up` (1 or 0) to the metrics text, before its end: a
 /// series that exists only with `[shared]`.
 pub fn metrics_text(text: &mut String, shared: &Shared) {
@@ -139,8 +211,10 @@ pub fn metrics_text(text: &mut String, shared: &Shared) {
 /// For `check`: whether the store in `config` answers a PING (connect included) within a
 /// second or `timeout`, whichever is longer; the reason in words without the URL when not.
 pub async fn ping(config: &SharedConfig) -> Result<(), String> {
-    let client = redis::Client::open(config.url())
-        .map_err(|_| "the URL is not one the Redis client accepts".to_owned())?;
+    let client = client(config).map_err(|e| match e {
+        SharedError::Url { .. } => "the URL is not one the Redis client accepts".to_owned(),
+        other => other.to_string(),
+    })?;
     let bound = config.timeout.max(Duration::from_secs(1));
     let go = async {
         let mut conn = client.get_multiplexed_async_connection().await?;

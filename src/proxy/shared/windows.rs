@@ -1,8 +1,12 @@
 //! Clients' windows in the shared store: one script checks every window of a client and
-//! reserves in all of them atomically (one round trip, the store's clock), and one more call,
-//! spawned off the response path, replaces the reservation with what the answer cost.
+//! reserves in all of them atomically (one round trip, the store's clock). What an answer cost
+//! replaces its reservation off the response path: the next admit on the same worker carries
+//! it in its own round trip, or, when none comes within a millisecond, one call of the
+//! worker's on its connection.
 
+use std::cell::{Cell, RefCell};
 use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
 use super::Shared;
 use crate::config::clients::{Client, Limits as ClientLimits, MAX_ANSWER_TOKENS};
@@ -12,7 +16,7 @@ use crate::proxy::LocalError;
 
 /// KEYS[1]: the client's prefix. ARGV: budget period ('' for none), budget and reserve in
 /// micro-dollars, tokens per day (0 for none) and tokens reserved, requests per minute (0 for
-/// none). Periods are UTC days, ISO weeks and months (Hinnant's civil calendar), as locally.
+/// none). KEYS[2..]: windows to settle first, each by ARGV[i + 5] (an expired one is skipped). Periods are UTC days, ISO weeks and months (Hinnant's civil calendar), as locally.
 /// Returns {'0', budget key, tokens key} or {'1'|'2'|'3', seconds until the window resets}.
 static ADMIT: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
@@ -24,6 +28,9 @@ local function from_civil(y, m)
   local mp = m > 2 and m - 3 or m + 9
   local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + math.floor((153 * mp + 2) / 5)
   return era * 146097 + doe - 719468
+end
+for i = 2, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('INCRBY', KEYS[i], ARGV[i + 5]) end
 end
 local s = tonumber(redis.call('TIME')[1])
 local day = math.floor(s / 86400)
@@ -81,6 +88,16 @@ return 1
     )
 });
 
+/// How long a settlement waits for the next admit on its worker to carry it.
+const SETTLE_WITHIN: Duration = Duration::from_millis(1);
+
+thread_local! {
+    /// On a worker's thread: what answers cost against what they reserved, per window, not yet
+    /// sent. The next admit on this thread takes it; else the task `FLUSHING` says is spawned.
+    static PENDING: RefCell<Vec<(String, i64)>> = const { RefCell::new(Vec::new()) };
+    static FLUSHING: Cell<bool> = const { Cell::new(false) };
+}
+
 /// What the shared store holds for one request; settled (or given back when dropped) once.
 pub struct Hold {
     shared: Arc<Shared>,
@@ -105,7 +122,7 @@ impl Hold {
         }
     }
 
-    /// Replaces the reservation with `charge`, in a task of its own: the answer does not wait.
+    /// Replaces the reservation with `charge`, off the response path: the answer does not wait.
     pub fn settle(mut self, charge: Charge) {
         self.send(charge);
     }
@@ -126,14 +143,23 @@ impl Hold {
             return;
         };
         let shared = self.shared.clone();
-        runtime.spawn(async move {
-            let mut invocation = SETTLE.prepare_invoke();
-            for (key, d) in &moves {
-                invocation.key(key).arg(d);
-            }
-            let mut conn = shared.conn.clone();
-            let _: Option<i64> = shared.call(invocation.invoke_async(&mut conn)).await;
-        });
+        if !crate::rt::on_worker() {
+            runtime.spawn(async move {
+                let conn = shared.conn.clone();
+                settle_now(&shared, moves, conn).await;
+            });
+            return;
+        }
+        PENDING.with_borrow_mut(|p| p.extend(moves));
+        if !FLUSHING.replace(true) {
+            // A worker's runtime runs its tasks on its one thread: this task sees this PENDING.
+            runtime.spawn(async move {
+                tokio::time::sleep(SETTLE_WITHIN).await;
+                FLUSHING.set(false);
+                let conn = shared.worker_conn();
+                settle_now(&shared, PENDING.take(), conn).await;
+            });
+        }
     }
 }
 
@@ -141,6 +167,28 @@ impl Drop for Hold {
     fn drop(&mut self) {
         self.send(Charge::default());
     }
+}
+
+/// Adds each of `moves` to its window in one call, unless there is none.
+async fn settle_now(
+    shared: &Shared,
+    moves: Vec<(String, i64)>,
+    conn: redis::aio::ConnectionManager,
+) {
+    if moves.is_empty() {
+        return;
+    }
+    let mut invocation = SETTLE.prepare_invoke();
+    for (key, d) in &moves {
+        invocation.key(key).arg(d);
+    }
+    let invocation = &invocation;
+    let _: Option<i64> = shared
+        .call_fresh(|| {
+            let mut conn = conn.clone();
+            async move { invocation.invoke_async(&mut conn).await }
+        })
+        .await;
 }
 
 fn delta(charge: u64, reserved: u64) -> i64 {
@@ -216,7 +264,15 @@ async fn ask(
         (true, None) => l.reserve_tokens,
     };
     let period = l.budget.map_or("", |(_, p)| limits::period_name(p));
+    // What answers on this worker cost and no call has settled yet rides along.
+    let carried = match crate::rt::on_worker() {
+        true => PENDING.take(),
+        false => Vec::new(),
+    };
     let mut invocation = ADMIT.key(shared.key(&format!("c:{}:", client.name)));
+    for (key, _) in &carried {
+        invocation.key(key);
+    }
     invocation
         .arg(period)
         .arg(l.budget.map_or(0, |(usd, _)| dollars_to_micros(usd)))
@@ -224,8 +280,16 @@ async fn ask(
         .arg(l.tokens_per_day.unwrap_or(0))
         .arg(reserve_tokens)
         .arg(l.requests_per_minute.unwrap_or(0));
-    let mut conn = shared.conn.clone();
-    let out: Vec<String> = shared.call(invocation.invoke_async(&mut conn)).await?;
+    for (_, d) in &carried {
+        invocation.arg(d);
+    }
+    let (conn, invocation) = (shared.worker_conn(), &invocation);
+    let out: Vec<String> = shared
+        .call_fresh(|| {
+            let mut conn = conn.clone();
+            async move { invocation.invoke_async(&mut conn).await }
+        })
+        .await?;
     let retry_after = |i: usize| {
         out.get(i)
             .and_then(|s| s.parse::<u64>().ok())
