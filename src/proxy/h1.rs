@@ -1,22 +1,30 @@
-//! HTTP/1.1 connections to one upstream origin: per worker thread, a lock-free stack of idle
-//! connections, each driven by the worker that opened it. A connection goes back to its
-//! worker's stack when the answer on it has been read to the end (its [`Lease`] drops), and is
-//! taken again only when hyper says it is ready. This replaces hyper-util's pooled client,
-//! whose checkout hashes the origin (SipHash) and takes a mutex, and which spawns a task per
-//! request to learn when a connection is free again.
+//! HTTP/1.1 connections to one upstream origin: per worker thread, a stack of idle connections,
+//! each driven by the worker that opened it. A connection goes back on its thread's stack when
+//! the answer on it has been read to the end (its [`Lease`] drops), and is taken again only when
+//! hyper says it is ready. This replaces hyper-util's pooled client, whose checkout hashes the
+//! origin (SipHash) and takes a mutex, and which spawns a task per request to learn when a
+//! connection is free again.
+//!
+//! Last in, first out, as hyper-util's pool: the connection used last is taken first, and the
+//! others, left alone, are closed by the upstream's idle timeout (uvicorn's is 5 s) and let go
+//! here. First in, first out would keep every connection of a past burst just alive, each taken
+//! when it is the oldest, the one the upstream is about to close as a request goes out on it: a
+//! 502 for a POST, which cannot be sent again.
 //!
 //! [`Lease`]: super::h2::Lease
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_queue::ArrayQueue;
 use http::header::HOST;
 use http::{HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
+use thread_local::ThreadLocal;
 use tower::ServiceExt as _;
 
 use super::upload::{ClientFault, UpstreamBody};
@@ -25,7 +33,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// An idle connection is closed after this long unused, as hyper-util's pool did.
 const IDLE_FOR: Duration = Duration::from_secs(90);
-/// Idle connections kept per worker and origin; past it a freed connection is closed.
+/// Idle connections kept per worker thread and origin; past it a freed connection is closed.
 const IDLE_MAX: usize = 256;
 
 struct Idle {
@@ -33,9 +41,10 @@ struct Idle {
     since: Instant,
 }
 
-/// The idle connections of one origin, one stack per worker.
+/// The idle connections of one origin, one stack per thread (each worker is one thread), the
+/// one used last on top. Only its own thread touches a stack, so it needs no lock.
 pub struct H1Pool {
-    idle: Box<[ArrayQueue<Idle>]>,
+    idle: ThreadLocal<RefCell<VecDeque<Idle>>>,
     connector: HttpsConnector<HttpConnector>,
 }
 
@@ -46,11 +55,10 @@ pub struct H1Failure {
 }
 
 /// A connection lent to one request until its answer has been read: then it goes back to the
-/// idle stack of the worker that took it.
+/// idle stack of the thread that lets it go (the worker's, whose runtime drives it).
 pub struct Parked {
     send: Option<SendRequest<UpstreamBody>>,
     pool: Arc<H1Pool>,
-    worker: usize,
 }
 
 impl Drop for Parked {
@@ -59,7 +67,7 @@ impl Drop for Parked {
             return;
         };
         if send.is_ready() {
-            self.pool.park(self.worker, send);
+            self.pool.park(send);
             return;
         }
         // An answer cut short closes its connection; one read to the end may not have been
@@ -68,11 +76,11 @@ impl Drop for Parked {
         if send.is_closed() {
             return;
         }
-        let (pool, worker) = (self.pool.clone(), self.worker);
+        let pool = self.pool.clone();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 if send.ready().await.is_ok() {
-                    pool.park(worker, send);
+                    pool.park(send);
                 }
             });
         }
@@ -80,28 +88,37 @@ impl Drop for Parked {
 }
 
 impl H1Pool {
-    pub fn new(connector: HttpsConnector<HttpConnector>, workers: usize) -> Self {
+    pub fn new(connector: HttpsConnector<HttpConnector>) -> Self {
         Self {
-            idle: (0..workers.max(1))
-                .map(|_| ArrayQueue::new(IDLE_MAX))
-                .collect(),
+            idle: ThreadLocal::new(),
             connector,
         }
     }
 
-    fn park(&self, worker: usize, send: SendRequest<UpstreamBody>) {
-        let idle = Idle {
-            send,
-            since: Instant::now(),
+    /// Puts `send` on top of this thread's stack. The bottom, idle longest, is let go once
+    /// closed by the upstream or past the idle limit, so a stack left alone does not hold
+    /// connections open forever. Full: `send` is dropped, which closes it.
+    fn park(&self, send: SendRequest<UpstreamBody>) {
+        let Ok(mut stack) = self.idle.get_or_default().try_borrow_mut() else {
+            return;
         };
-        // Full: the connection is dropped, which closes it.
-        let _ = self.idle[worker % self.idle.len()].push(idle);
+        let now = Instant::now();
+        while stack
+            .front()
+            .is_some_and(|old| old.send.is_closed() || now.duration_since(old.since) >= IDLE_FOR)
+        {
+            stack.pop_front();
+        }
+        if stack.len() < IDLE_MAX {
+            stack.push_back(Idle { send, since: now });
+        }
     }
 
-    /// An idle connection of this worker that is ready, dropping the closed and the stale.
-    fn checkout(&self, worker: usize) -> Option<SendRequest<UpstreamBody>> {
-        let stack = &self.idle[worker % self.idle.len()];
-        while let Some(idle) = stack.pop() {
+    /// The idle connection of this thread used last that is ready, dropping the closed and
+    /// the stale on the way.
+    fn checkout(&self) -> Option<SendRequest<UpstreamBody>> {
+        let mut stack = self.idle.get()?.try_borrow_mut().ok()?;
+        while let Some(idle) = stack.pop_back() {
             if idle.send.is_ready() && idle.since.elapsed() < IDLE_FOR {
                 return Some(idle.send);
             }
@@ -118,11 +135,10 @@ impl H1Pool {
         mut req: Request<UpstreamBody>,
         progress: &ClientFault,
     ) -> Result<(Response<Incoming>, Parked), H1Failure> {
-        let worker = crate::rt::current_worker();
         let origin = origin_form(&mut req);
-        while let Some(mut send) = self.checkout(worker) {
+        while let Some(mut send) = self.checkout() {
             match send.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, self.parked(send, worker))),
+                Ok(resp) => return Ok((resp, self.parked(send))),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) => req = unsent,
                     None => return Err(failed(e.into_error())),
@@ -133,16 +149,15 @@ impl H1Pool {
         let mut send = Box::pin(self.open(origin)).await?;
         progress.handed();
         match send.send_request(req).await {
-            Ok(resp) => Ok((resp, self.parked(send, worker))),
+            Ok(resp) => Ok((resp, self.parked(send))),
             Err(e) => Err(failed(e)),
         }
     }
 
-    fn parked(self: &Arc<Self>, send: SendRequest<UpstreamBody>, worker: usize) -> Parked {
+    fn parked(self: &Arc<Self>, send: SendRequest<UpstreamBody>) -> Parked {
         Parked {
             send: Some(send),
             pool: self.clone(),
-            worker,
         }
     }
 

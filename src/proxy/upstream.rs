@@ -50,7 +50,7 @@ pub struct Origin {
 impl Origin {
     pub fn new(upstreams: &Upstreams, tls: bool) -> Self {
         Self {
-            http1: Arc::new(H1Pool::new(upstreams.tls_http1.clone(), upstreams.workers)),
+            http1: Arc::new(H1Pool::new(upstreams.tls_http1.clone())),
             tls_http1: upstreams.tls_http1.clone(),
             // One set of HTTP/2 connections per worker, driven by that worker's thread: a shared
             // set (one connection for all) measured 15-20% fewer requests per second on the
