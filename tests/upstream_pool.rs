@@ -236,9 +236,16 @@ async fn an_answer_before_the_upload_ends_leaves_the_connection_usable() {
                 reply.text()
             );
         }
+        up.wait_for_requests(6).await;
         let seen = up.seen();
         assert_eq!(seen.len(), 6);
-        assert_eq!(seen[0].body, 4 << 20, "the upload was cut short");
+        assert!(
+            seen.iter().any(|s| s.body == 4 << 20),
+            "the upload was cut short: {seen:?}"
+        );
+        // The connection that carried it, free again once the upload ended, breaks nothing.
+        let reply = send(&client(), request("POST", &url, &[], "{}")).await;
+        assert_eq!(reply.status, 200);
     })
     .await;
 }
@@ -295,6 +302,60 @@ async fn after_a_burst_the_connection_used_last_is_taken_first() {
             1,
             "30 sequential requests after a burst of 20 went on connections {trickle:?} of {}",
             up.accepted()
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn answers_ended_by_a_hang_up_are_whole_and_their_connections_never_reused() {
+    bounded(async {
+        // No length and no chunking: the answer ends when the upstream closes.
+        let url = raw_upstream(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n{\"whole\":true}",
+            Then::Close,
+        )
+        .await;
+        let proxy = proxy_to(&url, 1).await;
+        let client = client();
+        for i in 0..20 {
+            let reply = send(
+                &client,
+                request("GET", &format!("{}/x/{i}", proxy.url), &[], ""),
+            )
+            .await;
+            assert_eq!(reply.status, 200, "request {i}: {}", reply.text());
+            assert_eq!(reply.text(), r#"{"whole":true}"#, "request {i}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_tls_upstream_speaking_http1_only_reuses_its_connections() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        let options = TlsOptions {
+            alpn: vec![b"http/1.1".to_vec()],
+            max_streams: None,
+        };
+        let up = Mock::start_tls_with(ok_handler(), &ca, options).await;
+        let config = format!(
+            "workers = 1\nkeys_files = [\"keys.toml\"]\n[[routes]]\nprefix = \"/\"\nupstream = \"{}\"\nprofile = \"p\"\nca_file = \"{}\"\n",
+            up.url,
+            ca.display()
+        );
+        let proxy = Proxy::start(&config, &[("keys.toml", &keys_toml("p", KEY_A))]).await;
+        for i in 0..30 {
+            assert_eq!(get_fresh(&format!("{}/v1/models?n={i}", proxy.url)).await, 200);
+        }
+        assert!(up.received().iter().all(|r| r.version == http::Version::HTTP_11));
+        // The first connection only learns, by ALPN, that the upstream speaks HTTP/1.1.
+        assert!(
+            up.connections() <= 3,
+            "30 sequential requests opened {} TLS connections",
+            up.connections()
         );
     })
     .await;

@@ -39,6 +39,7 @@ pub struct RawUpstream {
     seen: Arc<Mutex<Vec<Seen>>>,
     close_idle: watch::Sender<u64>,
     idle_closed: watch::Receiver<usize>,
+    requests: watch::Receiver<usize>,
 }
 
 struct Shared {
@@ -46,6 +47,7 @@ struct Shared {
     seen: Arc<Mutex<Vec<Seen>>>,
     close_idle: watch::Sender<u64>,
     idle_closed: watch::Sender<usize>,
+    requests: watch::Sender<usize>,
 }
 
 impl RawUpstream {
@@ -56,11 +58,13 @@ impl RawUpstream {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (close_idle, _) = watch::channel(0u64);
         let (tx, idle_closed) = watch::channel(0);
+        let (requests_tx, requests) = watch::channel(0);
         let shared = Arc::new(Shared {
             style,
             seen: seen.clone(),
             close_idle: close_idle.clone(),
             idle_closed: tx,
+            requests: requests_tx,
         });
         let counter = accepted.clone();
         tokio::spawn(async move {
@@ -76,6 +80,7 @@ impl RawUpstream {
             seen,
             close_idle,
             idle_closed,
+            requests,
         }
     }
 
@@ -85,6 +90,15 @@ impl RawUpstream {
 
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
+    }
+
+    /// Waits until `n` requests have been read to the end of their bodies.
+    pub async fn wait_for_requests(&self, n: usize) {
+        let mut requests = self.requests.clone();
+        requests
+            .wait_for(|seen| *seen >= n)
+            .await
+            .expect("upstream gone");
     }
 
     /// Closes every connection waiting for its next request, as a server's idle timeout does,
@@ -150,6 +164,7 @@ async fn serve(mut conn: TcpStream, number: usize, shared: Arc<Shared>) {
             body,
             conn: number,
         });
+        shared.requests.send_modify(|n| *n += 1);
         close.borrow_and_update();
         if shared.style != Style::AnswerEarly && conn.write_all(ANSWER).await.is_err() {
             return;
