@@ -360,3 +360,30 @@ async fn a_tls_upstream_speaking_http1_only_reuses_its_connections() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_client_gone_before_the_answer_closes_its_upstream_connection() {
+    bounded(async {
+        use tokio::io::AsyncWriteExt;
+        let up = RawUpstream::start(Style::HoldFirst).await;
+        let proxy = proxy_to(&up.url, 1).await;
+        let mut gone = tokio::net::TcpStream::connect(proxy.url.trim_start_matches("http://"))
+            .await
+            .unwrap();
+        gone.write_all(
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: keyproxy\r\ncontent-length: 2\r\n\r\n{}",
+        )
+        .await
+        .unwrap();
+        // The upstream has the request and is still thinking when the client goes.
+        up.wait_for_held().await;
+        drop(gone);
+        // The upstream learns the answer is not wanted, and stops generating it.
+        up.wait_for_hang_up().await;
+        for i in 0..5 {
+            assert_eq!(get_fresh(&format!("{}/after/{i}", proxy.url)).await, 200);
+        }
+        assert_eq!(up.accepted(), 2, "the abandoned connection was used again");
+    })
+    .await;
+}

@@ -21,6 +21,9 @@ pub enum Style {
     CloseAfterAnswer,
     /// Answers as soon as the head is read, then reads the body to its end, keeps the connection.
     AnswerEarly,
+    /// Never answers the first request of its first connection, and counts it as hung up on
+    /// when keyproxy closes that connection; answers the rest as `KeepAlive`.
+    HoldFirst,
 }
 
 #[derive(Clone, Debug)]
@@ -40,6 +43,8 @@ pub struct RawUpstream {
     close_idle: watch::Sender<u64>,
     idle_closed: watch::Receiver<usize>,
     requests: watch::Receiver<usize>,
+    /// `HoldFirst`: 1 once the held request is in, 2 once keyproxy has hung up on it.
+    held: watch::Receiver<usize>,
 }
 
 struct Shared {
@@ -48,6 +53,7 @@ struct Shared {
     close_idle: watch::Sender<u64>,
     idle_closed: watch::Sender<usize>,
     requests: watch::Sender<usize>,
+    held: watch::Sender<usize>,
 }
 
 impl RawUpstream {
@@ -59,12 +65,14 @@ impl RawUpstream {
         let (close_idle, _) = watch::channel(0u64);
         let (tx, idle_closed) = watch::channel(0);
         let (requests_tx, requests) = watch::channel(0);
+        let (held_tx, held) = watch::channel(0);
         let shared = Arc::new(Shared {
             style,
             seen: seen.clone(),
             close_idle: close_idle.clone(),
             idle_closed: tx,
             requests: requests_tx,
+            held: held_tx,
         });
         let counter = accepted.clone();
         tokio::spawn(async move {
@@ -81,6 +89,7 @@ impl RawUpstream {
             close_idle,
             idle_closed,
             requests,
+            held,
         }
     }
 
@@ -97,6 +106,22 @@ impl RawUpstream {
         let mut requests = self.requests.clone();
         requests
             .wait_for(|seen| *seen >= n)
+            .await
+            .expect("upstream gone");
+    }
+
+    /// Waits until the request held (`HoldFirst`) has arrived.
+    pub async fn wait_for_held(&self) {
+        let mut held = self.held.clone();
+        held.wait_for(|stage| *stage >= 1)
+            .await
+            .expect("upstream gone");
+    }
+
+    /// Waits until keyproxy has closed the connection whose request was held.
+    pub async fn wait_for_hang_up(&self) {
+        let mut held = self.held.clone();
+        held.wait_for(|stage| *stage >= 2)
             .await
             .expect("upstream gone");
     }
@@ -148,6 +173,13 @@ async fn serve(mut conn: TcpStream, number: usize, shared: Arc<Shared>) {
             })
         };
         let host = header("host");
+        if shared.style == Style::HoldFirst && number == 1 {
+            shared.held.send_replace(1);
+            let mut rest = [0u8; 4096];
+            while matches!(conn.read(&mut rest).await, Ok(n) if n > 0) {}
+            shared.held.send_replace(2);
+            return;
+        }
         let chunked = header("transfer-encoding").is_some_and(|v| v.contains("chunked"));
         let length: usize = header("content-length")
             .and_then(|v| v.parse().ok())
