@@ -51,18 +51,35 @@ impl H2Conn {
                 (n < limit).then_some(n + 1)
             })
             .ok()
-            .map(|_| Lease(Some(self.clone())))
+            .map(|_| Lease {
+                h2: Some(self.clone()),
+                h1: None,
+            })
     }
 }
 
-/// A stream held open on a connection: until the response body ends (or is dropped), the
-/// connection counts it against the server's limit.
+/// A stream held open on a connection: until the response body ends (or is dropped), an
+/// HTTP/2 connection counts it against the server's limit, and an HTTP/1.1 connection is not
+/// lent to another request.
 #[derive(Default)]
-pub struct Lease(Option<Arc<H2Conn>>);
+pub struct Lease {
+    h2: Option<Arc<H2Conn>>,
+    h1: Option<super::h1::Parked>,
+}
+
+impl Lease {
+    pub(super) fn http1(parked: super::h1::Parked) -> Self {
+        Self {
+            h2: None,
+            h1: Some(parked),
+        }
+    }
+}
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        if let Some(conn) = self.0.take() {
+        drop(self.h1.take());
+        if let Some(conn) = self.h2.take() {
             conn.open.fetch_sub(1, Ordering::AcqRel);
         }
     }
@@ -136,7 +153,7 @@ impl H2Origin {
                 }
             };
             progress.on_stream();
-            let Some(conn) = lease.0.as_ref() else {
+            let Some(conn) = lease.h2.as_ref() else {
                 continue;
             };
             let mut send = conn.send.clone();

@@ -10,6 +10,7 @@ mod body;
 pub(crate) mod error;
 mod failover;
 mod forward;
+mod h1;
 mod h2;
 mod headers;
 mod include_usage;
