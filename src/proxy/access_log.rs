@@ -34,6 +34,11 @@ pub fn usable_request_id(headers: &HeaderMap) -> Option<&HeaderValue> {
         .filter(|v| !v.is_empty() && v.len() <= 200)
 }
 
+/// Milliseconds since `started`, to a tenth, as the access record writes them.
+fn tenths_of_ms_since(started: Instant) -> f64 {
+    (started.elapsed().as_secs_f64() * 1e4).round() / 10.0
+}
+
 /// The access record of a request to keyproxy's own endpoints (`/_keyproxy/...`), written when
 /// its response head is ready: message `admin`, the status, `reason` (`x-keyproxy-error`) when
 /// refused, `bytes` when the body's length is known. Health and readiness probes, and the page's
@@ -53,7 +58,7 @@ pub fn admin_record<B: http_body::Body>(
         .get("x-keyproxy-error")
         .and_then(|v| v.to_str().ok());
     let request_id = request_id.and_then(|v| v.to_str().ok());
-    let ms = (started.elapsed().as_secs_f64() * 1e4).round() / 10.0;
+    let ms = tenths_of_ms_since(started);
     macro_rules! record {
         ($level:expr) => {
             tracing::event!(
@@ -193,7 +198,7 @@ impl Drop for AccessRecord {
             upstream_ms = self.upstream_ms.map(|ms| (ms * 10.0).round() / 10.0),
             bytes = self.bytes,
             sent = self.sent,
-            ms = (self.started.elapsed().as_secs_f64() * 1e4).round() / 10.0,
+            ms = tenths_of_ms_since(self.started),
             outcome = self.outcome,
             "{message}"
         );

@@ -28,8 +28,7 @@ use thread_local::ThreadLocal;
 use tower::ServiceExt as _;
 
 use super::upload::{ClientFault, UpstreamBody};
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use super::upstream::SendError;
 
 /// An idle connection is closed after this long unused, as hyper-util's pool did.
 const IDLE_FOR: Duration = Duration::from_secs(90);
@@ -46,12 +45,6 @@ struct Idle {
 pub struct H1Pool {
     idle: ThreadLocal<RefCell<VecDeque<Idle>>>,
     connector: HttpsConnector<HttpConnector>,
-}
-
-/// Why no answer came: `connect` when no connection could be made (DNS, TCP, TLS).
-pub struct H1Failure {
-    pub connect: bool,
-    pub error: BoxError,
 }
 
 /// A connection lent to one request until its answer has been read: then it goes back to the
@@ -134,7 +127,7 @@ impl H1Pool {
         self: &Arc<Self>,
         mut req: Request<UpstreamBody>,
         progress: &ClientFault,
-    ) -> Result<(Response<Incoming>, Parked), H1Failure> {
+    ) -> Result<(Response<Incoming>, Parked), SendError> {
         let origin = origin_form(&mut req);
         while let Some(mut send) = self.checkout() {
             match send.try_send_request(req).await {
@@ -161,12 +154,12 @@ impl H1Pool {
         }
     }
 
-    async fn open(&self, origin: Origin) -> Result<SendRequest<UpstreamBody>, H1Failure> {
+    async fn open(&self, origin: Origin) -> Result<SendRequest<UpstreamBody>, SendError> {
         let mut target = http::uri::Parts::default();
         target.scheme = origin.0;
         target.authority = origin.1;
         target.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
-        let target = Uri::from_parts(target).map_err(|e| H1Failure {
+        let target = Uri::from_parts(target).map_err(|e| SendError {
             connect: true,
             error: Box::new(e),
         })?;
@@ -175,14 +168,14 @@ impl H1Pool {
             .clone()
             .oneshot(target)
             .await
-            .map_err(|error| H1Failure {
+            .map_err(|error| SendError {
                 connect: true,
                 error,
             })?;
         let (send, conn) = http1::Builder::new()
             .handshake::<_, UpstreamBody>(io)
             .await
-            .map_err(|e| H1Failure {
+            .map_err(|e| SendError {
                 connect: true,
                 error: Box::new(e),
             })?;
@@ -195,8 +188,8 @@ impl H1Pool {
     }
 }
 
-fn failed(e: hyper::Error) -> H1Failure {
-    H1Failure {
+fn failed(e: hyper::Error) -> SendError {
+    SendError {
         connect: false,
         error: Box::new(e),
     }

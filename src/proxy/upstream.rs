@@ -97,13 +97,8 @@ impl Origin {
             _ => req,
         };
         progress.handed();
-        match self.http1.send(req, progress).await {
-            Ok((resp, parked)) => Ok((resp, Lease::http1(parked))),
-            Err(e) => Err(SendError {
-                connect: e.connect,
-                error: e.error,
-            }),
-        }
+        let (resp, parked) = self.http1.send(req, progress).await?;
+        Ok((resp, Lease::http1(parked)))
     }
 }
 
