@@ -17,6 +17,17 @@ fn access_lines(log: &[String]) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Keys of profile `p` from keys.toml, `/` to `upstream`, the `more_routes` given, and client
+/// `laptop` with `TOKEN`.
+fn laptop_config(upstream: &str, more_routes: &str) -> String {
+    format!(
+        "keys_files = [\"keys.toml\"]\n\
+         [[routes]]\nprefix = \"/\"\nupstream = \"{upstream}\"\nprofile = \"p\"\n\
+         {more_routes}\
+         [[clients]]\nname = \"laptop\"\ntoken = \"{TOKEN}\"\nprofiles = [\"p\"]\n"
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_leaves_one_record_with_its_id_key_and_client() {
     let up = Mock::start(ok_handler()).await;
@@ -25,17 +36,9 @@ async fn every_request_leaves_one_record_with_its_id_key_and_client() {
     let bin = Bin::new();
     let dir = bin.config_dir();
     write_private(&dir.join("keys.toml"), &keys_toml("p", KEY_A));
-    std::fs::write(
-        dir.join("keyproxy.toml"),
-        format!(
-            "keys_files = [\"keys.toml\"]\n\
-             [[routes]]\nprefix = \"/\"\nupstream = \"{}\"\nprofile = \"p\"\n\
-             [[routes]]\nprefix = \"/silent\"\nupstream = \"{silent_url}\"\nprofile = \"p\"\n\
-             [[clients]]\nname = \"laptop\"\ntoken = \"{TOKEN}\"\nprofiles = [\"p\"]\n",
-            up.url
-        ),
-    )
-    .unwrap();
+    let silent =
+        format!("[[routes]]\nprefix = \"/silent\"\nupstream = \"{silent_url}\"\nprofile = \"p\"\n");
+    std::fs::write(dir.join("keyproxy.toml"), laptop_config(&up.url, &silent)).unwrap();
     let mut served = Served::start(bin.command()).await;
     let auth = format!("Bearer {TOKEN}");
 
@@ -179,16 +182,7 @@ async fn admin_requests_leave_a_record_and_probes_stay_quiet() {
     let bin = Bin::new();
     let dir = bin.config_dir();
     write_private(&dir.join("keys.toml"), &keys_toml("p", KEY_A));
-    std::fs::write(
-        dir.join("keyproxy.toml"),
-        format!(
-            "keys_files = [\"keys.toml\"]\n\
-             [[routes]]\nprefix = \"/\"\nupstream = \"{}\"\nprofile = \"p\"\n\
-             [[clients]]\nname = \"laptop\"\ntoken = \"{TOKEN}\"\nprofiles = [\"p\"]\n",
-            up.url
-        ),
-    )
-    .unwrap();
+    std::fs::write(dir.join("keyproxy.toml"), laptop_config(&up.url, "")).unwrap();
     let served = Served::start(bin.command()).await;
     let auth = format!("Bearer {TOKEN}");
     let me = get(

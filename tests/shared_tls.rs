@@ -133,27 +133,11 @@ async fn replica(upstream: &str, port: u16, ca: Option<&Path>, log: &str) -> (Se
 }
 
 async fn chat(url: &str) -> Reply {
-    let auth = format!("Bearer {TOKEN}");
-    send(
-        &client(),
-        request(
-            "POST",
-            &format!("{url}/api/v1/chat/completions"),
-            &[("authorization", &auth)],
-            r#"{"model":"m"}"#,
-        ),
-    )
-    .await
+    chat_as(url, TOKEN, "m").await
 }
 
 async fn status(url: &str) -> serde_json::Value {
-    let auth = format!("Bearer {TOKEN}");
-    get(
-        &format!("{url}/_keyproxy/status"),
-        &[("authorization", &auth)],
-    )
-    .await
-    .json()
+    get_json_as(url, "/_keyproxy/status", TOKEN).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -46,17 +46,7 @@ fn requests(v: &serde_json::Value) -> u64 {
 }
 
 async fn chat(url: &str) -> Reply {
-    let auth = format!("Bearer {TOKEN}");
-    send(
-        &client(),
-        request(
-            "POST",
-            &format!("{url}/api/v1/chat/completions"),
-            &[("authorization", &auth)],
-            r#"{"model":"x"}"#,
-        ),
-    )
-    .await
+    chat_as(url, TOKEN, "x").await
 }
 
 #[tokio::test]

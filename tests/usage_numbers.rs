@@ -23,27 +23,11 @@ const ANSWERS: [&str; 6] = [
 ];
 
 async fn chat(url: &str) -> Reply {
-    let auth = format!("Bearer {TOKEN}");
-    send(
-        &client(),
-        request(
-            "POST",
-            &format!("{url}/api/v1/chat/completions"),
-            &[("authorization", &auth)],
-            r#"{"model":"m"}"#,
-        ),
-    )
-    .await
+    chat_as(url, TOKEN, "m").await
 }
 
 async fn usage(url: &str) -> serde_json::Value {
-    let auth = format!("Bearer {TOKEN}");
-    get(
-        &format!("{url}/_keyproxy/usage"),
-        &[("authorization", &auth)],
-    )
-    .await
-    .json()
+    get_json_as(url, "/_keyproxy/usage", TOKEN).await
 }
 
 fn on_disk(db: &std::path::Path, sql: &str) -> i64 {

@@ -430,6 +430,27 @@ pub async fn get(url: &str, headers: &[(&str, &str)]) -> Reply {
     send(&client(), request("GET", url, headers, Bytes::new())).await
 }
 
+/// A chat completion naming `model`, POSTed to keyproxy at `url` on the OpenRouter path by the
+/// client whose token is `token`.
+pub async fn chat_as(url: &str, token: &str, model: &str) -> Reply {
+    let auth = format!("Bearer {token}");
+    let body = format!(r#"{{"model":"{model}"}}"#);
+    let url = format!("{url}/api/v1/chat/completions");
+    send(
+        &client(),
+        request("POST", &url, &[("authorization", &auth)], body),
+    )
+    .await
+}
+
+/// `GET url` + `path` with `token`, read as JSON.
+pub async fn get_json_as(url: &str, path: &str, token: &str) -> serde_json::Value {
+    let auth = format!("Bearer {token}");
+    get(&format!("{url}{path}"), &[("authorization", &auth)])
+        .await
+        .json()
+}
+
 /// The real binary, with a private HOME and XDG_CONFIG_HOME so no user config leaks in.
 pub struct Bin {
     pub home: tempfile::TempDir,
