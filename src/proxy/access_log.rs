@@ -7,11 +7,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use http::{HeaderMap, HeaderValue, Method, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 
 use super::plan::Plan;
 
-pub const REQUEST_ID: &str = "x-request-id";
+/// A name made once rather than parsed from text at every lookup.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// A request id unique to this process run: the start time and a counter, in hex.
 pub fn new_request_id() -> HeaderValue {
@@ -30,7 +31,7 @@ pub fn new_request_id() -> HeaderValue {
 /// The client's `x-request-id`, when it is one a log can carry: not empty, at most 200 bytes.
 pub fn usable_request_id(headers: &HeaderMap) -> Option<&HeaderValue> {
     headers
-        .get(REQUEST_ID)
+        .get(&REQUEST_ID)
         .filter(|v| !v.is_empty() && v.len() <= 200)
 }
 
@@ -150,7 +151,7 @@ impl AccessRecord {
     /// The upstream's response head came after `upstream_ms`.
     pub fn answered(&mut self, status: u16, upstream_ms: f64, headers: &HeaderMap) {
         self.upstream_request_id = headers
-            .get(REQUEST_ID)
+            .get(&REQUEST_ID)
             .filter(|theirs| **theirs != self.request_id)
             .cloned();
         self.status = Some(status);

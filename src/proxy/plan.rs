@@ -15,7 +15,7 @@ use crate::keys::{AllResting, Key, Profile};
 use crate::text::tilde;
 
 /// Names the profile a request asks for.
-pub const PROFILE_HEADER: &str = "x-keyproxy-profile";
+pub const PROFILE_HEADER: http::HeaderName = http::HeaderName::from_static("x-keyproxy-profile");
 
 /// What the request path decided for one request before anything is sent.
 pub struct Plan<'s> {
@@ -90,7 +90,7 @@ fn choose_profile<'s>(
     headers: &HeaderMap,
 ) -> Result<(String, Option<&'s clients::Client>), LocalError> {
     let named = headers
-        .get(PROFILE_HEADER)
+        .get(&PROFILE_HEADER)
         .map(|v| v.to_str().unwrap_or_default());
     let clients = &snapshot.config.clients;
     let (chosen, client) = if clients.is_empty() {

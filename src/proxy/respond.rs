@@ -27,7 +27,7 @@ use crate::keys::health::rests_key;
 use crate::keys::Key;
 
 /// Names the key an upstream refused, by fingerprint.
-const KEY_HEADER: &str = "x-keyproxy-key";
+const KEY_HEADER: http::HeaderName = http::HeaderName::from_static("x-keyproxy-key");
 
 /// An answer ready to go: its head, and its body as read so far.
 pub(super) struct Answer {
@@ -170,15 +170,18 @@ async fn first_frame(
     body: &mut Incoming,
     idle: Duration,
 ) -> Result<Option<Frame<Bytes>>, hyper::Error> {
-    let first = if parts.headers.contains_key(header::CONTENT_LENGTH) {
-        tokio::time::timeout(idle, body.frame()).await.ok()
-    } else {
-        // One poll, no timer: what has already arrived, if anything.
-        std::future::poll_fn(|cx| match Pin::new(&mut *body).poll_frame(cx) {
-            Poll::Ready(frame) => Poll::Ready(Some(frame)),
-            Poll::Pending => Poll::Ready(None),
-        })
-        .await
+    // One poll, no timer: what has already arrived, if anything. A body of known length has
+    // usually come with its head, so its timer is armed only when it has not.
+    let arrived = std::future::poll_fn(|cx| match Pin::new(&mut *body).poll_frame(cx) {
+        Poll::Ready(frame) => Poll::Ready(Some(frame)),
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await;
+    let first = match arrived {
+        None if parts.headers.contains_key(header::CONTENT_LENGTH) => {
+            tokio::time::timeout(idle, body.frame()).await.ok()
+        }
+        arrived => arrived,
     };
     match first {
         Some(Some(frame)) => frame.map(Some),

@@ -65,7 +65,7 @@ impl Serving {
             async move {
                 let mut resp = dispatch(&state, &reload, local, req).await;
                 // The provider's own id (OpenAI sends one) is kept; else the client sees ours.
-                if !resp.headers().contains_key(REQUEST_ID) {
+                if !resp.headers().contains_key(&REQUEST_ID) {
                     resp.headers_mut().insert(REQUEST_ID, id);
                 }
                 Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, open)))

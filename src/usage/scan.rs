@@ -52,15 +52,20 @@ pub enum Scanner {
 impl Scanner {
     /// A scanner for an answer of `content_type`, or None for one that carries no usage.
     pub fn for_content_type(content_type: &str) -> Option<Self> {
-        let ct = content_type.to_ascii_lowercase();
-        if ct.starts_with("text/event-stream") {
+        let starts = |prefix: &str| {
+            content_type
+                .as_bytes()
+                .get(..prefix.len())
+                .is_some_and(|start| start.eq_ignore_ascii_case(prefix.as_bytes()))
+        };
+        if starts("text/event-stream") {
             Some(Self::Sse {
                 line: Vec::new(),
                 tail: Vec::new(),
                 long: false,
                 used: Used::default(),
             })
-        } else if ct.starts_with("application/json") {
+        } else if starts("application/json") {
             Some(Self::Json {
                 head: Vec::new(),
                 tail: Vec::new(),
