@@ -20,7 +20,9 @@ use super::include_usage::UsageHider;
 use crate::rt::burst::Bursts;
 
 /// What keyproxy sends to a client: the upstream's body as it streams in, or a local reply.
-pub type ResponseBody = Either<Streamed, Full<Bytes>>;
+/// A streamed body is boxed: the response is moved through hyper's dispatcher and every future
+/// above it several times per request, and `Streamed` is most of a kilobyte.
+pub type ResponseBody = Either<Pin<Box<Streamed>>, Full<Bytes>>;
 
 pin_project_lite::pin_project! {
     /// An upstream response body on its way to the client: counted, closed when the upstream
@@ -83,18 +85,18 @@ impl Streamed {
 
 impl Streamed {
     /// Sends `head` before the rest of the body.
-    pub fn with_head(mut self, head: Option<Frame<Bytes>>) -> Self {
+    pub fn with_head(&mut self, head: Option<Frame<Bytes>>) -> &mut Self {
         self.head = head.filter(|h| h.data_ref().is_none_or(|d| !d.is_empty()));
         self
     }
 
-    pub fn with_lease(mut self, lease: Lease) -> Self {
+    pub fn with_lease(&mut self, lease: Lease) -> &mut Self {
         self.lease = lease;
         self
     }
 
     /// Reads the answer's usage, from its first bytes (already read) on.
-    pub fn with_usage(mut self, usage: Option<Bill>) -> Self {
+    pub fn with_usage(&mut self, usage: Option<Bill>) -> &mut Self {
         self.usage = usage.map(Box::new);
         if let (Some(u), Some(data)) = (
             self.usage.as_mut(),
@@ -109,7 +111,7 @@ impl Streamed {
 impl Streamed {
     /// Keeps from the client what asking for usage on its behalf added, from the first bytes
     /// (already read, and already seen by the usage meter) on.
-    pub(super) fn hiding_usage(mut self, hide: bool) -> Self {
+    pub(super) fn hiding_usage(&mut self, hide: bool) -> &mut Self {
         if hide {
             let mut hider = Box::<UsageHider>::default();
             self.head = self.head.take().map(|head| hider.hide(head, false));

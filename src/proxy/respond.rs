@@ -237,12 +237,12 @@ pub(super) fn reply(
             if hides_usage {
                 parts.headers.remove(header::CONTENT_LENGTH);
             }
-            let body = Streamed::new(body, idle, meter, record)
-                .with_head(first)
+            let mut body = Streamed::new(body, idle, meter, record);
+            body.with_head(first)
                 .with_lease(lease)
                 .with_usage(usage)
                 .hiding_usage(hides_usage);
-            Response::from_parts(parts, Either::Left(body))
+            Response::from_parts(parts, Either::Left(Box::pin(body)))
         }
     }
 }

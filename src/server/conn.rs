@@ -7,10 +7,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::future::Future;
+use std::pin::Pin;
+
 use http::Request;
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::TokioIo;
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::Watcher;
 use tokio::sync::watch;
 
@@ -26,7 +29,8 @@ const CLOSE_WITHIN: Duration = Duration::from_secs(1);
 /// What every connection is served with.
 pub(super) struct Serving {
     pub state: Arc<State>,
-    pub builder: auto::Builder<CountedExecutor>,
+    pub http1: http1::Builder,
+    pub http2: http2::Builder<CountedExecutor>,
     pub shutdown: watch::Receiver<bool>,
     pub first_bytes_within: Duration,
     pub local_addr: SocketAddr,
@@ -47,15 +51,14 @@ impl Serving {
         let mut stopping = self.shutdown.clone();
         let spoke = tokio::select! {
             spoke = first_bytes(&stream, self.first_bytes_within) => spoke,
-            _ = stopping.changed() => false,
+            _ = stopping.changed() => None,
         };
-        if !spoke {
+        let Some(protocol) = spoke else {
             tracing::debug!(%peer, "closed: sent no request within {:?}", self.first_bytes_within);
             return;
-        }
+        };
         let state = self.state.clone();
         let reload = self.reload.clone();
-        let idle = state.load().config.idle_timeout;
         let activity = Activity::new();
         let seen = activity.clone();
         let service = hyper::service::service_fn(move |mut req| {
@@ -71,12 +74,46 @@ impl Serving {
                 Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, open)))
             }
         });
-        let connection = self
-            .builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service);
+        // The first bytes told the protocol, so the connection is hyper's own for it: no
+        // hyper-util `auto` layer reading the version and rewinding it under every read.
+        let io = TokioIo::new(stream);
+        let open = Open {
+            started,
+            activity,
+            peer,
+        };
+        match protocol {
+            Protocol::Http2 => {
+                let connection = self.http2.serve_connection(io, service);
+                self.drive(open, connection, |c| c.graceful_shutdown())
+                    .await;
+            }
+            Protocol::Http1 => {
+                let connection = self.http1.serve_connection(io, service).with_upgrades();
+                self.drive(open, connection, |c| c.graceful_shutdown())
+                    .await;
+            }
+        }
+        drop(watcher);
+    }
+
+    /// Runs `connection` until it ends, closing it (`graceful`: GOAWAY for HTTP/2, close after
+    /// the response in flight for HTTP/1) when idle or shutting down, and dropping it when the
+    /// peer does not let it end in time.
+    async fn drive<C, E>(&self, open: Open, connection: C, graceful: impl Fn(Pin<&mut C>))
+    where
+        C: Future<Output = Result<(), E>>,
+        E: std::fmt::Display,
+    {
+        let Open {
+            started,
+            activity,
+            peer,
+        } = open;
+        let idle = self.state.load().config.idle_timeout;
+        let mut stopping = self.shutdown.clone();
         tokio::pin!(connection);
-        // Closing: GOAWAY (HTTP/2) or close after the response in flight (HTTP/1) was asked for,
-        // and by when the connection is dropped if the peer does not let it end.
+        // Closing: by when the connection is dropped if the peer does not let it end.
         let mut closing: Option<tokio::time::Instant> = None;
         loop {
             let wait = match closing {
@@ -85,7 +122,7 @@ impl Serving {
                     Some(wait) => wait,
                     None => {
                         tracing::debug!(%peer, "closing: no request within {:?}, or no stream open for {:?}", self.first_bytes_within, idle);
-                        connection.as_mut().graceful_shutdown();
+                        graceful(connection.as_mut());
                         // An idle client needs one round trip to let an HTTP/2 connection end
                         // (the PING that follows the GOAWAY); a squatter gets no longer.
                         closing = Some(tokio::time::Instant::now() + CLOSE_WITHIN);
@@ -109,13 +146,26 @@ impl Serving {
                 _ = stopping.changed(), if closing.is_none() => {
                     // Shutting down: requests in flight finish, within shutdown_grace (the
                     // accept loop waits for this watcher that long).
-                    connection.as_mut().graceful_shutdown();
+                    graceful(connection.as_mut());
                     closing = Some(tokio::time::Instant::now() + Duration::from_secs(30 * 24 * 3600));
                 }
             }
         }
-        drop(watcher);
     }
+}
+
+/// A connection being served, and what its deadlines are counted from.
+struct Open {
+    started: std::time::Instant,
+    activity: Arc<Activity>,
+    peer: SocketAddr,
+}
+
+/// What a client's first bytes say it speaks.
+enum Protocol {
+    Http1,
+    /// They are the HTTP/2 connection preface.
+    Http2,
 }
 
 /// `/_keyproxy/` is keyproxy's own; everything else is proxied.
@@ -171,10 +221,11 @@ fn request_id(req: &mut Request<Incoming>) -> http::HeaderValue {
     id
 }
 
-/// hyper's header read timeout starts once hyper-util has seen enough bytes to tell HTTP/1 from
-/// HTTP/2, so a client that connects and sends nothing (or a few bytes of the HTTP/2 preface)
-/// would hold its connection forever. Waits, at most `within`, until the first bytes decide.
-async fn first_bytes(stream: &tokio::net::TcpStream, within: Duration) -> bool {
+/// hyper's header read timeout starts once hyper has read a request's first bytes, so a client
+/// that connects and sends nothing (or a few bytes of the HTTP/2 preface) would hold its
+/// connection forever. Waits, at most `within`, until the first bytes decide the protocol; None
+/// when they do not come in time.
+async fn first_bytes(stream: &tokio::net::TcpStream, within: Duration) -> Option<Protocol> {
     const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     let deadline = tokio::time::Instant::now() + within;
     let mut buf = [0u8; PREFACE.len()];
@@ -182,11 +233,12 @@ async fn first_bytes(stream: &tokio::net::TcpStream, within: Duration) -> bool {
         // timeout_at polls the peek first, and a peek over unread bytes is ready at once: without
         // this check, a client that sends "P" and hangs up would never meet the deadline.
         if tokio::time::Instant::now() >= deadline {
-            return false;
+            return None;
         }
         match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return false,
-            Ok(Ok(n)) if n == PREFACE.len() || buf[..n] != PREFACE[..n] => return true,
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return None,
+            Ok(Ok(n)) if buf[..n] != PREFACE[..n] => return Some(Protocol::Http1),
+            Ok(Ok(n)) if n == PREFACE.len() => return Some(Protocol::Http2),
             // Part of the HTTP/2 preface: peek returns at once until more arrives.
             Ok(Ok(_)) => tokio::time::sleep(Duration::from_millis(5)).await,
         }

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::TokioTimer;
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -23,9 +22,10 @@ use crate::rt::burst::CountedExecutor;
 use crate::rt::workers::{Job, Workers};
 use conn::Serving;
 
-/// Request heads: at most this many header fields, and this many bytes (HTTP/1 buffer, HTTP/2
-/// header list). Agents send a dozen headers; nginx's default buffers are 8 KiB.
-const MAX_HEADERS: usize = 100;
+/// Request heads: at most this many bytes (HTTP/1 buffer, HTTP/2 header list). Agents send a
+/// dozen headers; nginx's default buffers are 8 KiB. An HTTP/1 head has at most 100 header
+/// fields, hyper's default: setting that number (even to 100) makes hyper allocate and fill its
+/// two header arrays on the heap for every request instead of keeping them on the stack.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
@@ -133,15 +133,13 @@ pub async fn start(origin: Origin, listen: Option<SocketAddr>) -> Result<Running
         .spawn(&reload_tx, reload_rx)
         .map_err(ServeError::Workers)?;
 
-    let mut builder = auto::Builder::new(CountedExecutor);
-    builder
-        .http1()
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
         .timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout)
-        .max_headers(MAX_HEADERS)
         .max_buf_size(MAX_HEAD_BYTES);
-    builder
-        .http2()
+    let mut http2 = hyper::server::conn::http2::Builder::new(CountedExecutor);
+    http2
         .timer(TokioTimer::new())
         .max_header_list_size(MAX_HEAD_BYTES as u32)
         // Pings find a vanished peer on a busy connection; an idle one is closed by the
@@ -153,7 +151,8 @@ pub async fn start(origin: Origin, listen: Option<SocketAddr>) -> Result<Running
     let serving = Arc::new(Serving {
         reload: reload_tx.clone(),
         state: state.clone(),
-        builder,
+        http1,
+        http2,
         shutdown: shutdown_rx,
         first_bytes_within: config.header_read_timeout,
         local_addr,
