@@ -137,7 +137,10 @@ pub async fn start(origin: Origin, listen: Option<SocketAddr>) -> Result<Running
     http1
         .timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout)
-        .max_buf_size(MAX_HEAD_BYTES);
+        // Both: the buffer bound refuses a head still incomplete at 64 KiB, the header bound a
+        // complete one larger than that which arrived in one read.
+        .max_buf_size(MAX_HEAD_BYTES)
+        .max_header_size(MAX_HEAD_BYTES);
     let mut http2 = hyper::server::conn::http2::Builder::new(CountedExecutor);
     http2
         .timer(TokioTimer::new())
