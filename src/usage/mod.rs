@@ -2,6 +2,7 @@
 //! (`scan`), added up per day, client, profile and model off the request path (`ledger`) and
 //! kept in SQLite (`store`).
 
+mod fields;
 mod ledger;
 pub mod range;
 pub mod scan;

@@ -235,14 +235,14 @@ fn string_after_last(hay: &[u8], key: &[u8]) -> Option<String> {
 }
 
 /// The JSON value after the last `"key"` and its colon, as written.
-fn raw_after_last<'a>(hay: &'a [u8], key: &[u8]) -> Option<&'a serde_json::value::RawValue> {
+fn raw_after_last<'a>(hay: &'a [u8], key: &[u8]) -> Option<&'a str> {
     let at = memchr::memmem::rfind(hay, key)? + key.len();
     let rest = hay[at..]
         .trim_ascii_start()
         .strip_prefix(b":")?
         .trim_ascii_start();
-    let mut de = serde_json::Deserializer::from_slice(rest);
-    serde::Deserialize::deserialize(&mut de).ok()
+    let end = super::fields::value_end(rest, 0)?;
+    std::str::from_utf8(&rest[..end]).ok()
 }
 
 /// The JSON value after a colon (and spaces) that starts `rest`.

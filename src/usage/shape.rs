@@ -1,99 +1,80 @@
 //! The JSON shapes usage comes in, read in place: only the fields that can carry usage or the
-//! model are looked at, as raw slices of the answer, and everything else is skipped without
-//! building anything. A `serde_json::Value` tree per answer cost about 35 allocations and a
-//! tenth of keyproxy's instructions per chat request (callgrind, 858e6ee).
+//! model are looked at, as raw slices of the answer ([`pick`]), and everything else is skipped
+//! without building anything. A `serde_json::Value` tree per answer cost about 35 allocations
+//! and a tenth of keyproxy's instructions per chat request (callgrind, 858e6ee); serde_json's
+//! struct deserializer with raw values, still 8,000 instructions per chat answer.
 
-use serde::Deserialize;
-use serde_json::value::RawValue;
-
+use super::fields::{elements, pick};
 use super::scan::Used;
 
-/// The top level of an answer or of an SSE event. A field of an unexpected type is skipped, not
-/// an error: each is parsed on its own when it is looked at.
-#[derive(Deserialize, Default)]
+/// The top level of an answer or of an SSE event, as raw JSON text. A field of an unexpected
+/// type is skipped, not an error: each is parsed on its own when it is looked at.
+#[derive(Default)]
 struct Event<'a> {
-    #[serde(borrow, default)]
-    model: Option<&'a RawValue>,
-    #[serde(borrow, default, rename = "modelVersion")]
-    model_version: Option<&'a RawValue>,
+    model: Option<&'a str>,
+    model_version: Option<&'a str>,
     /// Anthropic's `message_start`.
-    #[serde(borrow, default)]
-    message: Option<&'a RawValue>,
+    message: Option<&'a str>,
     /// The Responses API's `response.completed`.
-    #[serde(borrow, default)]
-    response: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    usage: Option<&'a RawValue>,
-    #[serde(borrow, default, rename = "usageMetadata")]
-    usage_metadata: Option<&'a RawValue>,
+    response: Option<&'a str>,
+    usage: Option<&'a str>,
+    usage_metadata: Option<&'a str>,
     /// Gemini's answers: the last event of a stream has a `finishReason`.
-    #[serde(borrow, default)]
-    candidates: Option<&'a RawValue>,
+    candidates: Option<&'a str>,
+}
+
+impl<'a> Event<'a> {
+    fn read(text: &'a str) -> Option<Self> {
+        let [model, model_version, message, response, usage, usage_metadata, candidates] = pick(
+            text,
+            [
+                "model",
+                "modelVersion",
+                "message",
+                "response",
+                "usage",
+                "usageMetadata",
+                "candidates",
+            ],
+        )?;
+        Some(Self {
+            model,
+            model_version,
+            message,
+            response,
+            usage,
+            usage_metadata,
+            candidates,
+        })
+    }
 }
 
 /// What `message` and `response` may hold.
-#[derive(Deserialize)]
 struct Inner<'a> {
-    #[serde(borrow, default)]
-    model: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    usage: Option<&'a RawValue>,
-}
-
-/// OpenAI (`prompt_tokens`, `completion_tokens`; embeddings only `prompt_tokens` and
-/// `total_tokens`), the Responses API and Anthropic (`input_tokens`, `output_tokens`, Anthropic's
-/// cache reads and writes counted as input), OpenRouter's `cost`.
-#[derive(Deserialize)]
-struct Counts<'a> {
-    #[serde(borrow, default)]
-    prompt_tokens: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    completion_tokens: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    total_tokens: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    input_tokens: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    output_tokens: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    cache_creation_input_tokens: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    cache_read_input_tokens: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    cost: Option<&'a RawValue>,
-}
-
-/// Gemini's `usageMetadata`.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct GeminiCounts<'a> {
-    #[serde(borrow, default)]
-    prompt_token_count: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    tool_use_prompt_token_count: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    candidates_token_count: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    thoughts_token_count: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    total_token_count: Option<&'a RawValue>,
+    model: Option<&'a str>,
+    usage: Option<&'a str>,
 }
 
 /// Takes what a whole answer says: one object, or (Gemini's `streamGenerateContent` without
 /// `alt=sse`) an array of them, each with the usage so far.
 pub(super) fn answer(json: &[u8], used: &mut Used) {
-    if json.trim_ascii_start().first() == Some(&b'[') {
-        if let Ok(items) = serde_json::from_slice::<Vec<Event<'_>>>(json) {
-            items.iter().for_each(|e| merge(e, used, true));
-        }
-    } else if let Ok(event) = serde_json::from_slice::<Event<'_>>(json) {
+    let Ok(json) = std::str::from_utf8(json) else {
+        return;
+    };
+    if json.trim_ascii_start().starts_with('[') {
+        // All or nothing, as a whole array that does not parse gave nothing.
+        let events: Option<Vec<Event<'_>>> = elements(json)
+            .map(|items| items.into_iter().map(Event::read).collect())
+            .unwrap_or_default();
+        events.iter().flatten().for_each(|e| merge(e, used, true));
+    } else if let Some(event) = Event::read(json) {
         merge(&event, used, true);
     }
 }
 
 /// Takes what one SSE event's data says.
 pub(super) fn event(data: &[u8], used: &mut Used) {
-    if let Ok(event) = serde_json::from_slice::<Event<'_>>(data) {
+    if let Some(event) = std::str::from_utf8(data).ok().and_then(Event::read) {
         merge(&event, used, false);
     }
 }
@@ -126,22 +107,22 @@ fn merge(e: &Event<'_>, used: &mut Used, whole: bool) {
         openai_or_anthropic(u, used, true);
     }
     if let Some(u) = e.usage_metadata {
-        let finished = e.candidates.is_some_and(|c| {
-            memchr::memmem::find(c.get().as_bytes(), b"\"finishReason\"").is_some()
-        });
+        let finished = e
+            .candidates
+            .is_some_and(|c| memchr::memmem::find(c.as_bytes(), b"\"finishReason\"").is_some());
         gemini(u, used, whole || finished);
     }
 }
 
 /// `message` or `response` as an object, when it is one.
-fn inner<'a>(raw: Option<&'a RawValue>) -> Option<Inner<'a>> {
-    serde_json::from_str(raw?.get()).ok()
+fn inner(raw: Option<&str>) -> Option<Inner<'_>> {
+    let [model, usage] = pick(raw?, ["model", "usage"])?;
+    Some(Inner { model, usage })
 }
 
-fn model(raw: Option<&RawValue>, used: &mut Used) {
-    let Some(raw) = raw else { return };
+fn model(raw: Option<&str>, used: &mut Used) {
+    let Some(text) = raw else { return };
     // Most events name the model they named before: compared as written, without unescaping.
-    let text = raw.get();
     if text.len() == used.model.len() + 2 && text.get(1..text.len() - 1) == Some(&used.model) {
         return;
     }
@@ -154,32 +135,55 @@ fn model(raw: Option<&RawValue>, used: &mut Used) {
 
 /// A usage object in the OpenAI, Responses API or Anthropic shape; anything but an object is
 /// skipped.
-pub(super) fn openai_or_anthropic(raw: &RawValue, used: &mut Used, closes: bool) {
-    let Ok(u) = serde_json::from_str::<Counts>(raw.get()) else {
+pub(super) fn openai_or_anthropic(raw: &str, used: &mut Used, closes: bool) {
+    let Some(
+        [prompt_tokens, completion_tokens, total_tokens, input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens, cost],
+    ) = pick(
+        raw,
+        [
+            "prompt_tokens",
+            "completion_tokens",
+            "total_tokens",
+            "input_tokens",
+            "output_tokens",
+            "cache_creation_input_tokens",
+            "cache_read_input_tokens",
+            "cost",
+        ],
+    )
+    else {
         return;
     };
-    let input = int(u.input_tokens).map(|i| {
-        i.saturating_add(int(u.cache_creation_input_tokens).unwrap_or(0))
-            .saturating_add(int(u.cache_read_input_tokens).unwrap_or(0))
+    let input = int(input_tokens).map(|i| {
+        i.saturating_add(int(cache_creation_input_tokens).unwrap_or(0))
+            .saturating_add(int(cache_read_input_tokens).unwrap_or(0))
     });
-    let mut prompt = int(u.prompt_tokens).or(input);
-    let completion = int(u.completion_tokens).or(int(u.output_tokens));
+    let mut prompt = int(prompt_tokens).or(input);
+    let completion = int(completion_tokens).or(int(output_tokens));
     if prompt.is_none() && completion.is_none() {
-        prompt = int(u.total_tokens);
+        prompt = int(total_tokens);
     }
-    counted(used, prompt, completion, float(u.cost), closes);
+    counted(used, prompt, completion, float(cost), closes);
 }
 
 /// Gemini's `usageMetadata`: the prompt (with tool-use prompts), and the answer with its
 /// thinking, which is billed as output; from the total when the parts are missing.
-pub(super) fn gemini(raw: &RawValue, used: &mut Used, closes: bool) {
-    let Ok(u) = serde_json::from_str::<GeminiCounts>(raw.get()) else {
+pub(super) fn gemini(raw: &str, used: &mut Used, closes: bool) {
+    let Some([prompt_count, tool_use_count, candidates_count, thoughts_count, total_count]) = pick(
+        raw,
+        [
+            "promptTokenCount",
+            "toolUsePromptTokenCount",
+            "candidatesTokenCount",
+            "thoughtsTokenCount",
+            "totalTokenCount",
+        ],
+    ) else {
         return;
     };
-    let prompt = int(u.prompt_token_count)
-        .map(|p| p.saturating_add(int(u.tool_use_prompt_token_count).unwrap_or(0)));
-    let completion = match (int(u.candidates_token_count), int(u.thoughts_token_count)) {
-        (None, None) => int(u.total_token_count).map(|t| t.saturating_sub(prompt.unwrap_or(0))),
+    let prompt = int(prompt_count).map(|p| p.saturating_add(int(tool_use_count).unwrap_or(0)));
+    let completion = match (int(candidates_count), int(thoughts_count)) {
+        (None, None) => int(total_count).map(|t| t.saturating_sub(prompt.unwrap_or(0))),
         (c, t) => Some(c.unwrap_or(0).saturating_add(t.unwrap_or(0))),
     };
     counted(used, prompt, completion, None, closes);
@@ -187,13 +191,13 @@ pub(super) fn gemini(raw: &RawValue, used: &mut Used, closes: bool) {
 
 /// A non-negative integer as written; anything else (a string, a fraction, a negative count) is
 /// no count.
-fn int(raw: Option<&RawValue>) -> Option<u64> {
-    raw?.get().parse().ok()
+fn int(raw: Option<&str>) -> Option<u64> {
+    raw?.parse().ok()
 }
 
 /// A number as written (a cost); a string or anything else is none.
-fn float(raw: Option<&RawValue>) -> Option<f64> {
-    let text = raw?.get();
+fn float(raw: Option<&str>) -> Option<f64> {
+    let text = raw?;
     // parse::<f64> would take "inf" and "NaN", which JSON cannot write.
     text.starts_with(|c: char| c == '-' || c.is_ascii_digit())
         .then(|| text.parse().ok())
