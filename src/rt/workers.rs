@@ -4,9 +4,12 @@
 //! to the other is a push on that thread's run queue instead of a wake-up across threads, which
 //! [`Bursts`](super::burst::Bursts) relies on to gather a burst in one run of the queue.
 //!
-//! A one-thread multi-thread runtime rather than a current_thread one: its LIFO slot runs a task
-//! just woken or spawned next, so hyper-util returns an upstream connection to the pool before the
-//! next request looks for one (with current_thread, 64 clients opened 75 upstream connections).
+//! A current_thread runtime on the worker's own thread: the thread takes the connections handed
+//! to it and runs them, with no thread in between and none of the multi-thread scheduler's work
+//! (its clock readings around every run, its shared queue and wake-ups). The multi-thread
+//! scheduler's LIFO slot once mattered, when hyper-util's pool gave a connection back from a
+//! task spawned for it; keyproxy's own pool (`proxy::h1`) takes it back when the answer's body
+//! ends, on this thread.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -53,28 +56,25 @@ impl Workers {
         let mut queues = Vec::with_capacity(count);
         let mut threads = Vec::with_capacity(count);
         for index in 0..count.max(1) {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name(format!("keyproxy-worker-{index}"))
-                .on_thread_start(move || {
-                    WORKER.with(|w| w.set(index));
-                    ON_WORKER.with(|w| w.set(true));
-                    log_buffer::collect_on_this_thread();
-                })
-                .on_thread_stop(log_buffer::flush)
+            let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
             let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
-            // Receives the connections and spawns them on the runtime's thread; it also owns the
-            // runtime, which may only be dropped outside async code.
             let thread = std::thread::Builder::new()
-                .name(format!("keyproxy-accepted-{index}"))
+                .name(format!("keyproxy-worker-{index}"))
                 .spawn(move || {
+                    WORKER.with(|w| w.set(index));
+                    ON_WORKER.with(|w| w.set(true));
+                    log_buffer::collect_on_this_thread();
+                    // Runs the connections until the queue closes; then what is left is dropped
+                    // with the runtime, and the last lines are written.
                     runtime.block_on(async move {
                         while let Some(job) = rx.recv().await {
                             tokio::spawn(Counted::new(job()));
                         }
                     });
+                    drop(runtime);
+                    log_buffer::flush();
                 })?;
             queues.push(tx);
             threads.push(thread);
