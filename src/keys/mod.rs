@@ -176,7 +176,9 @@ pub struct SourceStatus {
 /// The immutable snapshot of all profiles. A reload builds a new one.
 #[derive(Debug, Default)]
 pub struct KeyStore {
-    profiles: HashMap<String, Profile>,
+    /// foldhash rather than SipHash: looked up per request, keyed by names from the config
+    /// and key sources, never grown by a request.
+    profiles: HashMap<String, Profile, foldhash::fast::RandomState>,
     looked: Vec<Looked>,
     sources: Vec<SourceStatus>,
     redactor: Arc<Redactor>,

@@ -160,11 +160,19 @@ impl Visit for Fields<'_> {
         let Some(message) = self.start(field) else {
             return;
         };
-        let printable = value.bytes().all(|b| (0x20..0x7f).contains(&b));
+        // One pass: printable ASCII, and whether a quote or backslash needs escaping.
+        let (mut printable, mut escapes) = (true, false);
+        for b in value.bytes() {
+            if !(0x20..0x7f).contains(&b) {
+                printable = false;
+                break;
+            }
+            escapes |= b == b'"' || b == b'\\';
+        }
         match (message, printable) {
             (true, true) => self.line.push_str(value),
             (true, false) => self.plain = false,
-            (false, true) if !value.contains(['"', '\\']) => {
+            (false, true) if !escapes => {
                 self.line.push('"');
                 self.line.push_str(value);
                 self.line.push('"');
