@@ -18,5 +18,5 @@ pub mod usage;
 
 pub use config::{Config, Origin};
 pub use rt::log_buffer::Stderr as LogWriter;
-pub use rt::log_line::TextLine;
+pub use rt::log_line::{write_directly as write_log_lines_directly, TextLine};
 pub use server::{start, Running};

@@ -73,10 +73,12 @@ fn not_dumpable() {}
 /// Logs go to stderr; see `log_buffer` for why the worker threads collect theirs.
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::stderr().is_terminal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(keyproxy::LogWriter)
-        .with_ansi(std::io::stderr().is_terminal());
+        .with_ansi(ansi);
+    keyproxy::write_log_lines_directly(format == LogFormat::Text && !ansi);
     match format {
         LogFormat::Text => builder.event_format(keyproxy::TextLine::default()).init(),
         LogFormat::Json => builder.json().init(),

@@ -120,6 +120,63 @@ async fn every_request_leaves_one_record_with_its_id_key_and_client() {
     assert_no_key(&log.join("\n"));
 }
 
+/// The text format, the default, writes the same record as a line (made without tracing's
+/// dispatch, see `rt::log_line::info_line`): message first, then the fields in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_text_format_writes_the_same_record() {
+    let up = Mock::start(ok_handler()).await;
+    let bin = Bin::new();
+    let dir = bin.config_dir();
+    write_private(&dir.join("keys.toml"), &keys_toml("p", KEY_A));
+    std::fs::write(dir.join("keyproxy.toml"), laptop_config(&up.url, "")).unwrap();
+    let served = Served::start_logging(bin.command(), "text").await;
+    let ok = get(
+        &format!("{}/v1/models?x=1", served.url),
+        &[
+            ("authorization", &format!("Bearer {TOKEN}")),
+            ("x-request-id", "text-1"),
+        ],
+    )
+    .await;
+    assert_eq!(ok.status, 200);
+    let refused = get(
+        &format!("{}/v1/models", served.url),
+        &[("x-request-id", "text-2")],
+    )
+    .await;
+    assert_eq!(refused.status, 401);
+    let (_, _, log) = served.stop().await;
+    let line = |id: &str| {
+        let line = log
+            .iter()
+            .find(|l| l.contains(&format!("request_id=\"{id}\"")))
+            .unwrap_or_else(|| panic!("no line for {id}: {log:#?}"));
+        // After the time: `2026-12-07T00:04:31.971947Z`.
+        line[27..].to_owned()
+    };
+    let proxied = line("text-1");
+    let head = format!(
+        "  INFO keyproxy::access: proxied request_id=\"text-1\" method=GET path=\"/v1/models\" \
+         route=\"/\" profile=\"p\" key=\"{FP_A}\" client=\"laptop\" status=200 upstream_ms="
+    );
+    assert!(proxied.starts_with(&head), "{proxied}");
+    assert!(proxied.contains(" bytes=11 ms="), "{proxied}");
+    assert!(proxied.ends_with(" outcome=\"complete\""), "{proxied}");
+    let refused = line("text-2");
+    assert!(
+        refused.starts_with(
+            "  INFO keyproxy::access: answered locally request_id=\"text-2\" method=GET \
+             path=\"/v1/models\" status=401 reason=\"missing-token\" bytes=0 ms="
+        ),
+        "{refused}"
+    );
+    assert!(
+        refused.ends_with(" outcome=\"answered locally\""),
+        "{refused}"
+    );
+    assert_no_key(&log.join("\n"));
+}
+
 /// OpenAI answers with its own `x-request-id`, which its SDK shows for support requests: the
 /// client gets it untouched, and the record keeps both ids. An id a log cannot carry (empty,
 /// over 200 bytes) is replaced by keyproxy's own.

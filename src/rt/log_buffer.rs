@@ -70,6 +70,11 @@ fn write_out(buf: &mut Vec<u8>) {
     }
 }
 
+/// A routine line (not a warning or an error) written without tracing, collected as tracing's are.
+pub fn routine(line: &[u8]) {
+    let _ = Line { urgent: false }.write(line);
+}
+
 /// The `MakeWriter` for tracing-subscriber.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Stderr;

@@ -589,10 +589,15 @@ pub struct Served {
 impl Served {
     /// Starts the binary with `--listen 127.0.0.1:0 --log-format json` and waits for the line
     /// that says where it listens.
-    pub async fn start(mut cmd: std::process::Command) -> Self {
+    pub async fn start(cmd: std::process::Command) -> Self {
+        Self::start_logging(cmd, "json").await
+    }
+
+    /// As [`Served::start`], with logs in `format` (`json` or `text`).
+    pub async fn start_logging(mut cmd: std::process::Command, format: &str) -> Self {
         use std::process::Stdio;
         use tokio::io::AsyncBufReadExt;
-        cmd.args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
+        cmd.args(["--log-format", format, "serve", "--listen", "127.0.0.1:0"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -617,8 +622,11 @@ impl Served {
             log,
         };
         let line = served.wait_for_log("keyproxy is listening").await;
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        served.url = format!("http://{}", v["fields"]["listen"].as_str().unwrap());
+        let listen = match serde_json::from_str::<serde_json::Value>(&line) {
+            Ok(v) => v["fields"]["listen"].as_str().unwrap().to_owned(),
+            Err(_) => line.rsplit("listen=").next().unwrap().trim().to_owned(),
+        };
+        served.url = format!("http://{listen}");
         served
     }
 
