@@ -1,5 +1,5 @@
 //! Small text helpers for error messages: positions in a file, and keeping values and keys out
-//! of them.
+//! of them; and a prefix check for header values.
 
 /// Maps byte offsets in a file to 1-based line and column numbers.
 pub struct LineIndex<'a> {
@@ -199,6 +199,13 @@ fn span(secs: u64) -> String {
         }
     }
     parts.join(" ")
+}
+
+/// `text` starts with `prefix`, ASCII case aside (without a lowercased copy): a content type.
+pub fn starts_with_ignoring_case(text: &str, prefix: &str) -> bool {
+    text.as_bytes()
+        .get(..prefix.len())
+        .is_some_and(|start| start.eq_ignore_ascii_case(prefix.as_bytes()))
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Header rewriting on the request path: what is never forwarded (hop-by-hop headers, every
 //! credential a client sent, keyproxy's own control headers) and what a response is.
 
+use crate::text::starts_with_ignoring_case;
 use http::header::{self, HeaderMap, HeaderName};
 
 /// RFC 9110 section 7.6.1: hop-by-hop headers, and the ones `Connection` names, are not forwarded.
@@ -93,13 +94,6 @@ pub(crate) fn is_event_stream(headers: &HeaderMap) -> bool {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| starts_with_ignoring_case(v.trim_start(), "text/event-stream"))
-}
-
-/// `text` starts with `prefix`, ASCII case aside (without a lowercased copy).
-pub(crate) fn starts_with_ignoring_case(text: &str, prefix: &str) -> bool {
-    text.as_bytes()
-        .get(..prefix.len())
-        .is_some_and(|start| start.eq_ignore_ascii_case(prefix.as_bytes()))
 }
 
 #[cfg(test)]

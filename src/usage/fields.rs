@@ -10,6 +10,8 @@
 //! value it skips is not checked to be valid JSON, and nothing after the object is looked at.
 //! No recursion, so no nesting is too deep; every index is checked, so no input panics.
 
+use std::borrow::Cow;
+
 /// The values of `names` in the object `text`, `None` each where absent or `null`; `None` when
 /// `text` is not an object, is cut short, or names one of them twice.
 pub(super) fn pick<'a, const N: usize>(
@@ -19,31 +21,22 @@ pub(super) fn pick<'a, const N: usize>(
     let b = text.as_bytes();
     let mut out = [None; N];
     let mut seen = [false; N];
-    let mut i = space(b, 0);
-    if b.get(i) != Some(&b'{') {
-        return None;
-    }
-    i = space(b, i + 1);
-    if b.get(i) == Some(&b'}') {
-        return Some(out);
-    }
-    loop {
+    members(b, b'{', b'}', |i| {
         if b.get(i) != Some(&b'"') {
             return None;
         }
         let key_end = string_end(b, i + 1)?;
-        let key = text.get(i + 1..key_end - 1)?;
-        let slot = if key.contains('\\') {
-            let key: String = serde_json::from_str(text.get(i..key_end)?).ok()?;
-            names.iter().position(|n| *n == key)
-        } else {
-            names.iter().position(|n| *n == key)
+        let raw = text.get(i + 1..key_end - 1)?;
+        let key: Cow<'_, str> = match raw.contains('\\') {
+            true => Cow::Owned(serde_json::from_str(text.get(i..key_end)?).ok()?),
+            false => Cow::Borrowed(raw),
         };
-        i = space(b, key_end);
-        if b.get(i) != Some(&b':') {
+        let slot = names.iter().position(|n| *n == key);
+        let colon = space(b, key_end);
+        if b.get(colon) != Some(&b':') {
             return None;
         }
-        let start = space(b, i + 1);
+        let start = space(b, colon + 1);
         let end = value_end(b, start)?;
         if let Some(at) = slot {
             if std::mem::replace(&mut seen[at], true) {
@@ -51,13 +44,9 @@ pub(super) fn pick<'a, const N: usize>(
             }
             out[at] = Some(text.get(start..end)?).filter(|v| *v != "null");
         }
-        i = space(b, end);
-        match b.get(i) {
-            Some(b',') => i = space(b, i + 1),
-            Some(b'}') => return Some(out),
-            _ => return None,
-        }
-    }
+        Some(end)
+    })?;
+    Some(out)
 }
 
 /// The elements of the array `text`, as raw slices; `None` when it is not an array or is cut
@@ -65,21 +54,36 @@ pub(super) fn pick<'a, const N: usize>(
 pub(super) fn elements(text: &str) -> Option<Vec<&str>> {
     let b = text.as_bytes();
     let mut out = Vec::new();
+    members(b, b'[', b']', |i| {
+        let end = value_end(b, i)?;
+        out.push(text.get(i..end)?);
+        Some(end)
+    })?;
+    Some(out)
+}
+
+/// Walks the members of the object or array that `b` starts with (`open` and `close` its
+/// brackets): `member` reads the one starting at the index it is given and says where it ends.
+/// `None` when `b` does not start with `open`, a member cannot be read, or the end is missing.
+fn members(
+    b: &[u8],
+    open: u8,
+    close: u8,
+    mut member: impl FnMut(usize) -> Option<usize>,
+) -> Option<()> {
     let mut i = space(b, 0);
-    if b.get(i) != Some(&b'[') {
+    if b.get(i) != Some(&open) {
         return None;
     }
     i = space(b, i + 1);
-    if b.get(i) == Some(&b']') {
-        return Some(out);
+    if b.get(i) == Some(&close) {
+        return Some(());
     }
     loop {
-        let end = value_end(b, i)?;
-        out.push(text.get(i..end)?);
-        i = space(b, end);
+        i = space(b, member(i)?);
         match b.get(i) {
             Some(b',') => i = space(b, i + 1),
-            Some(b']') => return Some(out),
+            Some(&c) if c == close => return Some(()),
             _ => return None,
         }
     }

@@ -10,6 +10,7 @@
 //! winning).
 
 use super::shape;
+use crate::text::starts_with_ignoring_case;
 
 /// What one answer used. Fields an answer did not report stay 0.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -52,12 +53,7 @@ pub enum Scanner {
 impl Scanner {
     /// A scanner for an answer of `content_type`, or None for one that carries no usage.
     pub fn for_content_type(content_type: &str) -> Option<Self> {
-        let starts = |prefix: &str| {
-            content_type
-                .as_bytes()
-                .get(..prefix.len())
-                .is_some_and(|start| start.eq_ignore_ascii_case(prefix.as_bytes()))
-        };
+        let starts = |prefix| starts_with_ignoring_case(content_type, prefix);
         if starts("text/event-stream") {
             Some(Self::Sse {
                 line: Vec::new(),
