@@ -3,12 +3,11 @@
 //! with its request id.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
-
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use http::Request;
 use hyper::body::Incoming;
@@ -45,7 +44,7 @@ impl Serving {
         peer: SocketAddr,
         watcher: Watcher,
     ) {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().unwrap_or(self.local_addr);
         let mut stopping = self.shutdown.clone();
@@ -77,21 +76,20 @@ impl Serving {
         // The first bytes told the protocol, so the connection is hyper's own for it: no
         // hyper-util `auto` layer reading the version and rewinding it under every read.
         let io = TokioIo::new(stream);
-        let open = Open {
-            started,
-            activity,
-            peer,
-        };
         match protocol {
             Protocol::Http2 => {
                 let connection = self.http2.serve_connection(io, service);
-                self.drive(open, connection, |c| c.graceful_shutdown())
-                    .await;
+                self.drive(started, &activity, peer, connection, |c| {
+                    c.graceful_shutdown()
+                })
+                .await;
             }
             Protocol::Http1 => {
                 let connection = self.http1.serve_connection(io, service).with_upgrades();
-                self.drive(open, connection, |c| c.graceful_shutdown())
-                    .await;
+                self.drive(started, &activity, peer, connection, |c| {
+                    c.graceful_shutdown()
+                })
+                .await;
             }
         }
         drop(watcher);
@@ -99,17 +97,19 @@ impl Serving {
 
     /// Runs `connection` until it ends, closing it (`graceful`: GOAWAY for HTTP/2, close after
     /// the response in flight for HTTP/1) when idle or shutting down, and dropping it when the
-    /// peer does not let it end in time.
-    async fn drive<C, E>(&self, open: Open, connection: C, graceful: impl Fn(Pin<&mut C>))
-    where
+    /// peer does not let it end in time. Its deadlines count from `started` and its `activity`;
+    /// `peer` names it in the log.
+    async fn drive<C, E>(
+        &self,
+        started: Instant,
+        activity: &Activity,
+        peer: SocketAddr,
+        connection: C,
+        graceful: impl Fn(Pin<&mut C>),
+    ) where
         C: Future<Output = Result<(), E>>,
         E: std::fmt::Display,
     {
-        let Open {
-            started,
-            activity,
-            peer,
-        } = open;
         let idle = self.state.load().config.idle_timeout;
         let mut stopping = self.shutdown.clone();
         tokio::pin!(connection);
@@ -154,13 +154,6 @@ impl Serving {
     }
 }
 
-/// A connection being served, and what its deadlines are counted from.
-struct Open {
-    started: std::time::Instant,
-    activity: Arc<Activity>,
-    peer: SocketAddr,
-}
-
 /// What a client's first bytes say it speaks.
 enum Protocol {
     Http1,
@@ -177,7 +170,7 @@ async fn dispatch(
 ) -> http::Response<proxy::ResponseBody> {
     let path = req.uri().path();
     if path == "/_keyproxy" || path.starts_with("/_keyproxy/") {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let (method, uri) = (req.method().clone(), req.uri().clone());
         let id = usable_request_id(req.headers()).cloned();
         let resp = admin_answer(state, reload, req).await;
