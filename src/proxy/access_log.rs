@@ -192,7 +192,16 @@ impl AccessRecord {
 }
 
 impl AccessRecord {
-    /// The record's fields, in the order and with the omissions of the `tracing::info!` below.
+    fn message(&self) -> &'static str {
+        match (self.reason, self.upstream_ms) {
+            (Some(_), _) => "answered locally",
+            (None, Some(_)) => "proxied",
+            (None, None) => "client gone",
+        }
+    }
+
+    /// The record's fields, in the order and with the omissions of the `tracing::info!` below
+    /// (a test holds the two to each other).
     fn fields(&self, f: &mut crate::rt::log_line::Fields<'_>) {
         f.str("request_id", self.request_id.to_str().unwrap_or("-"));
         f.display("method", &self.method);
@@ -234,11 +243,7 @@ impl AccessRecord {
 
 impl Drop for AccessRecord {
     fn drop(&mut self) {
-        let message = match (self.reason, self.upstream_ms) {
-            (Some(_), _) => "answered locally",
-            (None, Some(_)) => "proxied",
-            (None, None) => "client gone",
-        };
+        let message = self.message();
         if tracing::enabled!(target: "keyproxy::access", tracing::Level::INFO)
             && crate::rt::log_line::info_line("keyproxy::access", message, |f| self.fields(f))
         {
@@ -269,6 +274,40 @@ impl Drop for AccessRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rt::log_line::tests::{info_text, logged};
+
+    /// The line written directly and the line of the `tracing::info!` beside it (JSON logs,
+    /// colours) carry the same fields in the same order, every field set.
+    #[test]
+    fn the_direct_line_and_the_traced_line_agree() {
+        let record = || {
+            let ours = HeaderMap::from_iter([(REQUEST_ID, HeaderValue::from_static("t-1"))]);
+            let theirs = HeaderMap::from_iter([(REQUEST_ID, HeaderValue::from_static("req_9"))]);
+            let uri = Uri::from_static("/v1/chat/completions?x=1");
+            let mut r = AccessRecord::begin(&Method::POST, &uri, &ours);
+            r.route = Some("/v1".into());
+            r.profile = Some("p".into());
+            r.key = Some("sk-or-v1...11111111".into());
+            r.client = Some("laptop".into());
+            r.local(429, "budget-exhausted");
+            r.answered(200, 71.84, &theirs);
+            r.socket_ended(5, 220, "complete");
+            r
+        };
+        // After the time; `ms` is read from the clock when each line is made.
+        let fields = |line: &str| {
+            line[27..]
+                .split_whitespace()
+                .filter(|w| !w.starts_with("ms="))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        let direct = record();
+        let direct = info_text("keyproxy::access", direct.message(), |f| direct.fields(f)).unwrap();
+        let traced = logged(true, || drop(record()));
+        assert_eq!(fields(&direct), fields(&traced));
+        assert_eq!(fields(&direct).len(), 18, "{direct}");
+    }
 
     #[test]
     fn request_ids_are_the_start_and_a_counter_in_hex() {

@@ -308,4 +308,4 @@ impl Visit for Fields<'_> {
 
 #[cfg(test)]
 #[path = "log_line_tests.rs"]
-mod tests;
+pub(crate) mod tests;

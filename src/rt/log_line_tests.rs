@@ -22,50 +22,37 @@ fn micros_are_padded() {
     assert_eq!(s, "000042000000999999");
 }
 
-/// A line written directly is the line tracing writes for the same fields.
-#[test]
-fn direct_lines_match_tracing() {
-    let direct = |message: &str, odd: &str| {
-        let mut s = Scratch {
-            line: String::new(),
-            second: u64::MAX,
-            prefix: String::new(),
-        };
-        format_info(&mut s, "keyproxy::access", message, |f| {
-            f.str("request_id", "1fa6-1");
-            f.display("method", &http::Method::POST);
-            f.str("path", odd);
-            f.u64("status", 200);
-            f.f64("upstream_ms", 71.8);
-            f.f64("ms", 1.0 / 3.0);
-            f.u64("bytes", 0);
-        })
-        .map(|()| s.line[27..].to_owned())
+/// The INFO line [`info_line`] would write, its time included.
+pub(crate) fn info_text(
+    target: &str,
+    message: &str,
+    fields: impl FnOnce(&mut Fields<'_>),
+) -> Option<String> {
+    let mut s = Scratch {
+        line: String::new(),
+        second: u64::MAX,
+        prefix: String::new(),
     };
-    let traced = |message: &str, odd: &str| {
-        let buf = Buf::default();
-        let out = buf.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_writer(move || out.clone())
-            .event_format(TextLine::default())
-            .finish();
-        tracing::subscriber::with_default(subscriber, || {
-            tracing::info!(target: "keyproxy::access", request_id = "1fa6-1",
-                method = %http::Method::POST, path = odd, status = Some(200u16),
-                upstream_ms = Some(71.8), ms = 1.0 / 3.0, bytes = 0u64, "{message}");
-        });
-        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
-        text[27..].to_owned()
-    };
-    for odd in ["/api/v1/chat", "/a \"b\" \\ c", "/caf\u{e9}", ""] {
-        assert_eq!(
-            direct("proxied", odd).as_deref(),
-            Some(&*traced("proxied", odd))
-        );
+    format_info(&mut s, target, message, fields)?;
+    Some(s.line)
+}
+
+/// What `log` writes at DEBUG and up without colours, in this format (`fast`) or in
+/// tracing-subscriber's own.
+pub(crate) fn logged(fast: bool, log: impl FnOnce()) -> String {
+    let buf = Buf::default();
+    let out = buf.clone();
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || out.clone());
+    if fast {
+        tracing::subscriber::with_default(builder.event_format(TextLine::default()).finish(), log);
+    } else {
+        tracing::subscriber::with_default(builder.finish(), log);
     }
-    // A message with a control character is left to tracing.
-    assert_eq!(direct("a\u{7}b", "/"), None);
+    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    text
 }
 
 #[derive(Clone, Default)]
@@ -78,6 +65,39 @@ impl std::io::Write for Buf {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// A line written directly is the line tracing writes for the same fields.
+#[test]
+fn direct_lines_match_tracing() {
+    let direct = |message: &str, odd: &str| {
+        info_text("keyproxy::access", message, |f| {
+            f.str("request_id", "1fa6-1");
+            f.display("method", &http::Method::POST);
+            f.str("path", odd);
+            f.u64("status", 200);
+            f.f64("upstream_ms", 71.8);
+            f.f64("ms", 1.0 / 3.0);
+            f.u64("bytes", 0);
+        })
+        .map(|line| line[27..].to_owned())
+    };
+    let traced = |message: &str, odd: &str| {
+        let text = logged(true, || {
+            tracing::info!(target: "keyproxy::access", request_id = "1fa6-1",
+                method = %http::Method::POST, path = odd, status = Some(200u16),
+                upstream_ms = Some(71.8), ms = 1.0 / 3.0, bytes = 0u64, "{message}");
+        });
+        text[27..].to_owned()
+    };
+    for odd in ["/api/v1/chat", "/a \"b\" \\ c", "/caf\u{e9}", ""] {
+        assert_eq!(
+            direct("proxied", odd).as_deref(),
+            Some(&*traced("proxied", odd))
+        );
+    }
+    // A message with a control character is left to tracing.
+    assert_eq!(direct("a\u{7}b", "/"), None);
 }
 
 /// The same lines as tracing-subscriber's default text format, but for the time.
@@ -104,22 +124,10 @@ fn same_as_the_default_format() {
         tracing::info!("caf\u{e9} \u{85} end");
     }
     let run = |fast: bool| {
-        let buf = Buf::default();
-        let out = buf.clone();
-        let builder = tracing_subscriber::fmt()
-            .with_max_level(Level::DEBUG)
-            .with_ansi(false)
-            .with_writer(move || out.clone());
-        if fast {
-            tracing::subscriber::with_default(
-                builder.event_format(TextLine::default()).finish(),
-                events,
-            );
-        } else {
-            tracing::subscriber::with_default(builder.finish(), events);
-        }
-        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
-        text.lines().map(|l| l[27..].to_owned()).collect::<Vec<_>>()
+        logged(fast, events)
+            .lines()
+            .map(|l| l[27..].to_owned())
+            .collect::<Vec<_>>()
     };
     let (fast, full) = (run(true), run(false));
     assert_eq!(fast.len(), 6);
