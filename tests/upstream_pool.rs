@@ -211,6 +211,25 @@ async fn the_upstream_gets_its_host_and_an_origin_form_target() {
 }
 
 /// 4 MiB, past `retry_body_limit`, so it streams to the upstream while the answer comes back.
+/// A large upload the upstream answers early, then five small requests: every one answered 200.
+async fn upload_then_five_more(url: &str) {
+    let early = send(&client(), request("POST", url, &[], large_body())).await;
+    assert_eq!(early.status, 200, "{}", early.text());
+    for i in 0..5 {
+        let reply = send(
+            &client(),
+            request("POST", url, &[], format!("{{\"n\":{i}}}")),
+        )
+        .await;
+        assert_eq!(
+            reply.status,
+            200,
+            "request {i} after the early answer: {}",
+            reply.text()
+        );
+    }
+}
+
 fn large_body() -> Bytes {
     Bytes::from(vec![b'a'; 4 << 20])
 }
@@ -221,21 +240,7 @@ async fn an_answer_before_the_upload_ends_leaves_the_connection_usable() {
         let up = RawUpstream::start(Style::AnswerEarly).await;
         let proxy = proxy_to(&up.url, 1).await;
         let url = format!("{}/upload", proxy.url);
-        let early = send(&client(), request("POST", &url, &[], large_body())).await;
-        assert_eq!(early.status, 200, "{}", early.text());
-        for i in 0..5 {
-            let reply = send(
-                &client(),
-                request("POST", &url, &[], format!("{{\"n\":{i}}}")),
-            )
-            .await;
-            assert_eq!(
-                reply.status,
-                200,
-                "request {i} after the early answer: {}",
-                reply.text()
-            );
-        }
+        upload_then_five_more(&url).await;
         up.wait_for_requests(6).await;
         let seen = up.seen();
         assert_eq!(seen.len(), 6);
@@ -257,21 +262,7 @@ async fn an_upstream_answering_without_reading_the_upload_leaves_keyproxy_servin
         let up = Mock::start(ok_handler()).await;
         let proxy = proxy_to(&up.url, 1).await;
         let url = format!("{}/upload", proxy.url);
-        let early = send(&client(), request("POST", &url, &[], large_body())).await;
-        assert_eq!(early.status, 200, "{}", early.text());
-        for i in 0..5 {
-            let reply = send(
-                &client(),
-                request("POST", &url, &[], format!("{{\"n\":{i}}}")),
-            )
-            .await;
-            assert_eq!(
-                reply.status,
-                200,
-                "request {i} after the early answer: {}",
-                reply.text()
-            );
-        }
+        upload_then_five_more(&url).await;
     })
     .await;
 }
